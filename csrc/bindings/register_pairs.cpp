@@ -1,0 +1,134 @@
+// Thin bindings of the CPU pair primitives. Python (alignscope._backend) has already checked
+// shapes, dtypes and contiguity; here arrays are only taken without conversion, the GIL is
+// released, and Ctrl-C / progress are polled from the calling thread.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "bindings/registers.h"
+#include "cpu/pair_kernels.h"
+
+namespace py = pybind11;
+
+namespace alignscope::bindings {
+
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style>;
+using I32 = py::array_t<int32_t, py::array::c_style>;
+
+// Poll run on the calling thread: the GIL is taken briefly to check signals and report
+// progress. A pending Python error (KeyboardInterrupt, or one raised by the callback) stays
+// set and cancels the run; the caller raises it once the workers have stopped.
+cpu::Poll make_poll(const py::object& progress) {
+  return [progress](int64_t done, int64_t total) -> bool {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) return false;
+    if (!progress.is_none()) {
+      try {
+        progress(done, total);
+      } catch (py::error_already_set& e) {
+        e.restore();
+        return false;
+      }
+    }
+    return true;
+  };
+}
+
+template <typename Fn>
+auto run_released(Fn&& fn) {
+  try {
+    py::gil_scoped_release release;
+    return fn();
+  } catch (const cpu::Cancelled&) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    throw py::value_error("alignscope: computation cancelled");
+  }
+}
+
+void check_2d(const F32& a, const char* name) {
+  if (a.ndim() != 2) throw py::value_error(std::string(name) + " must be 2-D");
+}
+
+}  // namespace
+
+void register_pairs(py::module_& m) {
+  m.def(
+      "pair_abs_sum",
+      [](const F32& rows, std::optional<F32> cols, std::optional<F32> zscale, float c0,
+         std::optional<I32> row_labels, std::optional<I32> col_labels, float c_label,
+         std::optional<int64_t> exclude_offset, int64_t tile, int threads,
+         const py::object& progress) {
+        check_2d(rows, "rows");
+        cpu::PairAbsSumProblem p;
+        p.rows = rows.data();
+        p.n_rows = rows.shape(0);
+        p.dim = rows.shape(1);
+        p.symmetric = !cols.has_value();
+        if (cols) {
+          check_2d(*cols, "cols");
+          if (cols->shape(1) != p.dim) throw py::value_error("rows and cols differ in dim");
+          p.cols = cols->data();
+          p.n_cols = cols->shape(0);
+        } else {
+          p.cols = p.rows;
+          p.n_cols = p.n_rows;
+        }
+        if (zscale) {
+          if (zscale->ndim() != 1 || zscale->shape(0) != p.dim)
+            throw py::value_error("zscale must have one entry per column");
+          p.zscale = zscale->data();
+        }
+        p.c0 = c0;
+        if (row_labels.has_value() != col_labels.has_value())
+          throw py::value_error("give both label arrays or neither");
+        if (row_labels) {
+          if (row_labels->size() != p.n_rows || col_labels->size() != p.n_cols)
+            throw py::value_error("label arrays must match the row and column counts");
+          p.row_labels = row_labels->data();
+          p.col_labels = col_labels->data();
+          p.c_label = c_label;
+        }
+        if (exclude_offset) {
+          if (p.symmetric) throw py::value_error("exclude_offset is for the rectangular form");
+          p.exclude = true;
+          p.exclude_offset = *exclude_offset;
+        }
+        cpu::Poll poll = make_poll(progress);
+        cpu::PairAbsSumResult r = run_released([&] { return cpu::pair_abs_sum(p, tile, threads, poll); });
+        py::array_t<double> row_sums(static_cast<py::ssize_t>(r.row_sums.size()), r.row_sums.data());
+        py::object col_sums = py::none();
+        if (!p.symmetric)
+          col_sums = py::array_t<double>(static_cast<py::ssize_t>(r.col_sums.size()), r.col_sums.data());
+        return py::tuple(py::make_tuple(row_sums, col_sums));
+      },
+      py::arg("rows").noconvert(), py::arg("cols").noconvert() = py::none(),
+      py::arg("zscale").noconvert() = py::none(), py::arg("c0") = 0.0f,
+      py::arg("row_labels").noconvert() = py::none(),
+      py::arg("col_labels").noconvert() = py::none(), py::arg("c_label") = 0.0f,
+      py::arg("exclude_offset") = py::none(), py::arg("tile") = 256, py::arg("threads") = 0,
+      py::arg("progress") = py::none(),
+      "Row (and, for the rectangular form, column) sums of |c0 + <zscale*rows_i, cols_k>| "
+      "(+ c_label*[label_i != label_k]) in float64. Without cols: the symmetric form over "
+      "i != k of one matrix.");
+
+  m.def(
+      "pair_extrema",
+      [](const F32& x, int64_t tile, int threads, const py::object& progress) {
+        check_2d(x, "x");
+        cpu::Poll poll = make_poll(progress);
+        const float* data = x.data();
+        const int64_t n = x.shape(0), dim = x.shape(1);
+        cpu::PairExtrema e = run_released([&] { return cpu::pair_extrema(data, n, dim, tile, threads, poll); });
+        if (e.empty) return py::object(py::none());
+        return py::object(py::make_tuple(e.min_value, e.min_i, e.min_k, e.max_value, e.max_i, e.max_k));
+      },
+      py::arg("x").noconvert(), py::arg("tile") = 256, py::arg("threads") = 0,
+      py::arg("progress") = py::none(),
+      "(min, i, k, max, i, k) of <x_i, x_k> over i != k, or None when there is no pair.");
+}
+
+}  // namespace alignscope::bindings

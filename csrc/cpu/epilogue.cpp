@@ -1,0 +1,68 @@
+#include "cpu/epilogue.h"
+
+#include <limits>
+
+#include "common/pair_math.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ALIGNSCOPE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define ALIGNSCOPE_CLONES
+#endif
+
+namespace alignscope::cpu {
+
+namespace {
+
+// Row sums stay in float32 for one tile row (a few hundred terms) before they reach float64.
+template <bool kLabels, bool kCols>
+inline void abs_sum_rows(const float* C, int64_t ni, int64_t nk, int64_t ldc, float c0,
+                         const int32_t* li, const int32_t* lk, float c_label, double* row_out,
+                         float* col_acc) {
+  for (int64_t r = 0; r < ni; ++r) {
+    const float* c = C + r * ldc;
+    const int32_t label_r = kLabels ? li[r] : 0;
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t k = 0; k < nk; ++k) {
+      const float v = pair_term(c0, c[k], c_label, kLabels && (lk[k] != label_r));
+      acc += v;
+      if constexpr (kCols) col_acc[k] += v;
+    }
+    row_out[r] += static_cast<double>(acc);
+  }
+}
+
+}  // namespace
+
+ALIGNSCOPE_CLONES
+void abs_sum_epilogue(const float* C, int64_t ni, int64_t nk, int64_t ldc, float c0,
+                      const int32_t* li, const int32_t* lk, float c_label, double* row_out,
+                      float* col_acc) {
+  const bool labels = li != nullptr && lk != nullptr;
+  if (labels) {
+    if (col_acc) abs_sum_rows<true, true>(C, ni, nk, ldc, c0, li, lk, c_label, row_out, col_acc);
+    else abs_sum_rows<true, false>(C, ni, nk, ldc, c0, li, lk, c_label, row_out, col_acc);
+  } else {
+    if (col_acc) abs_sum_rows<false, true>(C, ni, nk, ldc, c0, li, lk, c_label, row_out, col_acc);
+    else abs_sum_rows<false, false>(C, ni, nk, ldc, c0, li, lk, c_label, row_out, col_acc);
+  }
+}
+
+TileExtrema extrema_epilogue(const float* C, int64_t ni, int64_t nk, int64_t ldc, bool mask,
+                             int64_t mask_offset) {
+  TileExtrema e{std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                -1, -1, -1, -1};
+  for (int64_t r = 0; r < ni; ++r) {
+    const float* c = C + r * ldc;
+    for (int64_t k = 0; k < nk; ++k) {
+      if (mask && r - k == mask_offset) continue;
+      const float v = c[k];
+      if (v < e.min_value) { e.min_value = v; e.min_row = r; e.min_col = k; }
+      if (v > e.max_value) { e.max_value = v; e.max_row = r; e.max_col = k; }
+    }
+  }
+  return e;
+}
+
+}  // namespace alignscope::cpu

@@ -1,0 +1,27 @@
+// Vectorised tile epilogues of the CPU engine. Compiled once per instruction set
+// (target_clones) and dispatched at load time, so one wheel runs at AVX-512 or AVX2 speed.
+#pragma once
+
+#include <cstdint>
+
+namespace alignscope::cpu {
+
+// Adds sum_k |c0 + C[r,k] + c_label*[li[r] != lk[k]]| to row_out[r] (float64), and, when
+// col_acc is not null, the same terms down each column to col_acc[k] (float32, one tile tall).
+// Labels may be null (no label term). C is ni x nk with leading dimension ldc.
+void abs_sum_epilogue(const float* C, int64_t ni, int64_t nk, int64_t ldc, float c0,
+                      const int32_t* li, const int32_t* lk, float c_label, double* row_out,
+                      float* col_acc);
+
+struct TileExtrema {
+  float min_value;
+  float max_value;
+  int64_t min_row, min_col, max_row, max_col;  // positions inside the tile; -1 when empty
+};
+
+// Min and max of C over entries not masked. Entries with row - col == mask_offset are skipped
+// when mask is true (the i == k diagonal).
+TileExtrema extrema_epilogue(const float* C, int64_t ni, int64_t nk, int64_t ldc, bool mask,
+                             int64_t mask_offset);
+
+}  // namespace alignscope::cpu

@@ -1,0 +1,223 @@
+#include "cpu/pair_kernels.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+
+#include <cblas.h>
+
+#include "common/tile_schedule.h"
+#include "cpu/epilogue.h"
+
+namespace alignscope::cpu {
+
+int default_threads() {
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+namespace {
+
+// Runs work(thread_id, tile_id) for tile ids 0 .. n_tiles-1 on `threads` workers that take ids
+// from a shared counter. The calling thread only polls (signals, progress) and joins.
+template <typename Work>
+void run_tiles(int64_t n_tiles, int threads, const Poll& poll, Work&& work) {
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(std::min<int64_t>(n_tiles, 1 << 16))));
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<bool> cancel{false};
+  std::exception_ptr failure;
+  std::mutex mu;
+  std::condition_variable cv;
+  int running = threads;
+
+  auto worker = [&](int tid) {
+    try {
+      for (;;) {
+        if (cancel.load(std::memory_order_relaxed)) break;
+        const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
+        if (t >= n_tiles) break;
+        work(tid, t);
+        done.fetch_add(1, std::memory_order_relaxed);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!failure) failure = std::current_exception();
+      cancel.store(true);
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    --running;
+    cv.notify_all();
+  };
+
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (int i = 0; i < threads; ++i) pool.emplace_back(worker, i);
+
+  bool cancelled = false;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    while (running > 0) {
+      cv.wait_for(lock, std::chrono::milliseconds(100));
+      if (running == 0 || !poll) continue;
+      lock.unlock();
+      bool keep_going = true;
+      try {
+        keep_going = poll(done.load(), n_tiles);
+      } catch (...) {
+        keep_going = false;
+      }
+      lock.lock();
+      if (!keep_going) {
+        cancelled = true;
+        cancel.store(true);
+      }
+    }
+  }
+  for (auto& th : pool) th.join();
+  if (failure) std::rethrow_exception(failure);
+  if (cancelled) throw Cancelled();
+  if (poll) poll(n_tiles, n_tiles);
+}
+
+// C (ni x nk, leading dim nk) = A (ni x dim) * B (nk x dim)^T in float32, one thread.
+inline void tile_gemm(const float* a, int64_t ni, const float* b, int64_t nk, int64_t dim,
+                      float* c) {
+  scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(ni),
+                    static_cast<blasint>(nk), static_cast<blasint>(dim), 1.0f, a,
+                    static_cast<blasint>(dim), b, static_cast<blasint>(dim), 0.0f, c,
+                    static_cast<blasint>(nk));
+}
+
+void check_tile(int64_t tile) {
+  if (tile < 1 || tile > 8192) throw std::invalid_argument("tile must be in [1, 8192]");
+}
+
+}  // namespace
+
+PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int threads,
+                              const Poll& poll) {
+  check_tile(tile);
+  if (p.symmetric && (p.cols != p.rows || p.n_cols != p.n_rows))
+    throw std::invalid_argument("symmetric pair_abs_sum needs cols == rows");
+  PairAbsSumResult out;
+  out.row_sums.assign(p.n_rows, 0.0);
+  if (!p.symmetric) out.col_sums.assign(p.n_cols, 0.0);
+  if (p.n_rows == 0 || p.n_cols == 0) return out;
+
+  const int64_t row_tiles = tile_grid(p.n_rows, tile);
+  const int64_t col_tiles = tile_grid(p.n_cols, tile);
+  const int64_t n_tiles = p.symmetric ? upper_tile_count(row_tiles) : row_tiles * col_tiles;
+  threads = threads > 0 ? threads : default_threads();
+  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_tiles)));
+  // The pool supplies the parallelism; OpenBLAS runs each tile on the calling worker.
+  scipy_openblas_set_num_threads(1);
+
+  const bool labels = p.row_labels != nullptr && p.col_labels != nullptr;
+  const float c0 = p.c0;
+  std::vector<std::vector<double>> row_part(threads, std::vector<double>(p.n_rows, 0.0));
+  std::vector<std::vector<double>> col_part(
+      p.symmetric ? 0 : threads, std::vector<double>(p.symmetric ? 0 : p.n_cols, 0.0));
+
+  run_tiles(n_tiles, threads, poll, [&](int tid, int64_t t) {
+    thread_local std::vector<float> zbuf, cbuf, colacc;
+    int64_t I, K;
+    if (p.symmetric) {
+      upper_tile_from_linear(t, row_tiles, &I, &K);
+    } else {
+      I = t / col_tiles;
+      K = t % col_tiles;
+    }
+    const int64_t i0 = I * tile, ni = std::min(tile, p.n_rows - i0);
+    const int64_t k0 = K * tile, nk = std::min(tile, p.n_cols - k0);
+    const float* a = p.rows + i0 * p.dim;
+    if (p.zscale) {
+      zbuf.resize(static_cast<size_t>(ni * p.dim));
+      for (int64_t r = 0; r < ni; ++r) {
+        const float* src = a + r * p.dim;
+        float* dst = zbuf.data() + r * p.dim;
+        for (int64_t j = 0; j < p.dim; ++j) dst[j] = src[j] * p.zscale[j];
+      }
+      a = zbuf.data();
+    }
+    cbuf.resize(static_cast<size_t>(ni * nk));
+    tile_gemm(a, ni, p.cols + k0 * p.dim, nk, p.dim, cbuf.data());
+
+    // Excluded pairs get the value that makes their term exactly |c0 - c0| = 0 (their labels,
+    // being one sample's, are equal).
+    const int64_t offset = p.symmetric ? 0 : p.exclude_offset + i0 - k0;
+    if (p.symmetric ? I == K : p.exclude) {
+      for (int64_t r = 0; r < ni; ++r) {
+        const int64_t k = r + offset;
+        if (k >= 0 && k < nk) cbuf[r * nk + k] = -c0;
+      }
+    }
+    const bool with_cols = !p.symmetric || I != K;
+    if (with_cols) colacc.assign(static_cast<size_t>(nk), 0.0f);
+    abs_sum_epilogue(cbuf.data(), ni, nk, nk, c0, labels ? p.row_labels + i0 : nullptr,
+                     labels ? p.col_labels + k0 : nullptr, p.c_label, row_part[tid].data() + i0,
+                     with_cols ? colacc.data() : nullptr);
+    if (with_cols) {
+      double* dst = p.symmetric ? row_part[tid].data() + k0 : col_part[tid].data() + k0;
+      for (int64_t k = 0; k < nk; ++k) dst[k] += static_cast<double>(colacc[k]);
+    }
+  });
+
+  for (int t = 0; t < threads; ++t) {
+    for (int64_t i = 0; i < p.n_rows; ++i) out.row_sums[i] += row_part[t][i];
+    if (!p.symmetric)
+      for (int64_t k = 0; k < p.n_cols; ++k) out.col_sums[k] += col_part[t][k];
+  }
+  return out;
+}
+
+PairExtrema pair_extrema(const float* x, int64_t n, int64_t dim, int64_t tile, int threads,
+                         const Poll& poll) {
+  check_tile(tile);
+  PairExtrema best;
+  if (n < 2) return best;
+  const int64_t T = tile_grid(n, tile);
+  const int64_t n_tiles = upper_tile_count(T);
+  threads = threads > 0 ? threads : default_threads();
+  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_tiles)));
+  scipy_openblas_set_num_threads(1);
+  std::vector<PairExtrema> part(threads);
+
+  run_tiles(n_tiles, threads, poll, [&](int tid, int64_t t) {
+    thread_local std::vector<float> cbuf;
+    int64_t I, K;
+    upper_tile_from_linear(t, T, &I, &K);
+    const int64_t i0 = I * tile, ni = std::min(tile, n - i0);
+    const int64_t k0 = K * tile, nk = std::min(tile, n - k0);
+    cbuf.resize(static_cast<size_t>(ni * nk));
+    tile_gemm(x + i0 * dim, ni, x + k0 * dim, nk, dim, cbuf.data());
+    const TileExtrema e = extrema_epilogue(cbuf.data(), ni, nk, nk, I == K, 0);
+    if (e.min_row < 0) return;  // a 1 x 1 diagonal tile has no pair
+    PairExtrema& b = part[tid];
+    if (b.empty || e.min_value < b.min_value) {
+      b.min_value = e.min_value; b.min_i = i0 + e.min_row; b.min_k = k0 + e.min_col;
+    }
+    if (b.empty || e.max_value > b.max_value) {
+      b.max_value = e.max_value; b.max_i = i0 + e.max_row; b.max_k = k0 + e.max_col;
+    }
+    b.empty = false;
+  });
+
+  for (const PairExtrema& b : part) {
+    if (b.empty) continue;
+    if (best.empty || b.min_value < best.min_value) {
+      best.min_value = b.min_value; best.min_i = b.min_i; best.min_k = b.min_k;
+    }
+    if (best.empty || b.max_value > best.max_value) {
+      best.max_value = b.max_value; best.max_i = b.max_i; best.max_k = b.max_k;
+    }
+    best.empty = false;
+  }
+  return best;
+}
+
+}  // namespace alignscope::cpu

@@ -1,0 +1,176 @@
+"""The one place that picks a backend and bridges arrays to the compiled engine.
+
+Everything here receives arrays that :mod:`alignscope.metrics` has already validated; the
+functions only enforce the exact memory layout the compiled layer expects (C-contiguous
+float32 / int32) and choose which engine runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+_BUILD_HINT = (
+    "alignscope's compiled engine (alignscope._core) could not be imported. Build it by "
+    "installing the package from its source tree: `pip install .` (needs a C++17 compiler and "
+    "the scipy-openblas32 wheel, which pip installs)."
+)
+
+
+def _load_core() -> Any:
+    # The engine links libscipy_openblas.so; load it into the process first so the compiled
+    # module finds it wherever the wheel was installed (editable installs included).
+    try:
+        import scipy_openblas32
+
+        scipy_openblas32.get_openblas_config()
+    except (ImportError, OSError) as exc:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "alignscope needs the scipy-openblas32 package at run time: pip install scipy-openblas32"
+        ) from exc
+    try:
+        from alignscope import _core
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError(_BUILD_HINT) from exc
+    return _core
+
+
+_core = _load_core()
+
+BACKENDS = ("auto", "cpu")
+DEFAULT_TILE = 256
+
+Progress = Callable[[int, int], None] | None
+
+
+def resolve_backend(backend: str) -> str:
+    """Return the concrete backend for ``backend`` ("auto" -> "cpu" for host arrays)."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+    return "cpu"
+
+
+def resolve_threads(threads: int | None) -> int:
+    """Validate ``threads`` (None = all cores) and return the count the engine will use."""
+    if threads is None:
+        env = os.environ.get("ALIGNSCOPE_NUM_THREADS")
+        return int(env) if env and env.isdigit() and int(env) > 0 else int(_core.default_threads())
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be a positive integer or None, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return int(threads)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _i32(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.ascontiguousarray(a, dtype=np.int32)
+
+
+def pair_abs_sum(
+    rows: np.ndarray,
+    cols: np.ndarray | None = None,
+    *,
+    zscale: np.ndarray | None = None,
+    c0: float = 0.0,
+    row_labels: np.ndarray | None = None,
+    col_labels: np.ndarray | None = None,
+    c_label: float = 0.0,
+    exclude_offset: int | None = None,
+    tile: int = DEFAULT_TILE,
+    threads: int | None = None,
+    progress: Progress = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Row sums of ``|c0 + <zscale * rows_i, cols_k>| (+ c_label [l_i != l_k])``.
+
+    Parameters
+    ----------
+    rows : (n, K) float32 array, host memory.
+    cols : (m, K) float32 array or None. None selects the symmetric form over the pairs
+        i != k of ``rows`` with itself (upper tiles only).
+    zscale : (K,) float32 or None, the per-column scale that turns a row w_i into z_i.
+    row_labels, col_labels : (n,), (m,) int32 or None; in the symmetric form pass the same array.
+    exclude_offset : rectangular form only: skip pairs with ``k - i == exclude_offset``.
+
+    Returns
+    -------
+    row_sums : (n,) float64. col_sums : (m,) float64, or None for the symmetric form.
+    """
+    if row_labels is not None and col_labels is None and cols is None:
+        col_labels = row_labels
+    row_sums, col_sums = _core.pair_abs_sum(
+        _f32(rows),
+        None if cols is None else _f32(cols),
+        None if zscale is None else _f32(zscale),
+        float(c0),
+        _i32(row_labels),
+        _i32(col_labels),
+        float(c_label),
+        exclude_offset,
+        int(tile),
+        resolve_threads(threads),
+        progress,
+    )
+    return row_sums, col_sums
+
+
+def pair_extrema(
+    x: np.ndarray, *, tile: int = DEFAULT_TILE, threads: int | None = None, progress: Progress = None
+) -> tuple[tuple[float, int, int], tuple[float, int, int]] | None:
+    """Min and max of <x_i, x_k> over i != k of a (n, d) float32 array.
+
+    Returns ``((min, i, k), (max, i, k))`` with float32-accurate values and the pair that
+    attains each, or None when n < 2.
+    """
+    found = _core.pair_extrema(_f32(x), int(tile), resolve_threads(threads), progress)
+    if found is None:
+        return None
+    mn, mi, mk, mx, xi, xk = found
+    return (float(mn), int(mi), int(mk)), (float(mx), int(xi), int(xk))
+
+
+def structure_constants(
+    image_bounds: tuple[float, float], text_bounds: tuple[float, float] | None
+) -> tuple[float, float, float, float]:
+    """(c0, scale_a, scale_b, c_label) of ``D_A - D_B = c0 + <z, w>`` (csrc/common/pair_math.h).
+
+    ``text_bounds`` None selects the label view, D_B = [label_i != label_k].
+    """
+    if text_bounds is None:
+        return tuple(_core.label_structure_constants(*image_bounds))  # type: ignore[return-value]
+    return tuple(_core.embedding_structure_constants(*image_bounds, *text_bounds))  # type: ignore[return-value]
+
+
+def backend_info() -> dict[str, Any]:
+    """What was built and what this machine offers.
+
+    Returns
+    -------
+    dict with ``backends`` (built engines), ``cpu`` (threads, SIMD level, BLAS), ``cuda``
+    (built: bool, devices: int, reason: str).
+    """
+    cuda: dict[str, Any] = {"built": False, "devices": 0, "reason": "CUDA backend not built"}
+    return {
+        "version": _version(),
+        "backends": ["cpu"],
+        "cpu": {
+            "threads": int(_core.default_threads()),
+            "simd": str(_core.simd_level()),
+            "blas": str(_core.blas_info()),
+        },
+        "cuda": cuda,
+    }
+
+
+def _version() -> str:
+    from alignscope import __version__
+
+    return __version__

@@ -1,0 +1,15 @@
+"""The engine's Python face: Alignment Difficulty, per-sample terms, profiles."""
+
+from alignscope.metrics.ad import alignment_difficulty, finetune_ad
+from alignscope.metrics.profiles import PROFILES, Bounds
+from alignscope.metrics.result import ADResult, FinetuneAD, PerSample
+
+__all__ = [
+    "PROFILES",
+    "ADResult",
+    "Bounds",
+    "FinetuneAD",
+    "PerSample",
+    "alignment_difficulty",
+    "finetune_ad",
+]
