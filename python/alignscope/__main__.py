@@ -1,0 +1,5 @@
+import sys
+
+from alignscope.cli import main
+
+sys.exit(main())

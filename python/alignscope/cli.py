@@ -1,0 +1,282 @@
+"""The `alignscope` command: results on stdout (a table, or JSON with --json), progress and
+errors on stderr. Exit codes: 0 success, 2 bad input or usage, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+DEMO_POISONED = (0, 100, 250, 500)
+
+# API argument names -> the CLI flags a user typed, so messages name what they can fix.
+_FLAG_NAMES = (
+    ("true_labels", "--true-labels"),
+    ("image_emb", "--images"),
+    ("text_emb", "--texts"),
+    ("labels", "--labels"),
+)
+
+
+class UsageError(Exception):
+    """Bad input detected by the CLI itself; printed as one line, exit code 2."""
+
+
+def _to_flags(message: str) -> str:
+    for api, flag in _FLAG_NAMES:
+        message = re.sub(rf"(?<![\w-]){api}\b", flag, message)
+    return message
+
+
+def _load_npy(path: str, flag: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{flag}: no such file {path!r}")
+    try:
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a bad header or a short file
+        raise UsageError(f"{flag}: cannot read {path!r} as a .npy array ({exc})") from exc
+
+
+def _parse_bounds(text: str) -> Any:
+    from alignscope.metrics.profiles import Bounds
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise UsageError(f"--bounds: expected numbers, got {text!r}") from exc
+    if len(values) not in (4, 6):
+        raise UsageError(
+            "--bounds takes FEAT_LO,FEAT_HI,IMG_LO,IMG_HI[,TXT_LO,TXT_HI] on cosine distance"
+        )
+    text_pair = (values[4], values[5]) if len(values) == 6 else (0.0, 1.0)
+    try:
+        return Bounds(feature=(values[0], values[1]), image=(values[2], values[3]), text=text_pair)
+    except ValueError as exc:
+        raise UsageError(f"--bounds: {exc}") from exc
+
+
+def _result_table(result: Any) -> str:
+    from alignscope.report.tables import format_table
+
+    head = (
+        f"Alignment Difficulty ({result.method}, profile={result.profile}, N={result.n:,}, "
+        f"{result.backend} x{result.threads}, {result.seconds:.2f} s)"
+    )
+    rows = [
+        ("feature AD", result.feature),
+        ("structure AD", result.structure),
+        (f"AD (alpha={result.alpha:g})", result.ad),
+    ]
+    return head + "\n" + format_table(("term", "value"), rows)
+
+
+def cmd_ad(args: argparse.Namespace) -> int:
+    from alignscope.metrics import alignment_difficulty
+    from alignscope.report.per_sample import check_per_sample_path, write_per_sample
+
+    if args.texts is None and args.labels is None:
+        raise UsageError("give --texts TXT.npy (caption embeddings) or --labels L.npy")
+    if args.texts is not None and args.labels is not None:
+        raise UsageError("give --texts or --labels, not both")
+    if args.true_labels is not None and args.labels is None:
+        raise UsageError("--true-labels needs --labels")
+    if args.per_sample is not None:
+        try:
+            check_per_sample_path(args.per_sample)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(f"--per-sample: {exc}") from exc
+    profile: Any = _parse_bounds(args.bounds) if args.bounds else args.profile
+    images = _load_npy(args.images, "--images")
+    texts = _load_npy(args.texts, "--texts") if args.texts else None
+    labels = _load_npy(args.labels, "--labels") if args.labels else None
+    truth = _load_npy(args.true_labels, "--true-labels") if args.true_labels else None
+    show_progress = not args.quiet and images.shape[0] >= 20_000 if images.ndim == 2 else False
+    result = alignment_difficulty(
+        images,
+        texts,
+        labels=labels,
+        true_labels=truth,
+        alpha=args.alpha,
+        profile=profile,
+        per_sample=args.per_sample is not None,
+        threads=args.threads,
+        progress=show_progress,
+    )
+    if args.per_sample is not None and result.per_sample is not None:
+        write_per_sample(result.per_sample, args.per_sample)
+    if args.json:
+        out = result.to_dict(per_sample=False)
+        if args.per_sample is not None:
+            out["per_sample_path"] = str(args.per_sample)
+        print(json.dumps(out, indent=2))
+    else:
+        print(_result_table(result))
+        if args.per_sample is not None:
+            print(f"per-sample terms written to {args.per_sample}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from alignscope.metrics import alignment_difficulty
+    from alignscope.report.tables import format_table
+    from alignscope.synth import concept_world
+
+    rows = []
+    records = []
+    for cp in args.poisoned:
+        world = concept_world(
+            args.n,
+            concepts=args.concepts,
+            poisoned_concepts=cp,
+            dim=args.dim,
+            kind=args.kind,
+            seed=args.seed,
+        )
+        result = alignment_difficulty(
+            world.image_emb, world.text_emb, alpha=args.alpha, threads=args.threads
+        )
+        n_poisons = int(world.poisoned.sum())
+        rows.append((cp, n_poisons, result.feature, result.structure, result.ad, f"{result.seconds:.2f}"))
+        records.append({"poisoned_concepts": cp, "poisons": n_poisons, **result.to_dict(per_sample=False)})
+        if not args.json:
+            print(f"  C_P={cp}: done in {result.seconds:.2f} s", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"dataset": _demo_description(args), "rows": records}, indent=2))
+    else:
+        print(
+            f"AD of synthetic {args.kind}-label poisoning (N={args.n:,}, C={args.concepts}, d={args.dim}, "
+            f"m={max(1, round(0.0008 * args.n))} per poisoned concept, profile=paper, alpha={args.alpha:g})"
+        )
+        print(format_table(("C_P", "poisons", "feature", "structure", "AD", "seconds"), rows))
+    return 0
+
+
+def _demo_description(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "generator": "alignscope.synth.concept_world",
+        "n": args.n,
+        "concepts": args.concepts,
+        "dim": args.dim,
+        "kind": args.kind,
+        "seed": args.seed,
+        "per_concept": max(1, round(0.0008 * args.n)),
+        "profile": "paper",
+        "alpha": args.alpha,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from alignscope import backend_info
+
+    info = backend_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"alignscope {info['version']}")
+        print(f"  backends : {', '.join(info['backends'])}")
+        cpu = info["cpu"]
+        print(f"  cpu      : {cpu['threads']} threads, SIMD {cpu['simd']}")
+        print(f"  blas     : {cpu['blas']}")
+        cuda = info["cuda"]
+        print(f"  cuda     : {'built' if cuda['built'] else 'not built'}, {cuda['devices']} device(s)")
+    return 0
+
+
+def _poisoned_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"alignscope: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="alignscope", description=__doc__)
+    from alignscope import __version__
+
+    parser.add_argument("--version", action="version", version=f"alignscope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ad = sub.add_parser("ad", help="exact Alignment Difficulty of .npy embeddings")
+    ad.add_argument("--images", required=True, help="(N, d) image embeddings, .npy")
+    ad.add_argument("--texts", help="(N, d) caption embeddings, .npy")
+    ad.add_argument("--labels", help="(N,) integer labels replacing the captions (label metrics)")
+    ad.add_argument("--true-labels", dest="true_labels", help="(N,) true labels (feature term)")
+    ad.add_argument("--alpha", type=float, default=0.8, help="feature weight in [0, 1] (0.8)")
+    ad.add_argument("--profile", default="paper", help="paper (default), half or minmax")
+    ad.add_argument(
+        "--bounds",
+        help="explicit bounds on cosine distance: FEAT_LO,FEAT_HI,IMG_LO,IMG_HI[,TXT_LO,TXT_HI]",
+    )
+    ad.add_argument("--per-sample", dest="per_sample", help="write per-sample terms to OUT.npy|OUT.parquet")
+    ad.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (all cores)")
+    ad.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    ad.add_argument("--quiet", action="store_true", help="no progress bar")
+    ad.set_defaults(func=cmd_ad)
+
+    demo = sub.add_parser("demo", help="AD table on the embedded synthetic dataset (Table 1 style)")
+    demo.add_argument("--n", type=_positive_int, default=50_000, help="pairs N (50,000)")
+    demo.add_argument("--concepts", type=_positive_int, default=1000, help="concepts C (1000)")
+    demo.add_argument(
+        "--poisoned", type=_poisoned_list, default=list(DEMO_POISONED), help="C_P values (0,100,250,500)"
+    )
+    demo.add_argument("--dim", type=_positive_int, default=64, help="embedding dimension (64)")
+    demo.add_argument("--kind", choices=("dirty", "clean"), default="dirty", help="poison kind")
+    demo.add_argument("--alpha", type=float, default=0.8)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--threads", type=_positive_int, default=None)
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    info = sub.add_parser("info", help="what was built: backends, threads, SIMD, BLAS, devices")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"alignscope: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"alignscope: error: {_to_flags(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("alignscope: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Human- and machine-readable outputs: tables, JSON, atomic files."""
