@@ -81,7 +81,7 @@ void run_tiles(int64_t n_tiles, int threads, const Poll& poll, Work&& work) {
   for (auto& th : pool) th.join();
   if (failure) std::rethrow_exception(failure);
   if (cancelled) throw Cancelled();
-  if (poll) poll(n_tiles, n_tiles);
+  if (poll && !poll(n_tiles, n_tiles)) throw Cancelled();
 }
 
 // C (ni x nk, leading dim nk) = A (ni x dim) * B (nk x dim)^T in float32, one thread.
@@ -147,20 +147,15 @@ PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int thre
     cbuf.resize(static_cast<size_t>(ni * nk));
     tile_gemm(a, ni, p.cols + k0 * p.dim, nk, p.dim, cbuf.data());
 
-    // Excluded pairs get the value that makes their term exactly |c0 - c0| = 0 (their labels,
-    // being one sample's, are equal).
+    // Pairs (i, k) of the global matrix with k - i == offset are excluded: the diagonal of a
+    // symmetric run, or the caller's offset in the rectangular form (in tile coordinates).
+    const bool mask = p.symmetric ? I == K : p.exclude;
     const int64_t offset = p.symmetric ? 0 : p.exclude_offset + i0 - k0;
-    if (p.symmetric ? I == K : p.exclude) {
-      for (int64_t r = 0; r < ni; ++r) {
-        const int64_t k = r + offset;
-        if (k >= 0 && k < nk) cbuf[r * nk + k] = -c0;
-      }
-    }
     const bool with_cols = !p.symmetric || I != K;
     if (with_cols) colacc.assign(static_cast<size_t>(nk), 0.0f);
     abs_sum_epilogue(cbuf.data(), ni, nk, nk, c0, labels ? p.row_labels + i0 : nullptr,
-                     labels ? p.col_labels + k0 : nullptr, p.c_label, row_part[tid].data() + i0,
-                     with_cols ? colacc.data() : nullptr);
+                     labels ? p.col_labels + k0 : nullptr, p.c_label, mask, offset,
+                     row_part[tid].data() + i0, with_cols ? colacc.data() : nullptr);
     if (with_cols) {
       double* dst = p.symmetric ? row_part[tid].data() + k0 : col_part[tid].data() + k0;
       for (int64_t k = 0; k < nk; ++k) dst[k] += static_cast<double>(colacc[k]);
