@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from alignscope import _backend, backend_info
 from alignscope._backend import _core
 
 
-def _dense_abs(z: np.ndarray, w: np.ndarray, c0: float, lz=None, lw=None, c_label=0.0) -> np.ndarray:
+def _dense_abs(
+    z: np.ndarray, w: np.ndarray, c0: float, lz=None, lw=None, c_label=0.0
+) -> np.ndarray:
     m = c0 + z.astype(np.float64) @ w.astype(np.float64).T
     if lz is not None:
         m = m + c_label * (lz[:, None] != lw[None, :])
@@ -36,23 +37,34 @@ def test_symmetric_form_with_labels(rng):
     n, d = 203, 9
     a = rng.normal(size=(n, d)).astype(np.float32)
     labels = rng.integers(0, 4, size=n).astype(np.int32)
-    rows, _ = _backend.pair_abs_sum(a, zscale=np.full(d, -0.5, np.float32), c0=0.5,
-                                    row_labels=labels, c_label=-1.0, tile=32)
+    rows, _ = _backend.pair_abs_sum(
+        a, zscale=np.full(d, -0.5, np.float32), c0=0.5, row_labels=labels, c_label=-1.0, tile=32
+    )
     g = a.astype(np.float64) @ a.astype(np.float64).T
     dense = np.abs(0.5 - 0.5 * g - (labels[:, None] != labels[None, :]))
     np.fill_diagonal(dense, 0.0)
     np.testing.assert_allclose(rows, dense.sum(axis=1), rtol=1e-5)
 
 
-@pytest.mark.parametrize(("n", "m", "offset"), [(1, 1, None), (7, 30, None), (40, 33, 5), (33, 40, -3)])
+@pytest.mark.parametrize(
+    ("n", "m", "offset"), [(1, 1, None), (7, 30, None), (40, 33, 5), (33, 40, -3)]
+)
 def test_rectangular_form_row_and_column_sums(rng, n, m, offset):
     k = 11
     rows_in = rng.normal(size=(n, k)).astype(np.float32)
     cols_in = rng.normal(size=(m, k)).astype(np.float32)
     rl = rng.integers(0, 3, size=n).astype(np.int32)
     cl = rng.integers(0, 3, size=m).astype(np.int32)
-    rs, cs = _backend.pair_abs_sum(rows_in, cols_in, c0=-0.2, row_labels=rl, col_labels=cl,
-                                   c_label=0.7, exclude_offset=offset, tile=8)
+    rs, cs = _backend.pair_abs_sum(
+        rows_in,
+        cols_in,
+        c0=-0.2,
+        row_labels=rl,
+        col_labels=cl,
+        c_label=0.7,
+        exclude_offset=offset,
+        tile=8,
+    )
     dense = _dense_abs(rows_in, cols_in, -0.2, rl, cl, 0.7)
     if offset is not None:
         i, kk = np.indices(dense.shape)

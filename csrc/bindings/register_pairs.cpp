@@ -9,6 +9,7 @@
 
 #include "bindings/registers.h"
 #include "cpu/pair_kernels.h"
+#include "cpu/prepare.h"
 
 namespace py = pybind11;
 
@@ -55,7 +56,39 @@ void check_2d(const F32& a, const char* name) {
 
 }  // namespace
 
+template <typename T>
+py::tuple pack_rows(const py::array_t<T, py::array::c_style>& a, std::optional<py::array_t<T, py::array::c_style>> b,
+                    py::array_t<float, py::array::c_style>& dst, bool with_cos, int threads) {
+  if (a.ndim() != 2 || dst.ndim() != 2) throw py::value_error("a and dst must be 2-D");
+  const int64_t n = a.shape(0), d_a = a.shape(1);
+  int64_t d_b = 0;
+  if (b) {
+    if (b->ndim() != 2 || b->shape(0) != n) throw py::value_error("b must be 2-D with a's rows");
+    d_b = b->shape(1);
+  }
+  if (dst.shape(0) != n || dst.shape(1) != d_a + d_b) throw py::value_error("dst has the wrong shape");
+  if (with_cos && (!b || d_a != d_b)) throw py::value_error("cosines need b with a's dimension");
+  py::array_t<double> cos(with_cos ? n : 0);
+  const T* pa = a.data();
+  const T* pb = b ? b->data() : nullptr;
+  float* pd = dst.mutable_data();
+  double* pc = with_cos ? cos.mutable_data() : nullptr;
+  cpu::PackStatus s;
+  {
+    py::gil_scoped_release release;
+    s = cpu::pack_unit_rows<T>(pa, d_a, pb, d_b, n, pd, pc, threads > 0 ? threads : cpu::default_threads());
+  }
+  return py::make_tuple(static_cast<int>(s.problem), s.view, s.row, with_cos ? py::object(cos) : py::object(py::none()));
+}
+
 void register_pairs(py::module_& m) {
+  m.def("pack_unit_rows", &pack_rows<float>, py::arg("a").noconvert(), py::arg("b").noconvert(),
+        py::arg("dst").noconvert(), py::arg("with_cos"), py::arg("threads") = 0);
+  m.def("pack_unit_rows", &pack_rows<double>, py::arg("a").noconvert(), py::arg("b").noconvert(),
+        py::arg("dst").noconvert(), py::arg("with_cos"), py::arg("threads") = 0,
+        "Unit-normalise rows of a (and b) into dst (float32, side by side); returns "
+        "(problem, view, row, cos): problem 0 ok, 1 NaN/inf, 2 zero row.");
+
   m.def(
       "pair_abs_sum",
       [](const F32& rows, std::optional<F32> cols, std::optional<F32> zscale, float c0,

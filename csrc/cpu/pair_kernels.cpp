@@ -123,8 +123,18 @@ PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int thre
   std::vector<std::vector<double>> col_part(
       p.symmetric ? 0 : threads, std::vector<double>(p.symmetric ? 0 : p.n_cols, 0.0));
 
+  // Per-thread buffers; the scaled z rows of block I are kept while a thread stays on row I
+  // (consecutive linear tile ids share their row).
+  struct Scratch {
+    std::vector<float> zbuf, cbuf, colacc;
+    int64_t z_block = -1;
+  };
+  std::vector<Scratch> scratch(threads);
+
   run_tiles(n_tiles, threads, poll, [&](int tid, int64_t t) {
-    thread_local std::vector<float> zbuf, cbuf, colacc;
+    Scratch& s = scratch[tid];
+    std::vector<float>& cbuf = s.cbuf;
+    std::vector<float>& colacc = s.colacc;
     int64_t I, K;
     if (p.symmetric) {
       upper_tile_from_linear(t, row_tiles, &I, &K);
@@ -136,13 +146,16 @@ PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int thre
     const int64_t k0 = K * tile, nk = std::min(tile, p.n_cols - k0);
     const float* a = p.rows + i0 * p.dim;
     if (p.zscale) {
-      zbuf.resize(static_cast<size_t>(ni * p.dim));
-      for (int64_t r = 0; r < ni; ++r) {
-        const float* src = a + r * p.dim;
-        float* dst = zbuf.data() + r * p.dim;
-        for (int64_t j = 0; j < p.dim; ++j) dst[j] = src[j] * p.zscale[j];
+      if (s.z_block != I) {
+        s.zbuf.resize(static_cast<size_t>(ni * p.dim));
+        for (int64_t r = 0; r < ni; ++r) {
+          const float* src = a + r * p.dim;
+          float* dst = s.zbuf.data() + r * p.dim;
+          for (int64_t j = 0; j < p.dim; ++j) dst[j] = src[j] * p.zscale[j];
+        }
+        s.z_block = I;
       }
-      a = zbuf.data();
+      a = s.zbuf.data();
     }
     cbuf.resize(static_cast<size_t>(ni * nk));
     tile_gemm(a, ni, p.cols + k0 * p.dim, nk, p.dim, cbuf.data());
@@ -182,8 +195,10 @@ PairExtrema pair_extrema(const float* x, int64_t n, int64_t dim, int64_t tile, i
   scipy_openblas_set_num_threads(1);
   std::vector<PairExtrema> part(threads);
 
+  std::vector<std::vector<float>> cbufs(threads);
+
   run_tiles(n_tiles, threads, poll, [&](int tid, int64_t t) {
-    thread_local std::vector<float> cbuf;
+    std::vector<float>& cbuf = cbufs[tid];
     int64_t I, K;
     upper_tile_from_linear(t, T, &I, &K);
     const int64_t i0 = I * tile, ni = std::min(tile, n - i0);

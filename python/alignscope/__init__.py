@@ -5,7 +5,14 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from alignscope._backend import backend_info
-from alignscope.metrics import ADResult, Bounds, FinetuneAD, PerSample, alignment_difficulty, finetune_ad
+from alignscope.metrics import (
+    ADResult,
+    Bounds,
+    FinetuneAD,
+    PerSample,
+    alignment_difficulty,
+    finetune_ad,
+)
 
 __all__ = [
     "ADResult",

@@ -29,7 +29,8 @@ def _load_core() -> Any:
         scipy_openblas32.get_openblas_config()
     except (ImportError, OSError) as exc:  # pragma: no cover - depends on the installation
         raise ImportError(
-            "alignscope needs the scipy-openblas32 package at run time: pip install scipy-openblas32"
+            "alignscope needs the scipy-openblas32 package at run time: "
+            "pip install scipy-openblas32"
         ) from exc
     try:
         from alignscope import _core
@@ -42,6 +43,18 @@ _core = _load_core()
 
 BACKENDS = ("auto", "cpu")
 DEFAULT_TILE = 256
+_TILE_CHOICES = (512, 256, 128, 64)
+
+
+def choose_tile(n: int, threads: int) -> int:
+    """Tile edge for an n-row symmetric run: the largest whose upper-tile count keeps every
+    thread busy (at least 8 tiles per thread). Larger tiles amortise OpenBLAS's packing."""
+    for tile in _TILE_CHOICES:
+        grid = -(-n // tile)
+        if grid * (grid + 1) // 2 >= 8 * threads:
+            return tile
+    return _TILE_CHOICES[-1]
+
 
 Progress = Callable[[int, int], None] | None
 
@@ -51,7 +64,9 @@ def resolve_backend(backend: str) -> str:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+        raise ValueError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}"
+        )
     return "cpu"
 
 
@@ -85,7 +100,7 @@ def pair_abs_sum(
     col_labels: np.ndarray | None = None,
     c_label: float = 0.0,
     exclude_offset: int | None = None,
-    tile: int = DEFAULT_TILE,
+    tile: int | None = None,
     threads: int | None = None,
     progress: Progress = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -99,6 +114,7 @@ def pair_abs_sum(
     zscale : (K,) float32 or None, the per-column scale that turns a row w_i into z_i.
     row_labels, col_labels : (n,), (m,) int32 or None; in the symmetric form pass the same array.
     exclude_offset : rectangular form only: skip pairs with ``k - i == exclude_offset``.
+    tile : tile edge in rows; None chooses one from the size (:func:`choose_tile`).
 
     Returns
     -------
@@ -106,6 +122,9 @@ def pair_abs_sum(
     """
     if row_labels is not None and col_labels is None and cols is None:
         col_labels = row_labels
+    n_threads = resolve_threads(threads)
+    if tile is None:
+        tile = choose_tile(rows.shape[0], n_threads) if cols is None else DEFAULT_TILE
     row_sums, col_sums = _core.pair_abs_sum(
         _f32(rows),
         None if cols is None else _f32(cols),
@@ -116,21 +135,53 @@ def pair_abs_sum(
         float(c_label),
         exclude_offset,
         int(tile),
-        resolve_threads(threads),
+        n_threads,
         progress,
     )
     return row_sums, col_sums
 
 
+def pack_unit_rows(
+    a: np.ndarray,
+    b: np.ndarray | None,
+    dst: np.ndarray,
+    *,
+    with_cos: bool,
+    threads: int | None = None,
+) -> tuple[int, int, int, np.ndarray | None]:
+    """Unit-normalise rows of ``a`` (and ``b``) into ``dst`` side by side, checking every value.
+
+    Parameters
+    ----------
+    a : (n, d_a), b : (n, d_b) or None; float16/32/64 host arrays (any layout).
+    dst : (n, d_a + d_b) C-contiguous float32, written in place.
+    with_cos : also return cos(a_i, b_i) in float64 (needs d_a == d_b).
+
+    Returns
+    -------
+    (problem, view, row, cos): problem 0 = fine, 1 = NaN/inf, 2 = zero row, at ``row`` of view
+    ``view`` (0 = a, 1 = b); cos is (n,) float64 or None.
+    """
+    dtype = np.float64 if np.float64 in (a.dtype, None if b is None else b.dtype) else np.float32
+    a = np.ascontiguousarray(a, dtype=dtype)
+    b = None if b is None else np.ascontiguousarray(b, dtype=dtype)
+    problem, view, row, cos = _core.pack_unit_rows(
+        a, b, dst, bool(with_cos), resolve_threads(threads)
+    )
+    return int(problem), int(view), int(row), cos
+
+
 def pair_extrema(
-    x: np.ndarray, *, tile: int = DEFAULT_TILE, threads: int | None = None, progress: Progress = None
+    x: np.ndarray, *, tile: int | None = None, threads: int | None = None, progress: Progress = None
 ) -> tuple[tuple[float, int, int], tuple[float, int, int]] | None:
     """Min and max of <x_i, x_k> over i != k of a (n, d) float32 array.
 
     Returns ``((min, i, k), (max, i, k))`` with float32-accurate values and the pair that
     attains each, or None when n < 2.
     """
-    found = _core.pair_extrema(_f32(x), int(tile), resolve_threads(threads), progress)
+    n_threads = resolve_threads(threads)
+    tile = choose_tile(x.shape[0], n_threads) if tile is None else tile
+    found = _core.pair_extrema(_f32(x), int(tile), n_threads, progress)
     if found is None:
         return None
     mn, mi, mk, mx, xi, xk = found

@@ -30,7 +30,9 @@ class TileProgress:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=self._desc, unit="tile", file=sys.stderr, leave=False)
+            self._bar = tqdm(
+                total=total, desc=self._desc, unit="tile", file=sys.stderr, leave=False
+            )
         self._bar.n = done
         self._bar.refresh()
 

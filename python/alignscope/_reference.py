@@ -86,7 +86,11 @@ def alignment_difficulty(
     else:
         labels = np.asarray(labels)
         dist_b = (labels[:, None] != labels[None, :]).astype(np.float64)
-        d_ab = np.zeros(n) if true_labels is None else (labels != np.asarray(true_labels)).astype(np.float64)
+        d_ab = (
+            np.zeros(n)
+            if true_labels is None
+            else (labels != np.asarray(true_labels)).astype(np.float64)
+        )
     diff = np.abs(dist_a - dist_b)
     np.fill_diagonal(diff, 0.0)  # diagonal terms are 0 by definition
     d_s = diff.sum(axis=1) / n
@@ -120,7 +124,11 @@ def authors_algorithm(a: np.ndarray, b: np.ndarray, alpha: float = 0.8) -> dict[
     for i in range(n - 1):
         total += float(np.abs(a[i + 1 :] @ a[i] - b[i + 1 :] @ b[i]).sum())
     structure = 2.0 * total / n**2
-    return {"ad": alpha * feature + (1 - alpha) * structure, "feature": feature, "structure": structure}
+    return {
+        "ad": alpha * feature + (1 - alpha) * structure,
+        "feature": feature,
+        "structure": structure,
+    }
 
 
 def concept_label_ad(
@@ -149,10 +157,16 @@ def concept_label_ad(
     s_uv = same_pairs(np.stack([u, v], axis=1))
     structure = (s_u + s_v - 2 * s_uv) / n**2
     feature = float(np.mean(u != v))
-    return {"ad": alpha * feature + (1 - alpha) * structure, "feature": feature, "structure": structure}
+    return {
+        "ad": alpha * feature + (1 - alpha) * structure,
+        "feature": feature,
+        "structure": structure,
+    }
 
 
-def theorem_4_2_setting_ad(n_concepts: int, per_concept: int, poisoned: int, m: int, alpha: float = 0.8) -> float:
+def theorem_4_2_setting_ad(
+    n_concepts: int, per_concept: int, poisoned: int, m: int, alpha: float = 0.8
+) -> float:
     """Closed-form AD of the Theorem 4.2 setting with all targets unpoisoned and distinct.
 
     C concepts of n samples each (N = C n); C_P concepts each have m of their samples replaced
@@ -181,7 +195,9 @@ def theorem_4_2_setting_ad(n_concepts: int, per_concept: int, poisoned: int, m: 
     return alpha * feature + (1 - alpha) * structure
 
 
-def theorem_4_2_lower_bound(n_concepts: int, per_concept: int, poisoned: int, m: int, alpha: float = 0.8) -> float:
+def theorem_4_2_lower_bound(
+    n_concepts: int, per_concept: int, poisoned: int, m: int, alpha: float = 0.8
+) -> float:
     """Eq. 5 as printed: alpha m C_P / N + (2(1-alpha) m (n-m) / N^2) * 2 C_P.
 
     Eq. 5 already carries alpha and (1 - alpha) inside; it bounds the AD of the setting from

@@ -145,16 +145,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
             world.image_emb, world.text_emb, alpha=args.alpha, threads=args.threads
         )
         n_poisons = int(world.poisoned.sum())
-        rows.append((cp, n_poisons, result.feature, result.structure, result.ad, f"{result.seconds:.2f}"))
-        records.append({"poisoned_concepts": cp, "poisons": n_poisons, **result.to_dict(per_sample=False)})
+        rows.append(
+            (cp, n_poisons, result.feature, result.structure, result.ad, f"{result.seconds:.2f}")
+        )
+        records.append(
+            {"poisoned_concepts": cp, "poisons": n_poisons, **result.to_dict(per_sample=False)}
+        )
         if not args.json:
             print(f"  C_P={cp}: done in {result.seconds:.2f} s", file=sys.stderr)
     if args.json:
         print(json.dumps({"dataset": _demo_description(args), "rows": records}, indent=2))
     else:
         print(
-            f"AD of synthetic {args.kind}-label poisoning (N={args.n:,}, C={args.concepts}, d={args.dim}, "
-            f"m={max(1, round(0.0008 * args.n))} per poisoned concept, profile=paper, alpha={args.alpha:g})"
+            f"AD of synthetic {args.kind}-label poisoning (N={args.n:,}, C={args.concepts}, "
+            f"d={args.dim}, m={max(1, round(0.0008 * args.n))} per poisoned concept, "
+            f"profile=paper, alpha={args.alpha:g})"
         )
         print(format_table(("C_P", "poisons", "feature", "structure", "AD", "seconds"), rows))
     return 0
@@ -187,7 +192,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  cpu      : {cpu['threads']} threads, SIMD {cpu['simd']}")
         print(f"  blas     : {cpu['blas']}")
         cuda = info["cuda"]
-        print(f"  cuda     : {'built' if cuda['built'] else 'not built'}, {cuda['devices']} device(s)")
+        print(
+            f"  cuda     : {'built' if cuda['built'] else 'not built'}, {cuda['devices']} device(s)"
+        )
     return 0
 
 
@@ -195,7 +202,9 @@ def _poisoned_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
     return values
@@ -236,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bounds",
         help="explicit bounds on cosine distance: FEAT_LO,FEAT_HI,IMG_LO,IMG_HI[,TXT_LO,TXT_HI]",
     )
-    ad.add_argument("--per-sample", dest="per_sample", help="write per-sample terms to OUT.npy|OUT.parquet")
+    ad.add_argument(
+        "--per-sample", dest="per_sample", help="write per-sample terms to OUT.npy|OUT.parquet"
+    )
     ad.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (all cores)")
     ad.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     ad.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -246,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=_positive_int, default=50_000, help="pairs N (50,000)")
     demo.add_argument("--concepts", type=_positive_int, default=1000, help="concepts C (1000)")
     demo.add_argument(
-        "--poisoned", type=_poisoned_list, default=list(DEMO_POISONED), help="C_P values (0,100,250,500)"
+        "--poisoned",
+        type=_poisoned_list,
+        default=list(DEMO_POISONED),
+        help="C_P values (0,100,250,500)",
     )
     demo.add_argument("--dim", type=_positive_int, default=64, help="embedding dimension (64)")
     demo.add_argument("--kind", choices=("dirty", "clean"), default="dirty", help="poison kind")

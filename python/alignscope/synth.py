@@ -90,7 +90,11 @@ def concept_world(
         raise ValueError(f"kind must be one of {POISON_KINDS}, got {kind!r}")
     if concepts > n:
         raise ValueError(f"concepts ({concepts}) cannot exceed n ({n})")
-    m = max(1, round(0.0008 * n)) if per_concept is None else _check_int("per_concept", per_concept, 0)
+    m = (
+        max(1, round(0.0008 * n))
+        if per_concept is None
+        else _check_int("per_concept", per_concept, 0)
+    )
     smallest = n // concepts
     if poisoned_concepts > concepts or (poisoned_concepts > 0 and concepts < 2):
         raise ValueError(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import itertools
 
 import alignscope
+import numpy as np
+import pytest
 from alignscope import Bounds, _reference
 from alignscope.synth import concept_world
 
@@ -31,14 +32,25 @@ def _correlated(rng, n, d, dtype=np.float64):
 
 
 def _ref_profile(profile):
-    return (profile.feature, profile.image, profile.text) if isinstance(profile, Bounds) else profile
+    return (
+        (profile.feature, profile.image, profile.text) if isinstance(profile, Bounds) else profile
+    )
 
 
 @pytest.mark.parametrize("profile", [*PROFILES, BOUNDS], ids=[*PROFILES, "bounds"])
 @pytest.mark.parametrize(
     ("n", "d", "tile"),
-    [(1, 1, 256), (2, 3, 256), (3, 1024, 2), (17, 5, 4), (255, 64, 16), (256, 33, 256),
-     (257, 16, 256), (1000, 100, 128), (3000, 8, 256)],
+    [
+        (1, 1, 256),
+        (2, 3, 256),
+        (3, 1024, 2),
+        (17, 5, 4),
+        (255, 64, 16),
+        (256, 33, 256),
+        (257, 16, 256),
+        (1000, 100, 128),
+        (3000, 8, 256),
+    ],
 )
 def test_matches_float64_reference(rng, profile, n, d, tile):
     a, b = _correlated(rng, n, d)
@@ -82,7 +94,9 @@ def test_torch_cpu_tensors(rng):
 def test_structure_allows_different_dimensions(rng, profile):
     a = rng.normal(size=(150, 20))
     b = rng.normal(size=(150, 7))
-    result = alignscope.alignment_difficulty(a, b, alpha=0.0, profile=profile, per_sample=True, tile=32)
+    result = alignscope.alignment_difficulty(
+        a, b, alpha=0.0, profile=profile, per_sample=True, tile=32
+    )
     ref = _reference.alignment_difficulty(a, b, alpha=0.0, profile=profile)
     assert result.feature is None
     assert result.structure == pytest.approx(ref["structure"], abs=1e-6)
@@ -133,7 +147,9 @@ def _theorem_setting(n_concepts, per_concept, poisoned, m, d, rng):
     return img * scale, txt * scale[::-1], image, caption
 
 
-@pytest.mark.parametrize(("n_concepts", "per_concept", "m"), [(10, 20, 5), (40, 25, 10), (12, 8, 8)])
+@pytest.mark.parametrize(
+    ("n_concepts", "per_concept", "m"), [(10, 20, 5), (40, 25, 10), (12, 8, 8)]
+)
 def test_theorem_4_2_closed_form(rng, n_concepts, per_concept, m):
     values = []
     for poisoned in range(n_concepts // 2 + 1):
@@ -142,10 +158,13 @@ def test_theorem_4_2_closed_form(rng, n_concepts, per_concept, m):
         exact = _reference.theorem_4_2_setting_ad(n_concepts, per_concept, poisoned, m)
         assert result.ad == pytest.approx(exact, abs=1e-9)
         assert result.ad == pytest.approx(_reference.concept_label_ad(u, v)["ad"], abs=1e-9)
-        assert result.ad >= _reference.theorem_4_2_lower_bound(n_concepts, per_concept, poisoned, m) - 1e-12
+        assert (
+            result.ad
+            >= _reference.theorem_4_2_lower_bound(n_concepts, per_concept, poisoned, m) - 1e-12
+        )
         values.append(result.ad)
     assert values[0] == 0.0
-    assert all(x < y for x, y in zip(values, values[1:], strict=False))  # AD grows with C_P
+    assert all(x < y for x, y in itertools.pairwise(values))  # AD grows with C_P
 
 
 def test_theorem_4_2_with_label_metrics(rng):
@@ -157,7 +176,9 @@ def test_theorem_4_2_with_label_metrics(rng):
 def test_ad_grows_with_poisoned_concepts_on_synthetic_data():
     ads = [
         alignscope.alignment_difficulty(w.image_emb, w.text_emb).ad
-        for w in (concept_world(4000, concepts=100, poisoned_concepts=cp, seed=3) for cp in (0, 10, 30))
+        for w in (
+            concept_world(4000, concepts=100, poisoned_concepts=cp, seed=3) for cp in (0, 10, 30)
+        )
     ]
     assert ads[0] < ads[1] < ads[2]
 

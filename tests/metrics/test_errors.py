@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import alignscope
 import numpy as np
 import pytest
-
-import alignscope
 from alignscope import Bounds
 
 AD = alignscope.alignment_difficulty
@@ -65,7 +64,10 @@ def test_wrong_ndim(shape):
 
 def test_feature_term_needs_equal_dimensions(pair):
     a, _ = pair
-    with pytest.raises(ValueError, match=r"feature term .* needs equal dimensions; image_emb has d=4, text_emb has d=5"):
+    with pytest.raises(
+        ValueError,
+        match=r"feature term .* needs equal dimensions; image_emb has d=4, text_emb has d=5",
+    ):
         AD(a, np.ones((20, 5)))
 
 
@@ -77,9 +79,13 @@ def test_empty_input():
 
 
 def test_wrong_dtype():
-    with pytest.raises(TypeError, match=r"image_emb must be float16, float32 or float64; got dtype int64"):
+    with pytest.raises(
+        TypeError, match=r"image_emb must be float16, float32 or float64; got dtype int64"
+    ):
         AD(np.ones((3, 2), dtype=np.int64), np.ones((3, 2)))
-    with pytest.raises(TypeError, match=r"text_emb must be a float16, float32 or float64 array; got dtype <U1"):
+    with pytest.raises(
+        TypeError, match=r"text_emb must be a float16, float32 or float64 array; got dtype <U1"
+    ):
         AD(np.ones((3, 2)), np.array([["a", "b"]] * 3))
 
 
@@ -87,7 +93,9 @@ def test_labels_of_wrong_length_or_dtype(pair):
     a, _ = pair
     with pytest.raises(ValueError, match=r"labels has 19 entries but image_emb has 20 rows"):
         AD(a, labels=np.zeros(19, dtype=int), true_labels=np.zeros(20, dtype=int))
-    with pytest.raises(TypeError, match=r"labels must be an integer array \(class ids\); got dtype float64"):
+    with pytest.raises(
+        TypeError, match=r"labels must be an integer array \(class ids\); got dtype float64"
+    ):
         AD(a, labels=np.zeros(20), true_labels=np.zeros(20, dtype=int))
     with pytest.raises(ValueError, match=r"true_labels has 3 entries"):
         AD(a, labels=np.zeros(20, dtype=int), true_labels=np.zeros(3, dtype=int))
@@ -121,7 +129,9 @@ def test_alpha_outside_unit_interval(pair, alpha):
 
 
 def test_unknown_profile(pair):
-    with pytest.raises(ValueError, match=r"unknown profile 'cosine'; choose one of 'paper', 'half', 'minmax'"):
+    with pytest.raises(
+        ValueError, match=r"unknown profile 'cosine'; choose one of 'paper', 'half', 'minmax'"
+    ):
         AD(*pair, profile="cosine")
     with pytest.raises(TypeError, match=r"profile must be one of"):
         AD(*pair, profile=3)

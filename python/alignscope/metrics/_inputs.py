@@ -9,9 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alignscope import _backend
+
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-# Rows are checked and normalised this many at a time, so the float64 working copy stays small.
-CHUNK_ROWS = 16384
+# Rows are checked and packed this many at a time, so a memory-mapped or float16 input never
+# needs a full-size converted copy.
+CHUNK_ROWS = 65536
 
 
 def as_matrix(x: object, name: str) -> np.ndarray:
@@ -32,9 +35,13 @@ def as_matrix(x: object, name: str) -> np.ndarray:
     try:
         arr = np.asarray(x)
     except Exception as exc:  # an object numpy cannot read is the caller's error
-        raise TypeError(f"{name} must be an array (numpy, or with the array protocol): {exc}") from exc
+        raise TypeError(
+            f"{name} must be an array (numpy, or with the array protocol): {exc}"
+        ) from exc
     if arr.dtype == object or arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must be a float16, float32 or float64 array; got dtype {arr.dtype}")
+        raise TypeError(
+            f"{name} must be a float16, float32 or float64 array; got dtype {arr.dtype}"
+        )
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D with shape (N, d); got shape {arr.shape}")
     if arr.dtype.type not in _FLOAT_DTYPES:
@@ -70,23 +77,14 @@ def label_codes(labels: np.ndarray) -> np.ndarray:
     return codes.astype(np.int32).reshape(-1)
 
 
-def _unit_chunk(x: np.ndarray, name: str, start: int) -> np.ndarray:
-    """Rows of a chunk as float64 unit vectors; raises on NaN/inf and zero rows."""
-    chunk = x.astype(np.float64, copy=True)
-    finite = np.isfinite(chunk).all(axis=1)
-    if not finite.all():
-        row = start + int(np.argmin(finite))
-        raise ValueError(f"{name} row {row} contains NaN or inf; clean or drop that row")
-    # Scale by the largest magnitude first so huge values cannot overflow the squared norm.
-    peak = np.abs(chunk).max(axis=1)
-    if (peak == 0).any():
-        row = start + int(np.argmax(peak == 0))
-        raise ValueError(
-            f"{name} row {row} is all zeros; a zero embedding has no direction, drop that row"
-        )
-    chunk /= peak[:, None]
-    chunk /= np.sqrt(np.einsum("ij,ij->i", chunk, chunk))[:, None]
-    return chunk
+def unit_rows64(x: np.ndarray, rows: list[int], name: str) -> np.ndarray:
+    """Selected rows of ``x`` as float64 unit vectors (exact refinement of a few pairs).
+
+    The rows were validated by :func:`prepare_views` already.
+    """
+    sel = np.asarray(x[rows], dtype=np.float64)
+    sel = sel / np.abs(sel).max(axis=1, keepdims=True)  # huge values cannot overflow the norm
+    return sel / np.linalg.norm(sel, axis=1, keepdims=True)
 
 
 @dataclass
@@ -103,30 +101,39 @@ class PreparedViews:
     cos_ab: np.ndarray | None
 
 
-def prepare_views(a: np.ndarray, b: np.ndarray | None, names: tuple[str, str]) -> PreparedViews:
+_PROBLEMS = {
+    1: "{name} row {row} contains NaN or inf; clean or drop that row",
+    2: "{name} row {row} is all zeros; a zero embedding has no direction, drop that row",
+}
+
+
+def prepare_views(
+    a: np.ndarray, b: np.ndarray | None, names: tuple[str, str], threads: int | None = None
+) -> PreparedViews:
     """Validate every row and pack unit rows of ``a`` (and ``b``) side by side in float32.
 
-    Memory: the float32 packed array plus one float64 chunk per view.
+    Works in chunks of CHUNK_ROWS rows, so memory-mapped inputs stream through and the first
+    bad row is reported by its global index. Memory: the float32 packed array.
     """
     n, d_a = a.shape
     d_b = 0 if b is None else b.shape[1]
     packed = np.empty((n, d_a + d_b), dtype=np.float32)
-    cos_ab = np.empty(n, dtype=np.float64) if (b is not None and d_a == d_b) else None
+    with_cos = b is not None and d_a == d_b
+    cos_ab = np.empty(n, dtype=np.float64) if with_cos else None
     for start in range(0, n, CHUNK_ROWS):
         stop = min(n, start + CHUNK_ROWS)
-        ua = _unit_chunk(a[start:stop], names[0], start)
-        packed[start:stop, :d_a] = ua
-        if b is not None:
-            ub = _unit_chunk(b[start:stop], names[1], start)
-            packed[start:stop, d_a:] = ub
-            if cos_ab is not None:
-                cos_ab[start:stop] = np.einsum("ij,ij->i", ua, ub)
+        problem, view, row, cos = _backend.pack_unit_rows(
+            a[start:stop],
+            None if b is None else b[start:stop],
+            packed[start:stop],
+            with_cos=with_cos,
+            threads=threads,
+        )
+        if problem:
+            raise ValueError(_PROBLEMS[problem].format(name=names[view], row=start + row))
+        if cos_ab is not None:
+            cos_ab[start:stop] = cos
     return PreparedViews(packed=packed, d_a=d_a, d_b=d_b, cos_ab=cos_ab)
-
-
-def unit_rows64(x: np.ndarray, rows: list[int], name: str) -> np.ndarray:
-    """Selected rows of ``x`` as float64 unit vectors (exact refinement of a few pairs)."""
-    return np.stack([_unit_chunk(x[r : r + 1], name, r)[0] for r in rows])
 
 
 def check_alpha(alpha: object) -> float:

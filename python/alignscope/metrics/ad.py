@@ -29,7 +29,7 @@ def _clipped_unit(d: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _view_distance_range(
-    packed: np.ndarray, cols: slice, original: np.ndarray, name: str, threads: int, tile: int
+    packed: np.ndarray, cols: slice, original: np.ndarray, name: str, threads: int, tile: int | None
 ) -> tuple[float, float]:
     """(min, max) cosine distance over pairs i != k of one view.
 
@@ -52,7 +52,7 @@ def _resolve_bounds(
     image: np.ndarray,
     text: np.ndarray | None,
     threads: int,
-    tile: int,
+    tile: int | None,
 ) -> Bounds:
     if isinstance(profile, Bounds):
         return profile if text is not None else Bounds(profile.feature, profile.image, None)
@@ -66,7 +66,9 @@ def _resolve_bounds(
         if views.cos_ab is not None:
             d_ab = 1.0 - views.cos_ab
             feature = (float(d_ab.min()), float(d_ab.max()))
-        image_range = _view_distance_range(views.packed, slice(0, d_a), image, "image_emb", threads, tile)
+        image_range = _view_distance_range(
+            views.packed, slice(0, d_a), image, "image_emb", threads, tile
+        )
         text_range = None
         if text is not None:
             text_range = _view_distance_range(
@@ -112,7 +114,7 @@ def alignment_difficulty(
     backend : "auto" or "cpu".
     threads : worker threads of the CPU engine (None: all cores, or $ALIGNSCOPE_NUM_THREADS).
     progress : True for a progress bar on stderr, or a callable(done_tiles, total_tiles).
-    tile : edge of the engine's square tiles (rows); None for the default (256).
+    tile : edge of the engine's square tiles (rows); None chooses from N and the threads.
 
     Returns
     -------
@@ -131,9 +133,10 @@ def alignment_difficulty(
         raise TypeError(f"per_sample must be True or False, got {per_sample!r}")
     engine = _backend.resolve_backend(backend)
     n_threads = _backend.resolve_threads(threads)
-    tile = _backend.DEFAULT_TILE if tile is None else tile
-    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or not 1 <= tile <= 8192:
-        raise ValueError(f"tile must be an integer in [1, 8192], got {tile!r}")
+    if tile is not None and (
+        isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or not 1 <= tile <= 8192
+    ):
+        raise ValueError(f"tile must be an integer in [1, 8192] or None, got {tile!r}")
 
     image = as_matrix(image_emb, "image_emb")
     n, d_a = image.shape
@@ -172,7 +175,7 @@ def alignment_difficulty(
             truth = as_labels(true_labels, "true_labels", n)
             d_ab = (label_arr != truth).astype(np.float64)
 
-    views = prepare_views(image, text, ("image_emb", "text_emb"))
+    views = prepare_views(image, text, ("image_emb", "text_emb"), n_threads)
     bounds = _resolve_bounds(profile, views, image, text, n_threads, tile)
     if codes is None and views.cos_ab is not None:
         d_ab = _clipped_unit(1.0 - views.cos_ab, *bounds.feature)

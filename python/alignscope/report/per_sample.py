@@ -41,7 +41,9 @@ def write_per_sample(samples: PerSample, path: str | os.PathLike[str]) -> Path:
     n = samples.d_s.shape[0]
     with atomic_path(out) as tmp:
         if out.suffix == ".npy":
-            table = np.empty(n, dtype=[("row", "<i8"), ("d_ab", "<f8"), ("d_s", "<f8"), ("ad", "<f8")])
+            table = np.empty(
+                n, dtype=[("row", "<i8"), ("d_ab", "<f8"), ("d_s", "<f8"), ("ad", "<f8")]
+            )
             table["row"] = np.arange(n)
             table["d_ab"] = samples.d_ab
             table["d_s"] = samples.d_s
@@ -54,7 +56,12 @@ def write_per_sample(samples: PerSample, path: str | os.PathLike[str]) -> Path:
 
             pq.write_table(
                 pa.table(
-                    {"row": np.arange(n), "d_ab": samples.d_ab, "d_s": samples.d_s, "ad": samples.ad}
+                    {
+                        "row": np.arange(n),
+                        "d_ab": samples.d_ab,
+                        "d_s": samples.d_s,
+                        "ad": samples.ad,
+                    }
                 ),
                 tmp,
             )

@@ -1,0 +1,214 @@
+"""The `alignscope` command as a user runs it: exit codes, stdout/stderr, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import alignscope
+import numpy as np
+import pytest
+from alignscope.cli import main
+
+
+@pytest.fixture
+def npy_pair(tmp_path, rng):
+    a = rng.normal(size=(120, 8)).astype(np.float32)
+    b = (0.6 * a + rng.normal(size=(120, 8))).astype(np.float32)
+    np.save(tmp_path / "img.npy", a)
+    np.save(tmp_path / "txt.npy", b)
+    return tmp_path, a, b
+
+
+def test_ad_json(npy_pair, capsys):
+    path, a, b = npy_pair
+    code = main(
+        ["ad", "--images", str(path / "img.npy"), "--texts", str(path / "txt.npy"), "--json"]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ad"] == pytest.approx(alignscope.alignment_difficulty(a, b).ad, abs=1e-12)
+    assert data["profile"] == "paper" and data["n"] == 120
+
+
+def test_ad_table(npy_pair, capsys):
+    path, _, _ = npy_pair
+    assert main(["ad", "--images", str(path / "img.npy"), "--texts", str(path / "txt.npy")]) == 0
+    out = capsys.readouterr().out
+    assert "structure AD" in out and "AD (alpha=0.8)" in out
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".parquet"])
+def test_per_sample_output(npy_pair, capsys, suffix):
+    path, a, b = npy_pair
+    out = path / f"terms{suffix}"
+    argv = [
+        "ad",
+        "--images",
+        str(path / "img.npy"),
+        "--texts",
+        str(path / "txt.npy"),
+        "--per-sample",
+        str(out),
+        "--json",
+        "--profile",
+        "half",
+    ]
+    assert main(argv) == 0
+    expected = alignscope.alignment_difficulty(a, b, profile="half", per_sample=True).per_sample
+    if suffix == ".npy":
+        table = np.load(out)
+        d_s, rows = table["d_s"], table["row"]
+    else:
+        pq = pytest.importorskip("pyarrow.parquet")
+        table = pq.read_table(out)
+        d_s, rows = table["d_s"].to_numpy(), table["row"].to_numpy()
+    np.testing.assert_allclose(d_s, expected.d_s)
+    np.testing.assert_array_equal(rows, np.arange(120))
+    assert [p.name for p in path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_label_metrics_and_bounds(npy_pair, capsys):
+    path, _, _ = npy_pair
+    labels = np.arange(120) % 4
+    np.save(path / "l.npy", labels)
+    np.save(path / "t.npy", labels[::-1].copy())
+    argv = [
+        "ad",
+        "--images",
+        str(path / "img.npy"),
+        "--labels",
+        str(path / "l.npy"),
+        "--true-labels",
+        str(path / "t.npy"),
+        "--bounds",
+        "0.5,0.9,0,1.5",
+        "--json",
+    ]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["metric"] == "labels" and data["bounds"]["image"] == [0.0, 1.5]
+    assert data["feature"] == pytest.approx(np.mean(labels != labels[::-1]))
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_missing_file(tmp_path, capsys):
+    assert main(["ad", "--images", str(tmp_path / "nope.npy"), "--texts", "x.npy"]) == 2
+    assert (
+        _error_line(capsys)
+        == f"alignscope: error: --images: no such file '{tmp_path / 'nope.npy'}'"
+    )
+
+
+def test_nan_row_names_the_flag(npy_pair, capsys):
+    path, a, _ = npy_pair
+    a[5, 1] = np.nan
+    np.save(path / "bad.npy", a)
+    assert main(["ad", "--images", str(path / "bad.npy"), "--texts", str(path / "txt.npy")]) == 2
+    assert (
+        _error_line(capsys)
+        == "alignscope: error: --images row 5 contains NaN or inf; clean or drop that row"
+    )
+
+
+def test_row_mismatch(npy_pair, capsys):
+    path, _, b = npy_pair
+    np.save(path / "short.npy", b[:100])
+    assert main(["ad", "--images", str(path / "img.npy"), "--texts", str(path / "short.npy")]) == 2
+    assert "--images has 120 rows but --texts has 100" in _error_line(capsys)
+
+
+def test_not_an_npy_file(npy_pair, capsys):
+    path, _, _ = npy_pair
+    (path / "junk.npy").write_bytes(b"hello")
+    assert main(["ad", "--images", str(path / "junk.npy"), "--texts", str(path / "txt.npy")]) == 2
+    assert _error_line(capsys).startswith("alignscope: error: --images: cannot read")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--profile", "cosine"], "unknown profile 'cosine'"),
+        (["--alpha", "2"], "alpha must be in [0, 1]"),
+        (
+            ["--per-sample", "out.csv"],
+            "--per-sample: per-sample output 'out.csv' must end in .npy or .parquet",
+        ),
+        (["--bounds", "1,2,3"], "--bounds takes"),
+    ],
+)
+def test_bad_options(npy_pair, capsys, extra, message):
+    path, _, _ = npy_pair
+    assert (
+        main(["ad", "--images", str(path / "img.npy"), "--texts", str(path / "txt.npy"), *extra])
+        == 2
+    )
+    assert message in _error_line(capsys)
+
+
+def test_usage_error_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["ad"])
+    assert exc.value.code == 2
+    assert "the following arguments are required: --images" in _error_line(capsys)
+
+
+def test_demo_json_small(capsys):
+    argv = ["demo", "--n", "3000", "--concepts", "60", "--poisoned", "0,10,30", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    ads = [row["ad"] for row in data["rows"]]
+    assert [row["poisoned_concepts"] for row in data["rows"]] == [0, 10, 30]
+    assert ads[0] < ads[1] < ads[2]
+    assert data["rows"][1]["poisons"] == 10 * round(0.0008 * 3000)
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["backends"][0] == "cpu"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_stops_promptly_and_writes_nothing(tmp_path, rng):
+    n = 60_000
+    a = rng.normal(size=(n, 256)).astype(np.float32)
+    np.save(tmp_path / "img.npy", a)
+    np.save(tmp_path / "txt.npy", a[::-1].copy())
+    out = tmp_path / "terms.npy"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "alignscope",
+            "ad",
+            "--images",
+            str(tmp_path / "img.npy"),
+            "--texts",
+            str(tmp_path / "txt.npy"),
+            "--per-sample",
+            str(out),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "ALIGNSCOPE_NUM_THREADS": "2"},
+    )
+    time.sleep(3.0)  # imports, validation, then the O(N^2) pass (tens of seconds here)
+    assert proc.poll() is None, proc.communicate()
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 5.0
+    assert proc.returncode == 130
+    assert b"alignscope: interrupted" in err
+    assert not out.exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"img.npy", "txt.npy"}  # no temp files
