@@ -26,7 +26,7 @@ using I32 = py::array_t<int32_t, py::array::c_style>;
 cpu::Poll make_poll(const py::object& progress) {
   return [progress](int64_t done, int64_t total) -> bool {
     py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) return false;
+    if (PyErr_Occurred() || PyErr_CheckSignals() != 0) return false;
     if (!progress.is_none()) {
       try {
         progress(done, total);

@@ -63,7 +63,7 @@ void run_tiles(int64_t n_tiles, int threads, const Poll& poll, Work&& work) {
     std::unique_lock<std::mutex> lock(mu);
     while (running > 0) {
       cv.wait_for(lock, std::chrono::milliseconds(100));
-      if (running == 0 || !poll) continue;
+      if (running == 0 || !poll || cancelled) continue;  // never poll again once cancelled
       lock.unlock();
       bool keep_going = true;
       try {
