@@ -23,10 +23,10 @@ def test_symmetric_pair_abs_sum_matches_dense(rng, n, tile):
     k = 13
     w = rng.normal(size=(n, k)).astype(np.float32)
     zscale = rng.normal(size=k).astype(np.float32)
-    rows, cols = _backend.pair_abs_sum(w, zscale=zscale, c0=0.3, tile=tile, threads=2)
+    rows, squares, cols = _backend.pair_abs_sum(w, zscale=zscale, c0=0.3, tile=tile, threads=2)
     dense = _dense_abs(w * zscale, w, 0.3)
     np.fill_diagonal(dense, 0.0)
-    assert cols is None
+    assert cols is None and squares is None
     # The symmetric form computes each unordered pair once: it relies on v(i,k) = v(k,i),
     # which holds for the engine's z/w construction, so symmetrise the reference the same way.
     expected = np.triu(dense, 1).sum(axis=1) + np.triu(dense, 1).sum(axis=0)
@@ -37,7 +37,7 @@ def test_symmetric_form_with_labels(rng):
     n, d = 203, 9
     a = rng.normal(size=(n, d)).astype(np.float32)
     labels = rng.integers(0, 4, size=n).astype(np.int32)
-    rows, _ = _backend.pair_abs_sum(
+    rows, _, _ = _backend.pair_abs_sum(
         a, zscale=np.full(d, -0.5, np.float32), c0=0.5, row_labels=labels, c_label=-1.0, tile=32
     )
     g = a.astype(np.float64) @ a.astype(np.float64).T
@@ -46,31 +46,45 @@ def test_symmetric_form_with_labels(rng):
     np.testing.assert_allclose(rows, dense.sum(axis=1), rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("n", "m", "offset"), [(1, 1, None), (7, 30, None), (40, 33, 5), (33, 40, -3)]
-)
-def test_rectangular_form_row_and_column_sums(rng, n, m, offset):
+@pytest.mark.parametrize(("n", "m", "overlap"), [(1, 1, False), (7, 30, False), (40, 33, True)])
+def test_rectangular_form_row_column_and_square_sums(rng, n, m, overlap):
     k = 11
-    rows_in = rng.normal(size=(n, k)).astype(np.float32)
-    cols_in = rng.normal(size=(m, k)).astype(np.float32)
-    rl = rng.integers(0, 3, size=n).astype(np.int32)
-    cl = rng.integers(0, 3, size=m).astype(np.int32)
-    rs, cs = _backend.pair_abs_sum(
-        rows_in,
-        cols_in,
+    pool = rng.normal(size=(60, k)).astype(np.float32)
+    pool_labels = rng.integers(0, 3, size=60).astype(np.int32)
+    # Rows and columns drawn from one pool of samples: equal ids are the same sample.
+    rid = rng.integers(0, 60, size=n) if overlap else rng.integers(0, 30, size=n)
+    cid = rng.integers(0, 60, size=m) if overlap else rng.integers(30, 60, size=m)
+    rs, sq, cs = _backend.pair_abs_sum(
+        pool[rid],
+        pool[cid],
         c0=-0.2,
-        row_labels=rl,
-        col_labels=cl,
+        row_labels=pool_labels[rid],
+        col_labels=pool_labels[cid],
         c_label=0.7,
-        exclude_offset=offset,
+        row_ids=rid,
+        col_ids=cid,
+        squares=True,
         tile=8,
     )
-    dense = _dense_abs(rows_in, cols_in, -0.2, rl, cl, 0.7)
-    if offset is not None:
-        i, kk = np.indices(dense.shape)
-        dense[kk - i == offset] = 0.0
+    dense = _dense_abs(pool[rid], pool[cid], -0.2, pool_labels[rid], pool_labels[cid], 0.7)
+    dense[rid[:, None] == cid[None, :]] = 0.0
+    assert overlap == bool((rid[:, None] == cid[None, :]).any())
     np.testing.assert_allclose(rs, dense.sum(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(sq, (dense**2).sum(axis=1), rtol=1e-5)
     np.testing.assert_allclose(cs, dense.sum(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("block", [1, 4, 16])
+def test_block_diagonal_form(rng, block):
+    n_blocks, k = 7, 9
+    rows_in = rng.normal(size=(n_blocks * block, k)).astype(np.float32)
+    cols_in = rng.normal(size=(n_blocks * block, k)).astype(np.float32)
+    rs, _, cs = _backend.pair_abs_sum(rows_in, cols_in, c0=0.1, block=block)
+    assert cs is None
+    dense = _dense_abs(rows_in, cols_in, 0.1)
+    for b in range(n_blocks):
+        sl = slice(b * block, (b + 1) * block)
+        np.testing.assert_allclose(rs[sl], dense[sl, sl].sum(axis=1), rtol=1e-5)
 
 
 @pytest.mark.parametrize("n", [2, 3, 31, 100])
@@ -92,8 +106,8 @@ def test_pair_extrema_without_pairs_is_none():
 
 def test_thread_counts_agree(rng):
     w = rng.normal(size=(500, 20)).astype(np.float32)
-    one, _ = _backend.pair_abs_sum(w, c0=0.1, tile=32, threads=1)
-    two, _ = _backend.pair_abs_sum(w, c0=0.1, tile=32, threads=2)
+    one, _, _ = _backend.pair_abs_sum(w, c0=0.1, tile=32, threads=1)
+    two, _, _ = _backend.pair_abs_sum(w, c0=0.1, tile=32, threads=2)
     np.testing.assert_allclose(one, two, rtol=1e-12)
 
 

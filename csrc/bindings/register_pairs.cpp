@@ -19,6 +19,7 @@ namespace {
 
 using F32 = py::array_t<float, py::array::c_style>;
 using I32 = py::array_t<int32_t, py::array::c_style>;
+using I64 = py::array_t<int64_t, py::array::c_style>;
 
 // Poll run on the calling thread: the GIL is taken briefly to check signals and report
 // progress. A pending Python error (KeyboardInterrupt, or one raised by the callback) stays
@@ -93,8 +94,8 @@ void register_pairs(py::module_& m) {
       "pair_abs_sum",
       [](const F32& rows, std::optional<F32> cols, std::optional<F32> zscale, float c0,
          std::optional<I32> row_labels, std::optional<I32> col_labels, float c_label,
-         std::optional<int64_t> exclude_offset, int64_t tile, int threads,
-         const py::object& progress) {
+         std::optional<I64> row_ids, std::optional<I64> col_ids, bool squares,
+         bool block_diagonal, int64_t tile, int threads, const py::object& progress) {
         check_2d(rows, "rows");
         cpu::PairAbsSumProblem p;
         p.rows = rows.data();
@@ -125,26 +126,33 @@ void register_pairs(py::module_& m) {
           p.col_labels = col_labels->data();
           p.c_label = c_label;
         }
-        if (exclude_offset) {
-          if (p.symmetric) throw py::value_error("exclude_offset is for the rectangular form");
-          p.exclude = true;
-          p.exclude_offset = *exclude_offset;
+        if (row_ids.has_value() != col_ids.has_value())
+          throw py::value_error("give both id arrays or neither");
+        if (row_ids) {
+          if (row_ids->size() != p.n_rows || col_ids->size() != p.n_cols)
+            throw py::value_error("id arrays must match the row and column counts");
+          p.row_ids = row_ids->data();
+          p.col_ids = col_ids->data();
         }
+        p.squares = squares;
+        p.block_diagonal = block_diagonal;
         cpu::Poll poll = make_poll(progress);
         cpu::PairAbsSumResult r = run_released([&] { return cpu::pair_abs_sum(p, tile, threads, poll); });
+        auto to_array = [](const std::vector<double>& v) -> py::object {
+          if (v.empty()) return py::none();
+          return py::array_t<double>(static_cast<py::ssize_t>(v.size()), v.data());
+        };
         py::array_t<double> row_sums(static_cast<py::ssize_t>(r.row_sums.size()), r.row_sums.data());
-        py::object col_sums = py::none();
-        if (!p.symmetric)
-          col_sums = py::array_t<double>(static_cast<py::ssize_t>(r.col_sums.size()), r.col_sums.data());
-        return py::tuple(py::make_tuple(row_sums, col_sums));
+        return py::tuple(py::make_tuple(row_sums, to_array(r.row_sq_sums), to_array(r.col_sums)));
       },
       py::arg("rows").noconvert(), py::arg("cols").noconvert() = py::none(),
       py::arg("zscale").noconvert() = py::none(), py::arg("c0") = 0.0f,
       py::arg("row_labels").noconvert() = py::none(),
       py::arg("col_labels").noconvert() = py::none(), py::arg("c_label") = 0.0f,
-      py::arg("exclude_offset") = py::none(), py::arg("tile") = 256, py::arg("threads") = 0,
-      py::arg("progress") = py::none(),
-      "Row (and, for the rectangular form, column) sums of |c0 + <zscale*rows_i, cols_k>| "
+      py::arg("row_ids").noconvert() = py::none(), py::arg("col_ids").noconvert() = py::none(),
+      py::arg("squares") = false, py::arg("block_diagonal") = false, py::arg("tile") = 256,
+      py::arg("threads") = 0, py::arg("progress") = py::none(),
+      "(row_sums, row_sq_sums | None, col_sums | None) of |c0 + <zscale*rows_i, cols_k>| "
       "(+ c_label*[label_i != label_k]) in float64. Without cols: the symmetric form over "
       "i != k of one matrix.");
 

@@ -15,36 +15,56 @@ namespace alignscope::cpu {
 namespace {
 
 // Row sums stay in float32 for one tile row (a few hundred terms) before they reach float64.
-template <bool kLabels, bool kCols, bool kMask>
+template <bool kLabels, bool kCols, bool kMask, bool kSquares>
 inline void abs_sum_rows(const float* C, int64_t ni, int64_t nk, int64_t ldc, float c0,
                          const int32_t* li, const int32_t* lk, float c_label,
-                         int64_t mask_offset, double* row_out, float* col_acc) {
+                         int64_t mask_offset, double* row_out, double* row_sq_out,
+                         float* col_acc) {
   for (int64_t r = 0; r < ni; ++r) {
     const float* c = C + r * ldc;
     const int32_t label_r = kLabels ? li[r] : 0;
     const int64_t masked = r + mask_offset;
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
+    float acc = 0.0f, acc2 = 0.0f;
+#pragma omp simd reduction(+ : acc, acc2)
     for (int64_t k = 0; k < nk; ++k) {
       const float term = pair_term(c0, c[k], c_label, kLabels && (lk[k] != label_r));
       const float v = (kMask && k == masked) ? 0.0f : term;
       acc += v;
+      if constexpr (kSquares) acc2 += v * v;
       if constexpr (kCols) col_acc[k] += v;
     }
     row_out[r] += static_cast<double>(acc);
+    if constexpr (kSquares) row_sq_out[r] += static_cast<double>(acc2);
   }
 }
 
-template <bool kLabels, bool kCols>
-inline void abs_sum_masked(const float* C, int64_t ni, int64_t nk, int64_t ldc, float c0,
-                           const int32_t* li, const int32_t* lk, float c_label, bool mask,
-                           int64_t mask_offset, double* row_out, float* col_acc) {
-  // A tile meets the diagonal on at most min(ni, nk) entries: only those tiles pay for the mask.
-  const bool hits = mask && mask_offset > -ni && mask_offset < nk;
-  if (hits)
-    abs_sum_rows<kLabels, kCols, true>(C, ni, nk, ldc, c0, li, lk, c_label, mask_offset, row_out, col_acc);
-  else
-    abs_sum_rows<kLabels, kCols, false>(C, ni, nk, ldc, c0, li, lk, c_label, 0, row_out, col_acc);
+struct EpilogueArgs {
+  const float* C;
+  int64_t ni, nk, ldc;
+  float c0;
+  const int32_t *li, *lk;
+  float c_label;
+  int64_t mask_offset;
+  double *row_out, *row_sq_out;
+  float* col_acc;
+};
+
+template <bool kLabels, bool kCols, bool kMask, bool kSquares>
+inline void run_rows(const EpilogueArgs& a) {
+  abs_sum_rows<kLabels, kCols, kMask, kSquares>(a.C, a.ni, a.nk, a.ldc, a.c0, a.li, a.lk,
+                                                a.c_label, a.mask_offset, a.row_out,
+                                                a.row_sq_out, a.col_acc);
+}
+
+// Turns the four run-time flags into one of the 16 compiled variants.
+template <bool... kFlags>
+inline void dispatch(const EpilogueArgs& a, const bool* flags, int depth) {
+  if constexpr (sizeof...(kFlags) == 4) {
+    run_rows<kFlags...>(a);
+  } else {
+    if (flags[depth]) dispatch<kFlags..., true>(a, flags, depth + 1);
+    else dispatch<kFlags..., false>(a, flags, depth + 1);
+  }
 }
 
 }  // namespace
@@ -52,15 +72,14 @@ inline void abs_sum_masked(const float* C, int64_t ni, int64_t nk, int64_t ldc, 
 ALIGNSCOPE_CLONES
 void abs_sum_epilogue(const float* C, int64_t ni, int64_t nk, int64_t ldc, float c0,
                       const int32_t* li, const int32_t* lk, float c_label, bool mask,
-                      int64_t mask_offset, double* row_out, float* col_acc) {
-  const bool labels = li != nullptr && lk != nullptr;
-  if (labels) {
-    if (col_acc) abs_sum_masked<true, true>(C, ni, nk, ldc, c0, li, lk, c_label, mask, mask_offset, row_out, col_acc);
-    else abs_sum_masked<true, false>(C, ni, nk, ldc, c0, li, lk, c_label, mask, mask_offset, row_out, col_acc);
-  } else {
-    if (col_acc) abs_sum_masked<false, true>(C, ni, nk, ldc, c0, li, lk, c_label, mask, mask_offset, row_out, col_acc);
-    else abs_sum_masked<false, false>(C, ni, nk, ldc, c0, li, lk, c_label, mask, mask_offset, row_out, col_acc);
-  }
+                      int64_t mask_offset, double* row_out, double* row_sq_out, float* col_acc) {
+  // A tile meets the diagonal on at most min(ni, nk) entries: only those tiles pay for the mask.
+  const bool hits = mask && mask_offset > -ni && mask_offset < nk;
+  const bool flags[4] = {li != nullptr && lk != nullptr, col_acc != nullptr, hits,
+                         row_sq_out != nullptr};
+  const EpilogueArgs args{C, ni, nk, ldc, c0, li, lk, c_label, hits ? mask_offset : 0,
+                          row_out, row_sq_out, col_acc};
+  dispatch<>(args, flags, 0);
 }
 
 TileExtrema extrema_epilogue(const float* C, int64_t ni, int64_t nk, int64_t ldc, bool mask,

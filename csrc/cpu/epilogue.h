@@ -9,10 +9,11 @@ namespace alignscope::cpu {
 // Adds sum_k |c0 + C[r,k] + c_label*[li[r] != lk[k]]| to row_out[r] (float64), and, when
 // col_acc is not null, the same terms down each column to col_acc[k] (float32, one tile tall).
 // Labels may be null (no label term). C is ni x nk with leading dimension ldc. When mask is
-// true the entries with k - r == mask_offset (the i == k diagonal) contribute nothing.
+// true the entries with k - r == mask_offset (the i == k diagonal) contribute nothing. When
+// row_sq_out is not null, the squared terms are summed per row into it as well.
 void abs_sum_epilogue(const float* C, int64_t ni, int64_t nk, int64_t ldc, float c0,
                       const int32_t* li, const int32_t* lk, float c_label, bool mask,
-                      int64_t mask_offset, double* row_out, float* col_acc);
+                      int64_t mask_offset, double* row_out, double* row_sq_out, float* col_acc);
 
 struct TileExtrema {
   float min_value;

@@ -104,14 +104,24 @@ PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int thre
   check_tile(tile);
   if (p.symmetric && (p.cols != p.rows || p.n_cols != p.n_rows))
     throw std::invalid_argument("symmetric pair_abs_sum needs cols == rows");
+  if (p.symmetric && (p.row_ids || p.squares || p.block_diagonal))
+    throw std::invalid_argument("ids, squares and block_diagonal are for the rectangular form");
+  if ((p.row_ids == nullptr) != (p.col_ids == nullptr))
+    throw std::invalid_argument("give both id arrays or neither");
+  if (p.block_diagonal && p.n_rows != p.n_cols)
+    throw std::invalid_argument("block_diagonal needs as many rows as columns");
+  const bool col_sums = !p.symmetric && !p.block_diagonal;
   PairAbsSumResult out;
   out.row_sums.assign(p.n_rows, 0.0);
-  if (!p.symmetric) out.col_sums.assign(p.n_cols, 0.0);
+  if (p.squares) out.row_sq_sums.assign(p.n_rows, 0.0);
+  if (col_sums) out.col_sums.assign(p.n_cols, 0.0);
   if (p.n_rows == 0 || p.n_cols == 0) return out;
 
   const int64_t row_tiles = tile_grid(p.n_rows, tile);
   const int64_t col_tiles = tile_grid(p.n_cols, tile);
-  const int64_t n_tiles = p.symmetric ? upper_tile_count(row_tiles) : row_tiles * col_tiles;
+  const int64_t n_tiles = p.symmetric        ? upper_tile_count(row_tiles)
+                          : p.block_diagonal ? row_tiles
+                                             : row_tiles * col_tiles;
   threads = threads > 0 ? threads : default_threads();
   threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_tiles)));
   // The pool supplies the parallelism; OpenBLAS runs each tile on the calling worker.
@@ -120,8 +130,10 @@ PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int thre
   const bool labels = p.row_labels != nullptr && p.col_labels != nullptr;
   const float c0 = p.c0;
   std::vector<std::vector<double>> row_part(threads, std::vector<double>(p.n_rows, 0.0));
-  std::vector<std::vector<double>> col_part(
-      p.symmetric ? 0 : threads, std::vector<double>(p.symmetric ? 0 : p.n_cols, 0.0));
+  std::vector<std::vector<double>> sq_part(p.squares ? threads : 0,
+                                           std::vector<double>(p.n_rows, 0.0));
+  std::vector<std::vector<double>> col_part(col_sums ? threads : 0,
+                                            std::vector<double>(col_sums ? p.n_cols : 0, 0.0));
 
   // Per-thread buffers; the scaled z rows of block I are kept while a thread stays on row I
   // (consecutive linear tile ids share their row).
@@ -138,6 +150,8 @@ PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int thre
     int64_t I, K;
     if (p.symmetric) {
       upper_tile_from_linear(t, row_tiles, &I, &K);
+    } else if (p.block_diagonal) {
+      I = K = t;
     } else {
       I = t / col_tiles;
       K = t % col_tiles;
@@ -160,15 +174,22 @@ PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int thre
     cbuf.resize(static_cast<size_t>(ni * nk));
     tile_gemm(a, ni, p.cols + k0 * p.dim, nk, p.dim, cbuf.data());
 
-    // Pairs (i, k) of the global matrix with k - i == offset are excluded: the diagonal of a
-    // symmetric run, or the caller's offset in the rectangular form (in tile coordinates).
-    const bool mask = p.symmetric ? I == K : p.exclude;
-    const int64_t offset = p.symmetric ? 0 : p.exclude_offset + i0 - k0;
-    const bool with_cols = !p.symmetric || I != K;
+    // A pair of one sample with itself contributes 0. Its labels are equal, so setting the
+    // GEMM value to -c0 makes its term exactly |0|. The symmetric diagonal is masked instead.
+    if (p.row_ids) {
+      const int64_t* ri = p.row_ids + i0;
+      const int64_t* ci = p.col_ids + k0;
+      for (int64_t r = 0; r < ni; ++r)
+        for (int64_t k = 0; k < nk; ++k)
+          if (ri[r] == ci[k]) cbuf[r * nk + k] = -c0;
+    }
+    const bool mask = p.symmetric && I == K;
+    const bool with_cols = p.symmetric ? I != K : col_sums;
     if (with_cols) colacc.assign(static_cast<size_t>(nk), 0.0f);
     abs_sum_epilogue(cbuf.data(), ni, nk, nk, c0, labels ? p.row_labels + i0 : nullptr,
-                     labels ? p.col_labels + k0 : nullptr, p.c_label, mask, offset,
-                     row_part[tid].data() + i0, with_cols ? colacc.data() : nullptr);
+                     labels ? p.col_labels + k0 : nullptr, p.c_label, mask, 0,
+                     row_part[tid].data() + i0, p.squares ? sq_part[tid].data() + i0 : nullptr,
+                     with_cols ? colacc.data() : nullptr);
     if (with_cols) {
       double* dst = p.symmetric ? row_part[tid].data() + k0 : col_part[tid].data() + k0;
       for (int64_t k = 0; k < nk; ++k) dst[k] += static_cast<double>(colacc[k]);
@@ -177,7 +198,9 @@ PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int thre
 
   for (int t = 0; t < threads; ++t) {
     for (int64_t i = 0; i < p.n_rows; ++i) out.row_sums[i] += row_part[t][i];
-    if (!p.symmetric)
+    if (p.squares)
+      for (int64_t i = 0; i < p.n_rows; ++i) out.row_sq_sums[i] += sq_part[t][i];
+    if (col_sums)
       for (int64_t k = 0; k < p.n_cols; ++k) out.col_sums[k] += col_part[t][k];
   }
   return out;

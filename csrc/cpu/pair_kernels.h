@@ -31,15 +31,21 @@ struct PairAbsSumProblem {
   // symmetric: cols == rows; only tiles I <= K are computed, the diagonal i == k is excluded
   // and an off-diagonal tile adds its column sums to the rows of K (so col_sums stay empty).
   bool symmetric = true;
-  // rectangular form only: skip the pairs with col - row == exclude_offset (a block of the
-  // global matrix that meets the diagonal).
-  bool exclude = false;
-  int64_t exclude_offset = 0;
+  // Rectangular form only. Global sample ids of the rows and columns (both or neither): pairs
+  // with equal ids are the same sample and contribute 0. Equal ids must come with equal labels.
+  const int64_t* row_ids = nullptr;
+  const int64_t* col_ids = nullptr;
+  // Rectangular form only: also sum the squared terms per row (standard errors of estimates).
+  bool squares = false;
+  // Rectangular form only: n_rows == n_cols, and only the tiles (t, t) are computed: B
+  // independent tile x tile blocks laid end to end (block-sampled estimators).
+  bool block_diagonal = false;
 };
 
 struct PairAbsSumResult {
-  std::vector<double> row_sums;  // n_rows
-  std::vector<double> col_sums;  // n_cols (rectangular form), empty when symmetric
+  std::vector<double> row_sums;     // n_rows
+  std::vector<double> row_sq_sums;  // n_rows when squares, else empty
+  std::vector<double> col_sums;     // n_cols (rectangular, not block-diagonal), else empty
 };
 
 PairAbsSumResult pair_abs_sum(const PairAbsSumProblem& p, int64_t tile, int threads,

@@ -90,6 +90,10 @@ def _i32(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else np.ascontiguousarray(a, dtype=np.int32)
 
 
+def _i64(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else np.ascontiguousarray(a, dtype=np.int64)
+
+
 def pair_abs_sum(
     rows: np.ndarray,
     cols: np.ndarray | None = None,
@@ -99,11 +103,14 @@ def pair_abs_sum(
     row_labels: np.ndarray | None = None,
     col_labels: np.ndarray | None = None,
     c_label: float = 0.0,
-    exclude_offset: int | None = None,
+    row_ids: np.ndarray | None = None,
+    col_ids: np.ndarray | None = None,
+    squares: bool = False,
+    block: int | None = None,
     tile: int | None = None,
     threads: int | None = None,
     progress: Progress = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Row sums of ``|c0 + <zscale * rows_i, cols_k>| (+ c_label [l_i != l_k])``.
 
     Parameters
@@ -113,19 +120,26 @@ def pair_abs_sum(
         i != k of ``rows`` with itself (upper tiles only).
     zscale : (K,) float32 or None, the per-column scale that turns a row w_i into z_i.
     row_labels, col_labels : (n,), (m,) int32 or None; in the symmetric form pass the same array.
-    exclude_offset : rectangular form only: skip pairs with ``k - i == exclude_offset``.
+    row_ids, col_ids : (n,), (m,) int64 global sample ids (rectangular form): pairs with equal
+        ids are one sample with itself and contribute 0 (their labels must be equal).
+    squares : also return per-row sums of the squared terms (rectangular form).
+    block : rectangular form with n == m: only the diagonal blocks of ``block`` rows are
+        computed (independent block x block samples laid end to end).
     tile : tile edge in rows; None chooses one from the size (:func:`choose_tile`).
 
     Returns
     -------
-    row_sums : (n,) float64. col_sums : (m,) float64, or None for the symmetric form.
+    row_sums : (n,) float64; row_sq_sums : (n,) float64 or None; col_sums : (m,) float64, or
+    None for the symmetric and block forms.
     """
     if row_labels is not None and col_labels is None and cols is None:
         col_labels = row_labels
     n_threads = resolve_threads(threads)
-    if tile is None:
+    if block is not None:
+        tile = block
+    elif tile is None:
         tile = choose_tile(rows.shape[0], n_threads) if cols is None else DEFAULT_TILE
-    row_sums, col_sums = _core.pair_abs_sum(
+    return _core.pair_abs_sum(
         _f32(rows),
         None if cols is None else _f32(cols),
         None if zscale is None else _f32(zscale),
@@ -133,12 +147,14 @@ def pair_abs_sum(
         _i32(row_labels),
         _i32(col_labels),
         float(c_label),
-        exclude_offset,
+        _i64(row_ids),
+        _i64(col_ids),
+        bool(squares),
+        block is not None,
         int(tile),
         n_threads,
         progress,
     )
-    return row_sums, col_sums
 
 
 def pack_unit_rows(

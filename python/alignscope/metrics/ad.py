@@ -185,7 +185,7 @@ def alignment_difficulty(
     zscale[: views.d_a] = scale_a
     zscale[views.d_a :] = scale_b
     with TileProgress(progress, "structure AD") as bar:
-        row_sums, _ = _backend.pair_abs_sum(
+        row_sums, _, _ = _backend.pair_abs_sum(
             views.packed,
             zscale=zscale,
             c0=c0,
