@@ -156,10 +156,14 @@ def test_bad_options(npy_pair, capsys, extra, message):
 
 
 def test_usage_error_is_one_line_exit_2(capsys):
+    assert main(["ad"]) == 2
+    assert _error_line(capsys) == (
+        "alignscope: error: give a STORE (directory, .npy or .parquet) or --images IMG.npy"
+    )
     with pytest.raises(SystemExit) as exc:
-        main(["ad"])
+        main(["ad", "--method", "fast"])
     assert exc.value.code == 2
-    assert "the following arguments are required: --images" in _error_line(capsys)
+    assert "argument --method: invalid choice: 'fast'" in _error_line(capsys)
 
 
 def test_demo_json_small(capsys):

@@ -157,6 +157,33 @@ def pair_abs_sum(
     )
 
 
+_RATE_CACHE: dict[tuple[int, int], float] = {}
+
+
+def measured_gflops(kdim: int, threads: int) -> float:
+    """GEMM rate (GFLOP/s) of the symmetric engine here, measured once per (kdim, threads) on
+    1,536 random rows; used to predict the exact pass's time."""
+    key = (int(kdim), int(threads))
+    if key not in _RATE_CACHE:
+        import time
+
+        n = 1536
+        x = np.random.default_rng(0).standard_normal((n, kdim), dtype=np.float32)
+        tile = choose_tile(n, threads)
+        _core.pair_abs_sum(
+            x, None, None, 0.0, None, None, 0.0, None, None, False, False, tile, threads, None
+        )
+        start = time.perf_counter()
+        _core.pair_abs_sum(
+            x, None, None, 0.0, None, None, 0.0, None, None, False, False, tile, threads, None
+        )
+        seconds = time.perf_counter() - start
+        grid = -(-n // tile)
+        flops = 2.0 * kdim * tile * tile * grid * (grid + 1) / 2.0
+        _RATE_CACHE[key] = flops / max(seconds, 1e-9) / 1e9
+    return _RATE_CACHE[key]
+
+
 def pack_unit_rows(
     a: np.ndarray,
     b: np.ndarray | None,

@@ -71,45 +71,92 @@ def _result_table(result: Any) -> str:
         f"Alignment Difficulty ({result.method}, profile={result.profile}, N={result.n:,}, "
         f"{result.backend} x{result.threads}, {result.seconds:.2f} s)"
     )
-    rows = [
-        ("feature AD", result.feature),
-        ("structure AD", result.structure),
-        (f"AD (alpha={result.alpha:g})", result.ad),
+    terms = [
+        ("feature AD", result.feature, result.feature_ci),
+        ("structure AD", result.structure, result.structure_ci),
+        (f"AD (alpha={result.alpha:g})", result.ad, result.ci),
     ]
-    return head + "\n" + format_table(("term", "value"), rows)
+    if result.method == "exact":
+        table = format_table(("term", "value"), [(name, value) for name, value, _ in terms])
+    else:
+        level = f"{100 * result.ci.guaranteed.confidence:g}%"
+
+        def span(ci: Any, kind: str) -> str:
+            if ci is None:
+                return "-"
+            c = getattr(ci, kind)
+            return "exact" if c.method == "exact" else f"[{c.low:.4f}, {c.high:.4f}]"
+
+        rows = [(n, v, span(c, "guaranteed"), span(c, "asymptotic")) for n, v, c in terms]
+        table = format_table(
+            ("term", "estimate", f"{level} guaranteed", f"{level} asymptotic"), rows
+        )
+        table += f"\n{result.samples:,} pairs sampled, seed {result.seed}"
+    if result.note:
+        table += f"\n{result.note}"
+    return head + "\n" + table
+
+
+def _open_source(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """(data, texts, labels, true_labels) from STORE or the --images form."""
+    from alignscope.io import open_store
+
+    if args.store is not None and args.images is not None:
+        raise UsageError("give a STORE or --images, not both")
+    if args.store is None and args.images is None:
+        raise UsageError("give a STORE (directory, .npy or .parquet) or --images IMG.npy")
+    if args.true_labels is not None and args.labels is None:
+        raise UsageError("--true-labels needs --labels")
+    truth = _load_npy(args.true_labels, "--true-labels") if args.true_labels else None
+    if args.store is not None:
+        if not Path(args.store).exists():
+            raise UsageError(f"STORE: no such file or directory {args.store!r}")
+        try:
+            store = open_store(args.store, texts=args.texts, labels=args.labels)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(f"STORE: {exc}") from exc
+        return store, None, None, truth
+    if args.texts is None and args.labels is None:
+        raise UsageError("give --texts TXT.npy (caption embeddings) or --labels L.npy")
+    if args.texts is not None and args.labels is not None:
+        raise UsageError("give --texts or --labels, not both")
+    images = _load_npy(args.images, "--images")
+    texts = _load_npy(args.texts, "--texts") if args.texts else None
+    labels = _load_npy(args.labels, "--labels") if args.labels else None
+    return images, texts, labels, truth
 
 
 def cmd_ad(args: argparse.Namespace) -> int:
     from alignscope.metrics import alignment_difficulty
     from alignscope.report.per_sample import check_per_sample_path, write_per_sample
 
-    if args.texts is None and args.labels is None:
-        raise UsageError("give --texts TXT.npy (caption embeddings) or --labels L.npy")
-    if args.texts is not None and args.labels is not None:
-        raise UsageError("give --texts or --labels, not both")
-    if args.true_labels is not None and args.labels is None:
-        raise UsageError("--true-labels needs --labels")
     if args.per_sample is not None:
         try:
             check_per_sample_path(args.per_sample)
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(f"--per-sample: {exc}") from exc
     profile: Any = _parse_bounds(args.bounds) if args.bounds else args.profile
-    images = _load_npy(args.images, "--images")
-    texts = _load_npy(args.texts, "--texts") if args.texts else None
-    labels = _load_npy(args.labels, "--labels") if args.labels else None
-    truth = _load_npy(args.true_labels, "--true-labels") if args.true_labels else None
-    show_progress = not args.quiet and images.shape[0] >= 20_000 if images.ndim == 2 else False
+    data, texts, labels, truth = _open_source(args)
+    n = data.n if hasattr(data, "n") else (data.shape[0] if data.ndim == 2 else 0)
+    per_sample: bool | str = False
+    if args.per_sample is not None:
+        per_sample = args.per_sample_method
     result = alignment_difficulty(
-        images,
+        data,
         texts,
         labels=labels,
         true_labels=truth,
         alpha=args.alpha,
         profile=profile,
-        per_sample=args.per_sample is not None,
+        per_sample=per_sample,
+        method=args.method,
+        confidence=args.confidence,
+        budget=args.budget,
+        seed=args.seed,
+        max_seconds=args.max_seconds,
+        landmarks=args.landmarks,
         threads=args.threads,
-        progress=show_progress,
+        progress=not args.quiet and n >= 20_000,
     )
     if args.per_sample is not None and result.per_sample is not None:
         write_per_sample(result.per_sample, args.per_sample)
@@ -234,8 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"alignscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    ad = sub.add_parser("ad", help="exact Alignment Difficulty of .npy embeddings")
-    ad.add_argument("--images", required=True, help="(N, d) image embeddings, .npy")
+    ad = sub.add_parser("ad", help="Alignment Difficulty of a store or of .npy embeddings")
+    ad.add_argument(
+        "store",
+        nargs="?",
+        help="clip-retrieval directory (img_emb/, text_emb/), an image .npy, or a .parquet",
+    )
+    ad.add_argument("--images", help="(N, d) image embeddings, .npy (instead of STORE)")
     ad.add_argument("--texts", help="(N, d) caption embeddings, .npy")
     ad.add_argument("--labels", help="(N,) integer labels replacing the captions (label metrics)")
     ad.add_argument("--true-labels", dest="true_labels", help="(N,) true labels (feature term)")
@@ -248,6 +300,27 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument(
         "--per-sample", dest="per_sample", help="write per-sample terms to OUT.npy|OUT.parquet"
     )
+    ad.add_argument(
+        "--per-sample-method",
+        dest="per_sample_method",
+        choices=("exact", "landmarks"),
+        default="exact",
+        help="exact D_s (O(N^2)) or landmark estimates with standard errors",
+    )
+    ad.add_argument("--landmarks", type=_positive_int, default=1024, help="landmarks S (1024)")
+    ad.add_argument(
+        "--method", choices=("exact", "sampled", "auto"), default="exact", help="exact (default)"
+    )
+    ad.add_argument("--confidence", type=float, default=0.95, help="interval level (0.95)")
+    ad.add_argument(
+        "--max-seconds",
+        dest="max_seconds",
+        type=float,
+        default=60.0,
+        help="--method auto: exact if estimated to take at most this long (60)",
+    )
+    ad.add_argument("--budget", type=_positive_int, default=None, help="sampled pairs (2^24)")
+    ad.add_argument("--seed", type=int, default=None, help="sampling seed (drawn if absent)")
     ad.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (all cores)")
     ad.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     ad.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -284,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"alignscope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, IndexError) as exc:
         print(f"alignscope: error: {_to_flags(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

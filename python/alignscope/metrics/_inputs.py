@@ -101,7 +101,7 @@ class PreparedViews:
     cos_ab: np.ndarray | None
 
 
-_PROBLEMS = {
+PROBLEMS = {
     1: "{name} row {row} contains NaN or inf; clean or drop that row",
     2: "{name} row {row} is all zeros; a zero embedding has no direction, drop that row",
 }
@@ -130,7 +130,7 @@ def prepare_views(
             threads=threads,
         )
         if problem:
-            raise ValueError(_PROBLEMS[problem].format(name=names[view], row=start + row))
+            raise ValueError(PROBLEMS[problem].format(name=names[view], row=start + row))
         if cos_ab is not None:
             cos_ab[start:stop] = cos
     return PreparedViews(packed=packed, d_a=d_a, d_b=d_b, cos_ab=cos_ab)

@@ -18,8 +18,20 @@ from alignscope.metrics._inputs import (
     prepare_views,
     unit_rows64,
 )
+from alignscope.metrics._source import PairSource
+from alignscope.metrics.intervals import combine, exact_intervals
 from alignscope.metrics.profiles import Bounds, check_profile, half_bounds, paper_bounds
 from alignscope.metrics.result import ADResult, FinetuneAD, PerSample
+from alignscope.metrics.sampled import (
+    DEFAULT_BLOCK,
+    DEFAULT_BUDGET,
+    DEFAULT_LANDMARKS,
+    FEATURE_SAMPLES,
+    sample_feature,
+    sample_structure,
+    scan,
+    structure_setup,
+)
 
 
 def _clipped_unit(d: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -46,6 +58,18 @@ def _view_distance_range(
     return 1.0 - cos_max, 1.0 - cos_min
 
 
+def _fixed_bounds(profile: str | Bounds, has_text: bool) -> Bounds:
+    """Bounds of every profile but minmax (which needs the data)."""
+    fixed = (
+        profile
+        if isinstance(profile, Bounds)
+        else paper_bounds()
+        if profile == "paper"
+        else half_bounds()
+    )
+    return fixed if has_text else Bounds(fixed.feature, fixed.image, None)
+
+
 def _resolve_bounds(
     profile: str | Bounds,
     views: PreparedViews,
@@ -54,45 +78,130 @@ def _resolve_bounds(
     threads: int,
     tile: int | None,
 ) -> Bounds:
-    if isinstance(profile, Bounds):
-        return profile if text is not None else Bounds(profile.feature, profile.image, None)
-    if profile == "paper":
-        fixed = paper_bounds()
-    elif profile == "half":
-        fixed = half_bounds()
-    else:
-        d_a = views.d_a
-        feature = (0.0, 0.0)
-        if views.cos_ab is not None:
-            d_ab = 1.0 - views.cos_ab
-            feature = (float(d_ab.min()), float(d_ab.max()))
-        image_range = _view_distance_range(
-            views.packed, slice(0, d_a), image, "image_emb", threads, tile
+    if profile != "minmax":
+        return _fixed_bounds(profile, text is not None)
+    d_a = views.d_a
+    feature = (0.0, 0.0)
+    if views.cos_ab is not None:
+        d_ab = 1.0 - views.cos_ab
+        feature = (float(d_ab.min()), float(d_ab.max()))
+    image_range = _view_distance_range(
+        views.packed, slice(0, d_a), image, "image_emb", threads, tile
+    )
+    text_range = None
+    if text is not None:
+        text_range = _view_distance_range(
+            views.packed, slice(d_a, None), text, "text_emb", threads, tile
         )
-        text_range = None
-        if text is not None:
-            text_range = _view_distance_range(
-                views.packed, slice(d_a, None), text, "text_emb", threads, tile
-            )
-        return Bounds(feature=feature, image=image_range, text=text_range)
-    return fixed if text is not None else Bounds(fixed.feature, fixed.image, None)
+    return Bounds(feature=feature, image=image_range, text=text_range)
+
+
+METHODS = ("exact", "sampled", "auto")
+PER_SAMPLE = ("exact", "landmarks")
+# Feature terms of larger stores are sampled: an exact pass would read every row.
+FEATURE_EXACT_MAX_ROWS = 20_000_000
+
+
+def _check_int(name: str, value: object, low: int, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _check_options(
+    per_sample: object, method: object, confidence: object, max_seconds: object
+) -> tuple[str | None, str, float, float]:
+    if per_sample is True:
+        mode: str | None = "exact"
+    elif per_sample is False or per_sample is None:
+        mode = None
+    elif isinstance(per_sample, str) and per_sample in PER_SAMPLE:
+        mode = per_sample
+    else:
+        raise ValueError(
+            f"per_sample must be False, True, 'exact' or 'landmarks'; got {per_sample!r}"
+        )
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating)):
+        raise TypeError(f"confidence must be a number in (0, 1), got {type(confidence).__name__}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float, np.floating)):
+        raise TypeError(f"max_seconds must be a positive number, got {type(max_seconds).__name__}")
+    if not float(max_seconds) > 0.0:
+        raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+    return mode, method, float(confidence), float(max_seconds)
+
+
+def _exact_terms(
+    image: np.ndarray,
+    text: np.ndarray | None,
+    codes: np.ndarray | None,
+    d_ab: np.ndarray | None,
+    profile: str | Bounds,
+    threads: int,
+    tile: int | None,
+    progress: ProgressArg,
+) -> tuple[Bounds, np.ndarray | None, np.ndarray]:
+    """Bounds, per-row D_img:txt (or the given label one) and exact D_s of in-memory arrays."""
+    views = prepare_views(image, text, ("image_emb", "text_emb"), threads)
+    bounds = _resolve_bounds(profile, views, image, text, threads, tile)
+    if codes is None and views.cos_ab is not None:
+        d_ab = _clipped_unit(1.0 - views.cos_ab, *bounds.feature)
+    c0, scale_a, scale_b, c_label = _backend.structure_constants(bounds.image, bounds.text)
+    zscale = np.empty(views.packed.shape[1], dtype=np.float32)
+    zscale[: views.d_a] = scale_a
+    zscale[views.d_a :] = scale_b
+    with TileProgress(progress, "structure AD") as bar:
+        row_sums, _, _ = _backend.pair_abs_sum(
+            views.packed,
+            zscale=zscale,
+            c0=c0,
+            row_labels=codes,
+            c_label=c_label,
+            tile=tile,
+            threads=threads,
+            progress=bar.callback,
+        )
+    return bounds, d_ab, row_sums / image.shape[0]
+
+
+def estimate_exact_seconds(n: int, kdim: int, threads: int) -> float:
+    """Seconds the exact structure pass should take here: its GEMM FLOPs over a GEMM rate
+    measured once per process on this machine."""
+    tile = _backend.choose_tile(n, threads)
+    sizes = np.minimum(tile, n - np.arange(0, n, tile)).astype(np.float64)
+    flops = 2.0 * kdim * (np.sum(np.outer(sizes, sizes)) + np.sum(sizes * sizes)) / 2.0
+    return float(flops / (_backend.measured_gflops(kdim, threads) * 1e9))
 
 
 def alignment_difficulty(
-    image_emb: object,
+    data: object,
     text_emb: object = None,
     *,
     labels: object = None,
     true_labels: object = None,
     alpha: float = 0.8,
     profile: str | Bounds = "paper",
-    per_sample: bool = False,
+    per_sample: bool | str = False,
+    method: str = "exact",
+    confidence: float = 0.95,
+    budget: int | None = None,
+    block: int | None = None,
+    seed: int | None = None,
+    max_seconds: float = 60.0,
+    landmarks: int = DEFAULT_LANDMARKS,
     backend: str = "auto",
     threads: int | None = None,
     progress: ProgressArg = False,
     tile: int | None = None,
 ) -> ADResult:
-    """Exact Alignment Difficulty of N image/caption pairs (Eq. 1 of the Implosion paper).
+    """Alignment Difficulty of N image/caption pairs (Eq. 1 of the Implosion paper).
 
     AD = alpha * feature + (1 - alpha) * structure, with
     feature = mean_i D_img:txt(x_i, y_i) and
@@ -100,21 +209,32 @@ def alignment_difficulty(
 
     Parameters
     ----------
-    image_emb : (N, d_a) float16/32/64 array on the host (numpy, or a CPU torch tensor).
-        Rows are L2-normalised by the engine; a NaN/inf or all-zero row is an error.
-    text_emb : (N, d_b) float array, the caption embeddings. The structure term allows
-        d_b != d_a; the feature term needs d_b == d_a (or alpha = 0).
-    labels : (N,) integer array replacing ``text_emb`` (label metrics, Sec. 5.4):
+    data : (N, d_a) float16/32/64 array of image embeddings on the host (numpy, or a CPU
+        torch tensor), or an :class:`alignscope.io.EmbeddingStore` (its text view, or its
+        labels, supply the second view). Rows are L2-normalised by the engine; a NaN/inf or
+        all-zero row is an error naming the row.
+    text_emb : (N, d_b) float array of caption embeddings (arrays only). The structure term
+        allows d_b != d_a; the feature term needs d_b == d_a (or alpha = 0).
+    labels : (N,) integer array replacing the text view (label metrics, Sec. 5.4):
         D_txt(i, k) = [labels_i != labels_k].
     true_labels : (N,) integer array; with ``labels``, D_img:txt(i) = [labels_i != true_labels_i].
     alpha : weight of the feature term, in [0, 1]; 0.8 as in the paper.
-    profile : "paper" (default; the authors' script), "half", "minmax", or
+    profile : "paper" (default; the authors' script), "half", "minmax" (exact only), or
         :class:`alignscope.Bounds` with explicit bounds. See the README's table.
-    per_sample : also return D_img:txt, D_s and AD(x_i, y_i) for every pair (Eq. 4).
-    backend : "auto" or "cpu".
-    threads : worker threads of the CPU engine (None: all cores, or $ALIGNSCOPE_NUM_THREADS).
-    progress : True for a progress bar on stderr, or a callable(done_tiles, total_tiles).
-    tile : edge of the engine's square tiles (rows); None chooses from N and the threads.
+    per_sample : False; True or "exact" for exact D_img:txt, D_s and AD(x_i, y_i) per pair
+        (Eq. 4; O(N^2), exact method only); "landmarks" for D_s estimated against
+        ``landmarks`` shared random columns, with a standard error per row.
+    method : "exact"; "sampled" (block-sampled structure term with confidence intervals, see
+        :mod:`alignscope.metrics.sampled`); or "auto": exact when its estimated time on this
+        machine is at most ``max_seconds``, else sampled (the result's ``note`` says which).
+    confidence : level of the sampled intervals, in (0, 1).
+    budget : pair evaluations for the sampled structure term (default 2^24).
+    block : rows per side of a sample block (default 64).
+    seed : seed of the sampling; None draws one and records it in the result.
+    landmarks : S, the columns per row of ``per_sample="landmarks"`` (default 1024).
+    backend : "auto" or "cpu". threads : CPU worker threads (None: all cores, or
+        $ALIGNSCOPE_NUM_THREADS). progress : True for a bar on stderr, or a callable(done,
+        total). tile : edge of the exact engine's tiles; None chooses from N.
 
     Returns
     -------
@@ -129,8 +249,15 @@ def alignment_difficulty(
     start = time.perf_counter()
     alpha = check_alpha(alpha)
     profile_name = check_profile(profile)
-    if not isinstance(per_sample, bool):
-        raise TypeError(f"per_sample must be True or False, got {per_sample!r}")
+    mode, method, confidence, max_seconds = _check_options(
+        per_sample, method, confidence, max_seconds
+    )
+    budget = _check_int("budget", budget, 1)
+    block = _check_int("block", block, 1)
+    if block is not None and block > 8192:
+        raise ValueError(f"block must be <= 8192, got {block}")
+    seed = _check_int("seed", seed, 0)
+    landmarks_n = _check_int("landmarks", landmarks, 2, allow_none=False)
     engine = _backend.resolve_backend(backend)
     n_threads = _backend.resolve_threads(threads)
     if tile is not None and (
@@ -138,26 +265,48 @@ def alignment_difficulty(
     ):
         raise ValueError(f"tile must be an integer in [1, 8192] or None, got {tile!r}")
 
-    image = as_matrix(image_emb, "image_emb")
-    n, d_a = image.shape
+    from alignscope.io.store import EmbeddingStore
+
+    store = data if isinstance(data, EmbeddingStore) else None
+    image: np.ndarray | None = None
     text: np.ndarray | None = None
+    if store is not None:
+        if text_emb is not None:
+            raise ValueError("a store carries its own text view; pass text_emb only with arrays")
+        if labels is None and store.labels is not None:
+            labels = store.labels
+        n, d_a = store.n, store.d_image
+        if labels is None and not store.has_text:
+            raise ValueError(
+                f"store {store.source!r} has no text embeddings; open it with labels= for "
+                "label metrics"
+            )
+        d_b = 0 if labels is not None else int(store.d_text or 0)
+        names = (f"{store.source} image", f"{store.source} text")
+    else:
+        image = as_matrix(data, "image_emb")
+        n, d_a = image.shape
+        names = ("image_emb", "text_emb")
+        d_b = 0
     codes: np.ndarray | None = None
     d_ab: np.ndarray | None = None
     if labels is None:
         if true_labels is not None:
             raise ValueError("true_labels is only used with labels=; pass labels too")
-        if text_emb is None:
-            raise TypeError("give text_emb (N, d) caption embeddings, or labels (N,) class ids")
-        text = as_matrix(text_emb, "text_emb")
-        if text.shape[0] != n:
-            raise ValueError(
-                f"image_emb has {n} rows but text_emb has {text.shape[0]}; "
-                "row i of both must describe the same pair"
-            )
-        if text.shape[1] != d_a and alpha > 0.0:
+        if store is None:
+            if text_emb is None:
+                raise TypeError("give text_emb (N, d) caption embeddings, or labels (N,) class ids")
+            text = as_matrix(text_emb, "text_emb")
+            if text.shape[0] != n:
+                raise ValueError(
+                    f"image_emb has {n} rows but text_emb has {text.shape[0]}; "
+                    "row i of both must describe the same pair"
+                )
+            d_b = text.shape[1]
+        if d_b != d_a and alpha > 0.0:
             raise ValueError(
                 f"the feature term compares image and text embeddings directly and needs equal "
-                f"dimensions; image_emb has d={d_a}, text_emb has d={text.shape[1]} "
+                f"dimensions; {names[0]} has d={d_a}, {names[1]} has d={d_b} "
                 "(embed both with one CLIP model, or pass alpha=0 for the structure term only)"
             )
     else:
@@ -175,35 +324,122 @@ def alignment_difficulty(
             truth = as_labels(true_labels, "true_labels", n)
             d_ab = (label_arr != truth).astype(np.float64)
 
-    views = prepare_views(image, text, ("image_emb", "text_emb"), n_threads)
-    bounds = _resolve_bounds(profile, views, image, text, n_threads, tile)
-    if codes is None and views.cos_ab is not None:
-        d_ab = _clipped_unit(1.0 - views.cos_ab, *bounds.feature)
-
-    c0, scale_a, scale_b, c_label = _backend.structure_constants(bounds.image, bounds.text)
-    zscale = np.empty(views.packed.shape[1], dtype=np.float32)
-    zscale[: views.d_a] = scale_a
-    zscale[views.d_a :] = scale_b
-    with TileProgress(progress, "structure AD") as bar:
-        row_sums, _, _ = _backend.pair_abs_sum(
-            views.packed,
-            zscale=zscale,
-            c0=c0,
-            row_labels=codes,
-            c_label=c_label,
-            tile=tile,
-            threads=n_threads,
-            progress=bar.callback,
+    note = None
+    if method == "auto":
+        estimate = estimate_exact_seconds(n, d_a + d_b, n_threads)
+        method = "exact" if estimate <= max_seconds else "sampled"
+        note = (
+            f"auto: exact estimated at {estimate:.3g} s on this machine; "
+            f"max_seconds={max_seconds:g} -> {method}"
         )
-    d_s = row_sums / n
-    structure = math.fsum(row_sums.tolist()) / (n * n)
-    feature = math.fsum(d_ab.tolist()) / n if d_ab is not None else None
-    ad = (1.0 - alpha) * structure + (alpha * feature if feature is not None else 0.0)
+    if method == "sampled" and profile_name == "minmax":
+        raise ValueError(
+            "profile='minmax' needs the min and max over all N^2 pairs, an exact pass; use "
+            "method='exact', or profile 'paper', 'half' or alignscope.Bounds(...) with sampling"
+        )
+    if method == "sampled" and mode == "exact":
+        raise ValueError(
+            "per_sample='exact' costs the full O(N^2) pass; use per_sample='landmarks' with "
+            "method='sampled', or method='exact'"
+        )
 
+    rng = np.random.default_rng(seed if seed is not None else None)
+    if seed is None and (method == "sampled" or mode == "landmarks"):
+        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+        rng = np.random.default_rng(seed)
+
+    feature_ci = structure_ci = ci = None
     samples = None
-    if per_sample:
+    d_s_se = None
+    if method == "exact":
+        if store is not None:
+            image = store.read(0, n, "image")
+            text = store.read(0, n, "text") if codes is None else None
+        bounds, d_ab, d_s = _exact_terms(
+            image, text, codes, d_ab, profile, n_threads, tile, progress
+        )  # type: ignore[arg-type]
+        structure = math.fsum(d_s.tolist()) / n
+        feature = math.fsum(d_ab.tolist()) / n if d_ab is not None else None
+        if mode == "landmarks":
+            source = _source(image, text, store, codes, names, n_threads)
+            setup = structure_setup(d_a, d_b, bounds.image, bounds.text, codes)
+            with TileProgress(progress, "landmark D_s") as bar:
+                _, d_s, d_s_se = scan(
+                    source,
+                    setup,
+                    feature_bounds=None,
+                    landmarks=landmarks_n,
+                    rng=rng,
+                    threads=n_threads,
+                    progress=bar,
+                )
+    else:
+        bounds = _fixed_bounds(profile, codes is None)
+        source = _source(image, text, store, codes, names, n_threads)
+        setup = structure_setup(d_a, d_b, bounds.image, bounds.text, codes)
+        sample_feature_term = (
+            codes is None and alpha > 0.0 and source.with_cos and n > FEATURE_EXACT_MAX_ROWS
+        )
+        # With both terms sampled each holds at 1 - delta/2, so their union holds at 1 - delta.
+        term_confidence = 1.0 - (1.0 - confidence) / 2.0 if sample_feature_term else confidence
+        with TileProgress(progress, "sampled structure AD") as bar:
+            sampled = sample_structure(
+                source,
+                setup,
+                budget=budget or DEFAULT_BUDGET,
+                block=block or DEFAULT_BLOCK,
+                rng=rng,
+                confidence=term_confidence,
+                threads=n_threads,
+                progress=bar,
+            )
+        structure, structure_ci, samples = sampled.mean, sampled.intervals, sampled.pairs
+        d_s = None
+        scan_feature = codes is None and alpha > 0.0 and source.with_cos and not sample_feature_term
+        if scan_feature or mode == "landmarks":
+            with TileProgress(progress, "landmark D_s" if mode else "feature pass") as bar:
+                scanned_ab, d_s, d_s_se = scan(
+                    source,
+                    setup,
+                    feature_bounds=bounds.feature if scan_feature else None,
+                    landmarks=landmarks_n if mode == "landmarks" else 0,
+                    rng=rng,
+                    threads=n_threads,
+                    progress=bar,
+                )
+            if scan_feature:
+                d_ab = scanned_ab
+        feature_var = 0.0
+        if sample_feature_term:
+            term = sample_feature(
+                source, bounds.feature, samples=FEATURE_SAMPLES, rng=rng, confidence=term_confidence
+            )
+            feature, feature_var, feature_ci = term.mean, term.variance / term.units, term.intervals
+        elif d_ab is not None:
+            feature = math.fsum(d_ab.tolist()) / n
+            feature_ci = exact_intervals(feature, confidence)
+        else:
+            feature = None
+        center = (1.0 - alpha) * structure + (alpha * feature if feature is not None else 0.0)
+        ci = combine(
+            (alpha, 1.0 - alpha),
+            (feature_ci or exact_intervals(0.0, confidence), structure_ci),
+            confidence,
+            (feature_var, sampled.variance / sampled.units),
+            center,
+        )
+
+    ad = (1.0 - alpha) * structure + (alpha * feature if feature is not None else 0.0)
+    samples_out = None
+    if mode is not None and d_s is not None:
         d_ab_out = d_ab if d_ab is not None else np.zeros(n)
-        samples = PerSample(d_ab=d_ab_out, d_s=d_s, ad=alpha * d_ab_out + (1.0 - alpha) * d_s)
+        samples_out = PerSample(
+            d_ab=d_ab_out,
+            d_s=d_s,
+            ad=alpha * d_ab_out + (1.0 - alpha) * d_s,
+            d_s_se=d_s_se,
+            method="landmarks" if d_s_se is not None else "exact",
+        )
     return ADResult(
         ad=ad,
         feature=feature,
@@ -211,16 +447,35 @@ def alignment_difficulty(
         alpha=alpha,
         profile=profile_name,
         bounds=bounds,
-        method="exact",
+        method=method,
         n=n,
         backend=engine,
         seconds=time.perf_counter() - start,
         metric="labels" if codes is not None else "embeddings",
         d_image=d_a,
-        d_text=None if text is None else int(text.shape[1]),
+        d_text=None if codes is not None else d_b,
         threads=n_threads,
-        per_sample=samples,
+        per_sample=samples_out,
+        ci=ci,
+        structure_ci=structure_ci,
+        feature_ci=feature_ci,
+        samples=samples,
+        seed=seed if (method == "sampled" or mode == "landmarks") else None,
+        note=note,
     )
+
+
+def _source(
+    image: np.ndarray | None,
+    text: np.ndarray | None,
+    store: object,
+    codes: np.ndarray | None,
+    names: tuple[str, str],
+    threads: int,
+) -> PairSource:
+    if store is not None:
+        return PairSource(store=store, use_text=codes is None, names=names, threads=threads)
+    return PairSource(image, text, use_text=codes is None, names=names, threads=threads)
 
 
 def finetune_ad(base: ADResult, finetune: ADResult, lam: float) -> FinetuneAD:

@@ -1,0 +1,351 @@
+"""Reading embedding stores lazily.
+
+A store is N row-aligned image embeddings, optionally text embeddings and integer labels.
+Shards are memory-mapped: a gather touches only the rows asked for, and :meth:`release` drops
+the mapped pages from this process's resident set, so scanning a store larger than memory keeps
+the footprint at one chunk.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
+VIEWS = ("image", "text")
+_SHARD = {"image": ("img_emb", "img_emb_"), "text": ("text_emb", "text_emb_")}
+
+
+def _open_npy(path: Path, what: str) -> np.ndarray:
+    """Memory-map one .npy shard, with errors that name the file."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(
+            f"{what} {str(path)!r} is truncated or not a valid .npy file ({exc})"
+        ) from exc
+    if arr.ndim != 2:
+        raise ValueError(f"{what} {str(path)!r} must be 2-D (rows, d); got shape {arr.shape}")
+    if arr.dtype.type not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"{what} {str(path)!r} has dtype {arr.dtype}; supported: float16, float32, float64"
+        )
+    return arr
+
+
+@dataclass
+class _View:
+    shards: list[np.ndarray]
+    paths: list[Path]
+    offsets: np.ndarray  # (len(shards) + 1,) first row of each shard, then N
+
+    @property
+    def dim(self) -> int:
+        return int(self.shards[0].shape[1])
+
+
+def _make_view(shards: list[np.ndarray], paths: list[Path], view: str) -> _View:
+    dims = {int(s.shape[1]) for s in shards}
+    if len(dims) > 1:
+        first = paths[0]
+        for s, p in zip(shards, paths, strict=True):
+            if s.shape[1] != shards[0].shape[1]:
+                raise ValueError(
+                    f"{view} shard {str(p)!r} has d={s.shape[1]} but {str(first)!r} has "
+                    f"d={shards[0].shape[1]}; one store holds one embedding size per view"
+                )
+    sizes = np.array([s.shape[0] for s in shards], dtype=np.int64)
+    return _View(shards, paths, np.concatenate([[0], np.cumsum(sizes)]))
+
+
+class EmbeddingStore:
+    """Row-aligned embeddings of N pairs, read lazily.
+
+    Attributes
+    ----------
+    n : number of rows. d_image, d_text : dimensions (d_text None without a text view).
+    source : where the store came from (a path).
+    """
+
+    def __init__(
+        self,
+        image: _View,
+        text: _View | None,
+        labels: np.ndarray | None,
+        source: str,
+    ) -> None:
+        self._views = {"image": image, "text": text}
+        self.labels = labels
+        self.source = source
+        self.n = int(image.offsets[-1])
+        if self.n == 0:
+            raise ValueError(f"store {source!r} has no rows")
+
+    @property
+    def d_image(self) -> int:
+        return self._views["image"].dim  # type: ignore[union-attr]
+
+    @property
+    def d_text(self) -> int | None:
+        view = self._views["text"]
+        return None if view is None else view.dim
+
+    @property
+    def has_text(self) -> bool:
+        return self._views["text"] is not None
+
+    def _view(self, view: str) -> _View:
+        if view not in VIEWS:
+            raise ValueError(f"view must be 'image' or 'text', got {view!r}")
+        found = self._views[view]
+        if found is None:
+            raise ValueError(f"store {self.source!r} has no {view} embeddings")
+        return found
+
+    def read(self, start: int, stop: int, view: str = "image") -> np.ndarray:
+        """Rows start..stop-1 of a view, in the stored dtype, (stop - start, d)."""
+        v = self._view(view)
+        first = int(np.searchsorted(v.offsets, start, side="right")) - 1
+        parts = []
+        pos = start
+        while pos < stop:
+            shard = v.shards[first]
+            lo = pos - int(v.offsets[first])
+            hi = min(shard.shape[0], stop - int(v.offsets[first]))
+            parts.append(np.asarray(shard[lo:hi]))
+            pos += hi - lo
+            first += 1
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def gather(self, ids: np.ndarray, view: str = "image") -> np.ndarray:
+        """Rows ``ids`` (any order, repeats allowed) of a view, (len(ids), d), stored dtype.
+
+        Only the pages holding those rows are read.
+        """
+        v = self._view(view)
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.n):
+            raise IndexError(f"row ids must be in [0, {self.n}); got {ids.min()}..{ids.max()}")
+        unique, inverse = np.unique(ids, return_inverse=True)
+        out = np.empty((unique.size, v.dim), dtype=v.shards[0].dtype)
+        shard_of = np.searchsorted(v.offsets, unique, side="right") - 1
+        for s in np.unique(shard_of):
+            sel = shard_of == s
+            out[sel] = v.shards[s][unique[sel] - v.offsets[s]]
+        return out[inverse.reshape(-1)]
+
+    def release(self) -> None:
+        """Drop this process's mapped pages (the OS page cache keeps them for reuse)."""
+        for view in self._views.values():
+            if view is None:
+                continue
+            for shard in view.shards:
+                handle = getattr(shard, "_mmap", None)
+                if isinstance(handle, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+                    handle.madvise(mmap.MADV_DONTNEED)
+
+    def __repr__(self) -> str:
+        return (
+            f"EmbeddingStore(n={self.n}, d_image={self.d_image}, d_text={self.d_text}, "
+            f"labels={self.labels is not None}, source={self.source!r})"
+        )
+
+
+def _shard_paths(root: Path, view: str) -> dict[int, Path]:
+    folder, prefix = _SHARD[view]
+    directory = root / folder
+    if not directory.is_dir():
+        return {}
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.npy$")
+    found = {}
+    for entry in directory.iterdir():
+        m = pattern.match(entry.name)
+        if m:
+            found[int(m.group(1))] = entry
+    return found
+
+
+def _open_clip_retrieval(root: Path) -> EmbeddingStore:
+    images = _shard_paths(root, "image")
+    if not images:
+        raise ValueError(
+            f"{str(root)!r} holds no image shards: expected img_emb/img_emb_<i>.npy "
+            "(the clip-retrieval layout), or pass a .npy or .parquet file"
+        )
+    texts = _shard_paths(root, "text")
+    if texts and set(texts) != set(images):
+        missing = sorted(set(images) ^ set(texts))
+        raise ValueError(
+            f"{str(root)!r}: img_emb and text_emb shards differ; shard index {missing[0]} is "
+            "present in one view only"
+        )
+    order = sorted(images)
+    img_shards = [_open_npy(images[i], "image shard") for i in order]
+    txt_shards = [_open_npy(texts[i], "text shard") for i in order] if texts else None
+    if txt_shards is not None:
+        for i, a, b in zip(order, img_shards, txt_shards, strict=True):
+            if a.shape[0] != b.shape[0]:
+                raise ValueError(
+                    f"shard {i}: {str(images[i])!r} has {a.shape[0]} rows but "
+                    f"{str(texts[i])!r} has {b.shape[0]}; views must be row-aligned"
+                )
+    _check_metadata(root, order, img_shards, images)
+    image = _make_view(img_shards, [images[i] for i in order], "image")
+    text = None if txt_shards is None else _make_view(txt_shards, [texts[i] for i in order], "text")
+    return EmbeddingStore(image, text, None, str(root))
+
+
+def _check_metadata(root: Path, order: list[int], shards: list[np.ndarray], paths: dict) -> None:
+    meta_dir = root / "metadata"
+    if not meta_dir.is_dir():
+        return
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # metadata is optional to AD; its row counts are checked when we can
+        return
+    for i, shard in zip(order, shards, strict=True):
+        meta = meta_dir / f"metadata_{i}.parquet"
+        if not meta.exists():
+            continue
+        try:
+            rows = pq.read_metadata(meta).num_rows
+        except Exception as exc:
+            raise ValueError(
+                f"metadata {str(meta)!r} is not a readable parquet file ({exc})"
+            ) from exc
+        if rows != shard.shape[0]:
+            raise ValueError(
+                f"shard {i}: {str(meta)!r} has {rows} rows but {str(paths[i])!r} has "
+                f"{shard.shape[0]}; metadata must be row-aligned with the embeddings"
+            )
+
+
+def _open_labels(path: str | os.PathLike[str], n: int) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"labels file {str(p)!r} does not exist")
+    try:
+        labels = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(
+            f"labels {str(p)!r} is truncated or not a valid .npy file ({exc})"
+        ) from exc
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels {str(p)!r} must be a 1-D integer array; got {labels.dtype} {labels.shape}"
+        )
+    if labels.shape[0] != n:
+        raise ValueError(
+            f"labels {str(p)!r} has {labels.shape[0]} entries but the store has {n} rows"
+        )
+    return labels
+
+
+def _open_parquet(path: Path, image_column: str, text_column: str | None) -> EmbeddingStore:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ValueError("reading .parquet needs pyarrow: pip install 'alignscope[io]'") from exc
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a readable parquet file ({exc})") from exc
+
+    def column(name: str) -> np.ndarray:
+        if name not in table.column_names:
+            raise ValueError(
+                f"{str(path)!r} has no column {name!r}; columns: {', '.join(table.column_names)}"
+            )
+        col = table.column(name).combine_chunks()
+        if col.null_count:
+            raise ValueError(f"{str(path)!r} column {name!r} has {col.null_count} null rows")
+        try:
+            values = col.flatten().to_numpy(zero_copy_only=False)
+            lengths = col.value_lengths().to_numpy(zero_copy_only=False)
+        except Exception as exc:
+            raise ValueError(
+                f"{str(path)!r} column {name!r} must hold lists of floats ({exc})"
+            ) from exc
+        if len(lengths) == 0 or (lengths != lengths[0]).any():
+            raise ValueError(f"{str(path)!r} column {name!r} must hold lists of one length")
+        arr = values.reshape(len(lengths), int(lengths[0]))
+        if arr.dtype.type not in SUPPORTED_DTYPES:
+            raise ValueError(f"{str(path)!r} column {name!r} has dtype {arr.dtype}; use floats")
+        return arr
+
+    image = column(image_column)
+    text = column(text_column) if text_column and text_column in table.column_names else None
+    return EmbeddingStore(
+        _make_view([image], [path], "image"),
+        None if text is None else _make_view([text], [path], "text"),
+        None,
+        str(path),
+    )
+
+
+def open_store(
+    path: str | os.PathLike[str],
+    *,
+    texts: str | os.PathLike[str] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    image_column: str = "image_embedding",
+    text_column: str = "text_embedding",
+) -> EmbeddingStore:
+    """Open an embedding store, validating its layout (not its values) up front.
+
+    Parameters
+    ----------
+    path : one of
+        - a directory in the clip-retrieval / LAION layout: ``img_emb/img_emb_<i>.npy``,
+          optional ``text_emb/text_emb_<i>.npy`` and ``metadata/metadata_<i>.parquet``,
+          row-aligned, float16/32/64, ordered by shard index i;
+        - an image-embedding ``.npy`` file (with ``texts=`` and/or ``labels=`` .npy files);
+        - a ``.parquet`` file with list-of-float columns ``image_column`` and ``text_column``
+          (read into memory).
+    labels : a (N,) integer .npy file of labels (label metrics), for any layout.
+
+    Raises
+    ------
+    ValueError naming the offending shard or file: misaligned row counts, mixed d, truncated
+    .npy, unsupported dtype, no shards.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"store {str(root)!r} does not exist")
+    if root.is_dir():
+        if texts is not None:
+            raise ValueError("texts= is for a .npy image file; a shard directory has text_emb/")
+        store = _open_clip_retrieval(root)
+    elif root.suffix == ".parquet":
+        store = _open_parquet(root, image_column, text_column)
+    elif root.suffix == ".npy":
+        image = _open_npy(root, "image file")
+        text = None
+        if texts is not None:
+            tpath = Path(texts)
+            if not tpath.is_file():
+                raise FileNotFoundError(f"texts file {str(tpath)!r} does not exist")
+            text = _open_npy(tpath, "text file")
+            if text.shape[0] != image.shape[0]:
+                raise ValueError(
+                    f"{str(root)!r} has {image.shape[0]} rows but {str(tpath)!r} has "
+                    f"{text.shape[0]}; row i of both must describe the same pair"
+                )
+        store = EmbeddingStore(
+            _make_view([image], [root], "image"),
+            None if text is None else _make_view([text], [Path(texts)], "text"),  # type: ignore[arg-type]
+            None,
+            str(root),
+        )
+    else:
+        raise ValueError(
+            f"cannot open {str(root)!r}: expected a clip-retrieval directory, a .npy or a .parquet"
+        )
+    if labels is not None:
+        store.labels = _open_labels(labels, store.n)
+    return store
