@@ -216,3 +216,54 @@ def test_ctrl_c_stops_promptly_and_writes_nothing(tmp_path, rng):
     assert b"alignscope: interrupted" in err
     assert not out.exists()
     assert {p.name for p in tmp_path.iterdir()} == {"img.npy", "txt.npy"}  # no temp files
+
+
+def test_store_sampled_json(tmp_path, capsys):
+    from alignscope.io import write_store
+    from alignscope.synth import concept_world
+
+    w = concept_world(3000, concepts=30, poisoned_concepts=5, dim=8, seed=2)
+    write_store(tmp_path / "store", w.image_emb, w.text_emb, shard_rows=1000)
+    out = tmp_path / "ds.parquet"
+    argv = [
+        "ad",
+        str(tmp_path / "store"),
+        "--method",
+        "sampled",
+        "--seed",
+        "3",
+        "--json",
+        "--per-sample",
+        str(out),
+        "--per-sample-method",
+        "landmarks",
+        "--landmarks",
+        "64",
+    ]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["method"] == "sampled" and data["seed"] == 3 and data["n"] == 3000
+    assert data["ci"]["guaranteed"]["low"] <= data["ad"] <= data["ci"]["guaranteed"]["high"]
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert pq.read_table(out).column_names == ["row", "d_ab", "d_s", "ad", "d_s_se"]
+
+
+def test_store_table_shows_intervals(tmp_path, capsys):
+    from alignscope.io import write_store
+    from alignscope.synth import concept_world
+
+    w = concept_world(2000, concepts=20, dim=8, seed=2)
+    write_store(tmp_path, w.image_emb, w.text_emb)
+    assert (
+        main(["ad", str(tmp_path), "--method", "auto", "--max-seconds", "1e-9", "--seed", "1"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "95% guaranteed" in out and "auto: exact estimated" in out and "seed 1" in out
+
+
+def test_bad_store_is_one_line(tmp_path, capsys):
+    (tmp_path / "img_emb").mkdir()
+    assert main(["ad", str(tmp_path)]) == 2
+    assert _error_line(capsys).startswith(
+        f"alignscope: error: STORE: '{tmp_path}' holds no image shards"
+    )

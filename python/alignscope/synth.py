@@ -9,11 +9,17 @@ profile's [0.2, 0.45] window), a caption of another concept ~0.0, two images of 
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 POISON_KINDS = ("dirty", "clean")
+# concept_weight, modality_weight, noise, text_drift (see the module docstring)
+GEOMETRY = (0.75, 0.75, 0.35, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +53,26 @@ def _check_int(name: str, value: object, low: int) -> int:
     return int(value)
 
 
+def _check_plan(n: int, concepts: int, poisoned_concepts: int, m: int, dim: int, kind: str) -> None:
+    concepts = _check_int("concepts", concepts, 1)
+    poisoned_concepts = _check_int("poisoned_concepts", poisoned_concepts, 0)
+    _check_int("dim", dim, 2)
+    if kind not in POISON_KINDS:
+        raise ValueError(f"kind must be one of {POISON_KINDS}, got {kind!r}")
+    if concepts > n:
+        raise ValueError(f"concepts ({concepts}) cannot exceed n ({n})")
+    if poisoned_concepts > concepts or (poisoned_concepts > 0 and concepts < 2):
+        raise ValueError(
+            f"poisoned_concepts ({poisoned_concepts}) must be <= concepts ({concepts}), with at "
+            "least two concepts so every poison has another target"
+        )
+    if poisoned_concepts and m > n // concepts:
+        raise ValueError(
+            f"per_concept m={m} exceeds the samples per concept ({n // concepts}); lower m or "
+            "concepts"
+        )
+
+
 def concept_world(
     n: int = 50_000,
     *,
@@ -55,10 +81,10 @@ def concept_world(
     per_concept: int | None = None,
     dim: int = 64,
     kind: str = "dirty",
-    concept_weight: float = 0.75,
-    modality_weight: float = 0.75,
-    noise: float = 0.35,
-    text_drift: float = 1.0,
+    concept_weight: float = GEOMETRY[0],
+    modality_weight: float = GEOMETRY[1],
+    noise: float = GEOMETRY[2],
+    text_drift: float = GEOMETRY[3],
     seed: int = 0,
 ) -> ConceptWorld:
     """Generate C concepts with N/C samples each and poison C_P of them with m samples each.
@@ -82,84 +108,165 @@ def concept_world(
     ConceptWorld with float32 unit embeddings and ground-truth flags.
     """
     n = _check_int("n", n, 1)
-    concepts = _check_int("concepts", concepts, 1)
-    poisoned_concepts = _check_int("poisoned_concepts", poisoned_concepts, 0)
-    dim = _check_int("dim", dim, 2)
-    seed = _check_int("seed", seed, 0)
-    if kind not in POISON_KINDS:
-        raise ValueError(f"kind must be one of {POISON_KINDS}, got {kind!r}")
-    if concepts > n:
-        raise ValueError(f"concepts ({concepts}) cannot exceed n ({n})")
     m = (
         max(1, round(0.0008 * n))
         if per_concept is None
         else _check_int("per_concept", per_concept, 0)
     )
-    smallest = n // concepts
-    if poisoned_concepts > concepts or (poisoned_concepts > 0 and concepts < 2):
-        raise ValueError(
-            f"poisoned_concepts ({poisoned_concepts}) must be <= concepts ({concepts}), with at "
-            "least two concepts so every poison has another target"
-        )
-    if poisoned_concepts and m > smallest:
-        raise ValueError(
-            f"per_concept m={m} exceeds the samples per concept ({smallest}); lower m or concepts"
-        )
-
-    rng = np.random.default_rng(seed)
-    # Two orthonormal modality offsets; concept directions live in their orthogonal complement,
-    # so the matched-pair cosine does not drift with the seed.
-    gap, _ = np.linalg.qr(rng.normal(size=(dim, 2)))
-    gap = gap.T
-
-    def directions(count: int) -> np.ndarray:
-        d = rng.normal(size=(count, dim))
-        d -= (d @ gap.T) @ gap
-        return d / np.linalg.norm(d, axis=1, keepdims=True)
-
-    centers = directions(concepts)
-    # Captions see each concept from a slightly different direction than images do, so the
-    # two graphs differ even without poisons (as CLIP's image and text spaces do).
-    text_centers = centers + text_drift * directions(concepts)
-    text_centers /= np.linalg.norm(text_centers, axis=1, keepdims=True)
-
-    concept = np.sort(np.arange(n) % concepts).astype(np.int64)
-    image_concept = concept.copy()
-    poisoned = np.zeros(n, dtype=bool)
-    target = np.full(n, -1, dtype=np.int64)
-
-    chosen = rng.choice(concepts, size=poisoned_concepts, replace=False)
-    starts = np.searchsorted(concept, np.arange(concepts))
-    for p in chosen:
-        t = int(rng.integers(concepts - 1))
-        t += t >= p  # uniform over t != p
-        rows = starts[p] + rng.choice(int(np.sum(concept == p)), size=m, replace=False)
-        poisoned[rows] = True
-        target[rows] = t
-        if kind == "dirty":
-            image_concept[rows] = t
-
-    def sample(concept_ids: np.ndarray, modality: int) -> np.ndarray:
-        table = centers if modality == 0 else text_centers
-        x = concept_weight * table[concept_ids] + modality_weight * gap[modality]
-        x += noise * rng.normal(size=(concept_ids.shape[0], dim)) / np.sqrt(dim)
-        return x
-
-    image = sample(image_concept, 0)
-    if kind == "clean":
-        clean_rows = np.flatnonzero(poisoned)
-        image[clean_rows] += 0.1 * concept_weight * centers[target[clean_rows]]
-    text = sample(concept, 1)
-    image /= np.linalg.norm(image, axis=1, keepdims=True)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    _check_plan(n, concepts, poisoned_concepts, m, dim, kind)
+    seed = _check_int("seed", seed, 0)
+    world = _World(
+        n,
+        concepts,
+        poisoned_concepts,
+        m,
+        dim,
+        kind,
+        concept_weight,
+        modality_weight,
+        noise,
+        text_drift,
+        np.random.default_rng(seed),
+    )
+    image, text = world.embed(0, n, world.rng)
     return ConceptWorld(
-        image_emb=image.astype(np.float32),
-        text_emb=text.astype(np.float32),
-        concept=concept,
-        image_concept=image_concept,
-        poisoned=poisoned,
-        target=target,
-        poisoned_concepts=np.sort(chosen).astype(np.int64),
+        image_emb=image,
+        text_emb=text,
+        concept=world.concept,
+        image_concept=world.image_concept,
+        poisoned=world.poisoned,
+        target=world.target,
+        poisoned_concepts=np.sort(world.chosen).astype(np.int64),
         kind=kind,
         seed=seed,
     )
+
+
+class _World:
+    """The plan (which rows show which concept, which are poisoned) and the geometry of a
+    concept world; embeddings of any row range are drawn on demand."""
+
+    def __init__(
+        self,
+        n: int,
+        concepts: int,
+        poisoned_concepts: int,
+        m: int,
+        dim: int,
+        kind: str,
+        concept_weight: float,
+        modality_weight: float,
+        noise: float,
+        text_drift: float,
+        rng: np.random.Generator,
+    ) -> None:
+        self.rng = rng
+        self.dim = dim
+        self.kind = kind
+        self.weights = (concept_weight, modality_weight, noise)
+        # Two orthonormal modality offsets; concept directions live in their orthogonal
+        # complement, so the matched-pair cosine does not drift with the seed.
+        gap, _ = np.linalg.qr(rng.normal(size=(dim, 2)))
+        self.gap = gap.T
+        self.centers = self._directions(concepts)
+        # Captions see each concept from a slightly different direction than images do, so the
+        # two graphs differ even without poisons (as CLIP's image and text spaces do).
+        text_centers = self.centers + text_drift * self._directions(concepts)
+        self.text_centers = text_centers / np.linalg.norm(text_centers, axis=1, keepdims=True)
+
+        self.concept = np.sort(np.arange(n) % concepts).astype(np.int64)
+        self.image_concept = self.concept.copy()
+        self.poisoned = np.zeros(n, dtype=bool)
+        self.target = np.full(n, -1, dtype=np.int64)
+        self.chosen = rng.choice(concepts, size=poisoned_concepts, replace=False)
+        starts = np.searchsorted(self.concept, np.arange(concepts))
+        sizes = np.diff(np.append(starts, n))
+        for p in self.chosen:
+            t = int(rng.integers(concepts - 1))
+            t += t >= p  # uniform over t != p
+            rows = starts[p] + rng.choice(int(sizes[p]), size=m, replace=False)
+            self.poisoned[rows] = True
+            self.target[rows] = t
+            if kind == "dirty":
+                self.image_concept[rows] = t
+
+    def _directions(self, count: int) -> np.ndarray:
+        d = self.rng.normal(size=(count, self.dim))
+        d -= (d @ self.gap.T) @ self.gap
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    def embed(
+        self, start: int, stop: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Unit image and text embeddings (float32) of rows start..stop-1."""
+        concept_weight, modality_weight, noise = self.weights
+
+        def sample(table: np.ndarray, ids: np.ndarray, modality: int) -> np.ndarray:
+            x = concept_weight * table[ids] + modality_weight * self.gap[modality]
+            x += noise * rng.normal(size=(ids.shape[0], self.dim)) / np.sqrt(self.dim)
+            return x
+
+        image = sample(self.centers, self.image_concept[start:stop], 0)
+        if self.kind == "clean":
+            local = np.flatnonzero(self.poisoned[start:stop])
+            targets = self.target[start:stop][local]
+            image[local] += 0.1 * concept_weight * self.centers[targets]
+        text = sample(self.text_centers, self.concept[start:stop], 1)
+        image /= np.linalg.norm(image, axis=1, keepdims=True)
+        text /= np.linalg.norm(text, axis=1, keepdims=True)
+        return image.astype(np.float32), text.astype(np.float32)
+
+
+def write_concept_world(
+    path: str | os.PathLike[str],
+    n: int,
+    *,
+    shard_rows: int = 250_000,
+    concepts: int = 1000,
+    poisoned_concepts: int = 0,
+    per_concept: int | None = None,
+    dim: int = 64,
+    kind: str = "dirty",
+    seed: int = 0,
+    dtype: Any = np.float16,
+    progress: bool = False,
+) -> Path:
+    """Write a concept world of N pairs as a clip-retrieval store, shard by shard, so N can
+    exceed memory (the plan costs O(N) integers; each shard O(shard_rows * dim)).
+
+    The geometry and the poison plan match :func:`concept_world` with the same arguments;
+    the per-sample noise is drawn per shard, so the embeddings differ from it. Ground truth
+    (concept, image_concept, poisoned, target) goes to ``truth.npz`` beside the shards.
+    """
+    from alignscope.io import StoreWriter
+
+    n = _check_int("n", n, 1)
+    m = (
+        max(1, round(0.0008 * n))
+        if per_concept is None
+        else _check_int("per_concept", per_concept, 0)
+    )
+    _check_plan(n, concepts, poisoned_concepts, m, dim, kind)
+    rng = np.random.default_rng(seed)
+    world = _World(n, concepts, poisoned_concepts, m, dim, kind, *GEOMETRY, rng)
+    writer = StoreWriter(path, dtype)
+    if writer.existing_shards():
+        raise ValueError(f"{str(path)!r} already holds shards; write into an empty directory")
+    shard_seeds = np.random.SeedSequence(seed).spawn(-(-n // shard_rows))
+    starts = range(0, n, shard_rows)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="writing shards", unit="shard", file=sys.stderr)
+    for start, shard_seed in zip(starts, shard_seeds, strict=False):
+        stop = min(n, start + shard_rows)
+        image, text = world.embed(start, stop, np.random.default_rng(shard_seed))
+        writer.add_shard(image, text)
+    np.savez(
+        Path(path) / "truth.npz",
+        concept=world.concept,
+        image_concept=world.image_concept,
+        poisoned=world.poisoned,
+        target=world.target,
+    )
+    return Path(path)

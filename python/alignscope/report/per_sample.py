@@ -33,36 +33,23 @@ def check_per_sample_path(path: str | os.PathLike[str]) -> Path:
 
 
 def write_per_sample(samples: PerSample, path: str | os.PathLike[str]) -> Path:
-    """Write columns row, d_ab, d_s, ad (one row per pair) atomically.
-
-    .npy gets a structured array with those fields; .parquet a table with those columns.
-    """
+    """Write columns row, d_ab, d_s, ad (and d_s_se for landmark estimates), one row per
+    pair, atomically. .npy gets a structured array with those fields; .parquet a table."""
     out = check_per_sample_path(path)
     n = samples.d_s.shape[0]
+    columns = {"row": np.arange(n), "d_ab": samples.d_ab, "d_s": samples.d_s, "ad": samples.ad}
+    if samples.d_s_se is not None:
+        columns["d_s_se"] = samples.d_s_se
     with atomic_path(out) as tmp:
         if out.suffix == ".npy":
-            table = np.empty(
-                n, dtype=[("row", "<i8"), ("d_ab", "<f8"), ("d_s", "<f8"), ("ad", "<f8")]
-            )
-            table["row"] = np.arange(n)
-            table["d_ab"] = samples.d_ab
-            table["d_s"] = samples.d_s
-            table["ad"] = samples.ad
+            table = np.empty(n, dtype=[(k, "<i8" if k == "row" else "<f8") for k in columns])
+            for key, values in columns.items():
+                table[key] = values
             with open(tmp, "wb") as fh:
                 np.save(fh, table, allow_pickle=False)
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(
-                pa.table(
-                    {
-                        "row": np.arange(n),
-                        "d_ab": samples.d_ab,
-                        "d_s": samples.d_s,
-                        "ad": samples.ad,
-                    }
-                ),
-                tmp,
-            )
+            pq.write_table(pa.table(columns), tmp)
     return out
