@@ -267,3 +267,22 @@ def test_bad_store_is_one_line(tmp_path, capsys):
     assert _error_line(capsys).startswith(
         f"alignscope: error: STORE: '{tmp_path}' holds no image shards"
     )
+
+
+def test_output_files_get_ordinary_permissions(npy_pair):
+    path, _, _ = npy_pair
+    out = path / "terms.npy"
+    main(
+        [
+            "ad",
+            "--images",
+            str(path / "img.npy"),
+            "--texts",
+            str(path / "txt.npy"),
+            "--per-sample",
+            str(out),
+        ]
+    )
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -5,4 +5,5 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "alignscope CPU engine (compiled). Use the Python API in alignscope, not this module.";
   alignscope::bindings::register_pairs(m);
   alignscope::bindings::register_info(m);
+  alignscope::bindings::register_io(m);
 }

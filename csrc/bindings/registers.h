@@ -6,5 +6,6 @@ namespace alignscope::bindings {
 
 void register_pairs(pybind11::module_& m);
 void register_info(pybind11::module_& m);
+void register_io(pybind11::module_& m);
 
 }  // namespace alignscope::bindings

@@ -214,6 +214,23 @@ def pack_unit_rows(
     return int(problem), int(view), int(row), cos
 
 
+def gather_file_rows(fd: int, data_offset: int, ids: np.ndarray, out: np.ndarray) -> int:
+    """Read rows ``ids`` of a row-major matrix stored in file ``fd`` at ``data_offset`` into
+    ``out`` (len(ids), d) with pread (nothing is memory-mapped). Returns -1 on success, else
+    the first index of ``ids`` whose row could not be read whole (a truncated file)."""
+    raw = out.view(np.uint8).reshape(out.shape[0], -1)
+    return int(
+        _core.gather_file_rows(
+            int(fd),
+            int(data_offset),
+            raw.shape[1],
+            np.ascontiguousarray(ids, dtype=np.int64),
+            raw,
+            resolve_threads(None),
+        )
+    )
+
+
 def pair_extrema(
     x: np.ndarray, *, tile: int | None = None, threads: int | None = None, progress: Progress = None
 ) -> tuple[tuple[float, int, int], tuple[float, int, int]] | None:

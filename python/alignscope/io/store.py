@@ -1,9 +1,9 @@
 """Reading embedding stores lazily.
 
 A store is N row-aligned image embeddings, optionally text embeddings and integer labels.
-Shards are memory-mapped: a gather touches only the rows asked for, and :meth:`release` drops
-the mapped pages from this process's resident set, so scanning a store larger than memory keeps
-the footprint at one chunk.
+Shards are memory-mapped for sequential reads, and :meth:`release` drops the mapped pages from
+this process's resident set, so scanning a store larger than memory keeps the footprint at one
+chunk. Random gathers read just the rows asked for with pread, without mapping anything.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from alignscope import _backend
 
 SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
 VIEWS = ("image", "text")
@@ -43,10 +45,34 @@ class _View:
     shards: list[np.ndarray]
     paths: list[Path]
     offsets: np.ndarray  # (len(shards) + 1,) first row of each shard, then N
+    fds: dict[int, int] = field(default_factory=dict)  # shard -> file descriptor for pread
 
     @property
     def dim(self) -> int:
         return int(self.shards[0].shape[1])
+
+    def take(self, s: int, local: np.ndarray) -> np.ndarray:
+        """Rows ``local`` of shard s. Memory-mapped .npy shards are read with pread: random
+        rows through a mapping would map whole fault-around windows (64 KiB each) and grow
+        the resident set toward the store's size."""
+        shard = self.shards[s]
+        if not (isinstance(shard, np.memmap) and shard.flags.c_contiguous and shard.filename):
+            return np.asarray(shard[local])
+        if s not in self.fds:
+            self.fds[s] = os.open(shard.filename, os.O_RDONLY)
+        out = np.empty((local.size, shard.shape[1]), dtype=shard.dtype)
+        bad = _backend.gather_file_rows(self.fds[s], shard.offset, local, out)
+        if bad >= 0:
+            raise ValueError(
+                f"{str(self.paths[s])!r} ended before row {int(local[bad])}: the file was "
+                "truncated after the store was opened"
+            )
+        return out
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def _make_view(shards: list[np.ndarray], paths: list[Path], view: str) -> _View:
@@ -136,7 +162,7 @@ class EmbeddingStore:
         shard_of = np.searchsorted(v.offsets, unique, side="right") - 1
         for s in np.unique(shard_of):
             sel = shard_of == s
-            out[sel] = v.shards[s][unique[sel] - v.offsets[s]]
+            out[sel] = v.take(int(s), unique[sel] - v.offsets[s])
         return out[inverse.reshape(-1)]
 
     def release(self) -> None:
@@ -148,6 +174,24 @@ class EmbeddingStore:
                 handle = getattr(shard, "_mmap", None)
                 if isinstance(handle, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
                     handle.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        """Close the file descriptors that gathers opened (the maps close with the store)."""
+        for view in self._views.values():
+            if view is not None:
+                view.close()
+
+    def __enter__(self) -> EmbeddingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: os may be gone already
+            pass
 
     def __repr__(self) -> str:
         return (
