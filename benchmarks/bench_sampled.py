@@ -29,7 +29,8 @@ start = time.perf_counter()
 store = open_store(sys.argv[1])
 r = alignscope.alignment_difficulty(store, method="sampled", seed=int(sys.argv[2]))
 wall = time.perf_counter() - start
-print(json.dumps({"wall_s": wall, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"wall_s": wall, "maxrss_mb": rss,
                   "result": r.to_dict(per_sample=False)}))
 """
 
@@ -60,7 +61,8 @@ def main() -> int:
             progress=True,
         )
         print(
-            f"generated {args.n:,} x {args.dim} float16 store in {time.perf_counter() - t0:.1f} s: {root}"
+            f"generated {args.n:,} x {args.dim} float16 store in "
+            f"{time.perf_counter() - t0:.1f} s: {root}"
         )
     size = sum(p.stat().st_size for p in root.rglob("*.npy")) / 2**30
     print(f"store: {root} ({size:.2f} GiB of .npy shards)")
@@ -76,11 +78,13 @@ def main() -> int:
     g = r["ci"]["guaranteed"]
     a = r["ci"]["asymptotic"]
     print(
-        f"\nSampled AD, N = {r['n']:,}, d = {r['d_image']}, {r['samples']:,} pairs sampled (seed {r['seed']})"
+        f"\nSampled AD, N = {r['n']:,}, d = {r['d_image']}, {r['samples']:,} pairs sampled "
+        f"(seed {r['seed']})"
     )
     print(f"  AD              {r['ad']:.5f}")
     print(
-        f"  95% guaranteed  [{g['low']:.5f}, {g['high']:.5f}]  half-width {g['halfwidth']:.5f} ({g['method']})"
+        f"  95% guaranteed  [{g['low']:.5f}, {g['high']:.5f}]  "
+        f"half-width {g['halfwidth']:.2e} ({g['method']})"
     )
     print(f"  95% asymptotic  [{a['low']:.5f}, {a['high']:.5f}]  half-width {a['halfwidth']:.2e}")
     print(f"  feature (exact) {r['feature']:.5f}   structure {r['structure']:.5f}")
@@ -88,9 +92,8 @@ def main() -> int:
     print(f"  peak RSS        {m['maxrss_mb']:.0f} MB (target < 2048 MB)")
 
     # Coverage check in the same run on a sub-store small enough for the exact engine.
-    import numpy as np
-
     import alignscope
+    import numpy as np
     from alignscope.io import open_store
 
     store = open_store(root)
