@@ -184,3 +184,18 @@ def test_bound_formulas():
     assert hoeffding_halfwidth(2.0, 100, 0.05) == pytest.approx(2.0 * math.sqrt(math.log(40) / 200))
     expected = math.sqrt(2 * 0.01 * math.log(80) / 50) + 7 * 1.0 * math.log(80) / (3 * 49)
     assert bernstein_halfwidth(0.01, 1.0, 50, 0.05) == pytest.approx(expected)
+
+
+def test_sampled_feature_term_for_huge_stores(world, exact, monkeypatch):
+    """Beyond FEATURE_EXACT_MAX_ROWS the feature term is sampled too; both terms then hold at
+    1 - delta/2 and the AD interval adds their half-widths."""
+    from alignscope.metrics import ad as ad_module
+
+    monkeypatch.setattr(ad_module, "FEATURE_EXACT_MAX_ROWS", 1000)
+    r = alignscope.alignment_difficulty(world.image_emb, world.text_emb, method="sampled", seed=8)
+    assert r.feature_ci.guaranteed.method != "exact"
+    assert r.feature_ci.guaranteed.low <= exact.feature <= r.feature_ci.guaranteed.high
+    assert r.feature_ci.guaranteed.confidence == pytest.approx(0.975)
+    expected = 0.8 * r.feature_ci.guaranteed.halfwidth + 0.2 * r.structure_ci.guaranteed.halfwidth
+    assert r.ci.guaranteed.halfwidth == pytest.approx(expected)
+    assert r.ci.guaranteed.low <= exact.ad <= r.ci.guaranteed.high
