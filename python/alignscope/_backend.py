@@ -41,7 +41,9 @@ def _load_core() -> Any:
 
 _core = _load_core()
 
-BACKENDS = ("auto", "cpu")
+BACKENDS = ("auto", "cpu", "cuda", "torch")
+_CUDA_NOT_BUILT = "CUDA backend not built"
+_NO_DEVICE = "no CUDA device"
 DEFAULT_TILE = 256
 _TILE_CHOICES = (512, 256, 128, 64)
 
@@ -59,14 +61,53 @@ def choose_tile(n: int, threads: int) -> int:
 Progress = Callable[[int, int], None] | None
 
 
+def _cuda_module() -> Any:
+    """alignscope._cuda, or None when it was not built (loaded lazily: CPU-only imports never
+    touch it)."""
+    try:
+        from alignscope import _cuda
+    except ImportError:
+        return None
+    return _cuda
+
+
+def cuda_status() -> tuple[bool, int, str]:
+    """(built, devices, reason): reason is "" when the CUDA backend can run here."""
+    module = _cuda_module()
+    if module is None:
+        return False, 0, _CUDA_NOT_BUILT
+    devices = int(module.device_count())
+    return True, devices, "" if devices > 0 else _NO_DEVICE
+
+
 def resolve_backend(backend: str) -> str:
-    """Return the concrete backend for ``backend`` ("auto" -> "cpu" for host arrays)."""
+    """Return the concrete backend: "cpu" (the C++ engine), "cuda" (the tensor-core kernels,
+    explicit only until they have been validated on hardware) or "torch" (the blocked torch
+    reference, on CUDA when torch sees a GPU). "auto" means "cpu"."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}"
         )
+    if backend == "cuda":
+        built, _, reason = cuda_status()
+        if reason:
+            hint = (
+                "reinstall from source on a machine with nvcc (ALIGNSCOPE_CUDA=ON)"
+                if not built
+                else "run on a machine with an NVIDIA GPU and driver"
+            )
+            raise ValueError(f"backend='cuda' is unavailable: {reason}; {hint}, or use 'cpu'")
+        return "cuda"
+    if backend == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(
+                "backend='torch' needs torch: pip install 'alignscope[torch]'"
+            ) from exc
+        return "torch"
     return "cpu"
 
 
@@ -110,6 +151,7 @@ def pair_abs_sum(
     tile: int | None = None,
     threads: int | None = None,
     progress: Progress = None,
+    backend: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Row sums of ``|c0 + <zscale * rows_i, cols_k>| (+ c_label [l_i != l_k])``.
 
@@ -125,7 +167,9 @@ def pair_abs_sum(
     squares : also return per-row sums of the squared terms (rectangular form).
     block : rectangular form with n == m: only the diagonal blocks of ``block`` rows are
         computed (independent block x block samples laid end to end).
-    tile : tile edge in rows; None chooses one from the size (:func:`choose_tile`).
+    tile : tile edge in rows (CPU); None chooses one from the size (:func:`choose_tile`).
+    backend : "cpu", "cuda" or "torch" (already resolved). The CUDA kernels have no squared
+        sums, so ``squares`` runs on the CPU.
 
     Returns
     -------
@@ -134,6 +178,22 @@ def pair_abs_sum(
     """
     if row_labels is not None and col_labels is None and cols is None:
         col_labels = row_labels
+    if backend == "torch":
+        from alignscope import _torch_engine
+
+        return _torch_engine.pair_abs_sum(
+            rows, cols, zscale=zscale, c0=c0, row_labels=row_labels, col_labels=col_labels,
+            c_label=c_label, row_ids=row_ids, col_ids=col_ids, squares=squares, block=block,
+        )
+    if backend == "cuda" and not squares:
+        row_sums, col_sums = _cuda_module().pair_abs_sum_host(
+            _f32(rows), None if cols is None else _f32(cols),
+            None if zscale is None else _f32(zscale), float(c0), _i32(row_labels),
+            _i32(col_labels), float(c_label), _i64(row_ids), _i64(col_ids), block, 0,
+        )
+        if progress is not None:
+            progress(1, 1)
+        return row_sums, None, col_sums
     n_threads = resolve_threads(threads)
     if block is not None:
         tile = block
@@ -266,12 +326,15 @@ def backend_info() -> dict[str, Any]:
     Returns
     -------
     dict with ``backends`` (built engines), ``cpu`` (threads, SIMD level, BLAS), ``cuda``
-    (built: bool, devices: int, reason: str).
+    (built: bool, devices: int, reason: str, "" when usable; names of the devices).
     """
-    cuda: dict[str, Any] = {"built": False, "devices": 0, "reason": "CUDA backend not built"}
+    built, devices, reason = cuda_status()
+    cuda: dict[str, Any] = {"built": built, "devices": devices, "reason": reason}
+    if devices:
+        cuda["names"] = [str(_cuda_module().device_name(i)) for i in range(devices)]
     return {
         "version": _version(),
-        "backends": ["cpu"],
+        "backends": ["cpu", "cuda"] if built else ["cpu"],
         "cpu": {
             "threads": int(_core.default_threads()),
             "simd": str(_core.simd_level()),

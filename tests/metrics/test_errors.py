@@ -147,8 +147,21 @@ def test_bad_bounds():
 def test_bad_threads_and_backend(pair):
     with pytest.raises(ValueError, match=r"threads must be >= 1, got 0"):
         AD(*pair, threads=0)
-    with pytest.raises(ValueError, match=r"backend must be one of 'auto', 'cpu'; got 'tpu'"):
+    with pytest.raises(
+        ValueError, match=r"backend must be one of 'auto', 'cpu', 'cuda', 'torch'; got 'tpu'"
+    ):
         AD(*pair, backend="tpu")
+
+
+def test_cuda_backend_without_a_device_says_why(pair):
+    from alignscope._backend import cuda_status
+
+    built, devices, _ = cuda_status()
+    if devices:
+        pytest.skip("a CUDA device is present")
+    expected = "CUDA backend not built" if not built else "no CUDA device"
+    with pytest.raises(ValueError, match=rf"backend='cuda' is unavailable: {expected}; "):
+        AD(*pair, backend="cuda")
 
 
 def test_finetune_ad_refuses_mixed_profiles(pair):

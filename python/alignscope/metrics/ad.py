@@ -147,6 +147,7 @@ def _exact_terms(
     threads: int,
     tile: int | None,
     progress: ProgressArg,
+    backend: str = "cpu",
 ) -> tuple[Bounds, np.ndarray | None, np.ndarray]:
     """Bounds, per-row D_img:txt (or the given label one) and exact D_s of in-memory arrays."""
     views = prepare_views(image, text, ("image_emb", "text_emb"), threads)
@@ -167,6 +168,7 @@ def _exact_terms(
             tile=tile,
             threads=threads,
             progress=bar.callback,
+            backend=backend,
         )
     return bounds, d_ab, row_sums / image.shape[0]
 
@@ -232,7 +234,9 @@ def alignment_difficulty(
     block : rows per side of a sample block (default 64).
     seed : seed of the sampling; None draws one and records it in the result.
     landmarks : S, the columns per row of ``per_sample="landmarks"`` (default 1024).
-    backend : "auto" or "cpu". threads : CPU worker threads (None: all cores, or
+    backend : "auto" (= "cpu"), "cpu", "cuda" (tensor-core kernels, fp16 inputs; see the
+        README for their error bound) or "torch" (blocked torch reference on its default
+        device). threads : CPU worker threads (None: all cores, or
         $ALIGNSCOPE_NUM_THREADS). progress : True for a bar on stderr, or a callable(done,
         total). tile : edge of the exact engine's tiles; None chooses from N.
 
@@ -356,7 +360,7 @@ def alignment_difficulty(
             image = store.read(0, n, "image")
             text = store.read(0, n, "text") if codes is None else None
         bounds, d_ab, d_s = _exact_terms(
-            image, text, codes, d_ab, profile, n_threads, tile, progress
+            image, text, codes, d_ab, profile, n_threads, tile, progress, engine
         )  # type: ignore[arg-type]
         structure = math.fsum(d_s.tolist()) / n
         feature = math.fsum(d_ab.tolist()) / n if d_ab is not None else None
@@ -372,6 +376,7 @@ def alignment_difficulty(
                     rng=rng,
                     threads=n_threads,
                     progress=bar,
+                    backend=engine,
                 )
     else:
         bounds = _fixed_bounds(profile, codes is None)
@@ -392,6 +397,7 @@ def alignment_difficulty(
                 confidence=term_confidence,
                 threads=n_threads,
                 progress=bar,
+                backend=engine,
             )
         structure, structure_ci, samples = sampled.mean, sampled.intervals, sampled.pairs
         d_s = None
@@ -406,6 +412,7 @@ def alignment_difficulty(
                     rng=rng,
                     threads=n_threads,
                     progress=bar,
+                    backend=engine,
                 )
             if scan_feature:
                 d_ab = scanned_ab

@@ -95,6 +95,7 @@ def sample_structure(
     confidence: float,
     threads: int | None,
     progress: TileProgress,
+    backend: str = "cpu",
 ) -> SampledTerm:
     """Block-sampled structure AD (see the module docstring) with both intervals."""
     n = source.n
@@ -122,6 +123,7 @@ def sample_structure(
             col_ids=cid,
             block=block,
             threads=threads,
+            backend=backend,
         )
         means[done : done + nb] = sums.reshape(nb, block).sum(axis=1) / (block * block)
         done += nb
@@ -180,6 +182,7 @@ def scan(
     rng: np.random.Generator,
     threads: int | None,
     progress: TileProgress,
+    backend: str = "cpu",
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """One pass over all rows: exact D_img:txt per row (when ``feature_bounds``) and landmark
     D_s estimates with standard errors (when ``landmarks`` > 0).
@@ -214,6 +217,7 @@ def scan(
                 col_ids=lid,
                 squares=True,
                 threads=threads,
+                backend=backend,
             )
             mean = sums / landmarks
             var = np.maximum(squares - landmarks * mean * mean, 0.0) / max(landmarks - 1, 1)
