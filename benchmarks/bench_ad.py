@@ -20,8 +20,9 @@ import sys
 import time
 from collections.abc import Callable
 
-import alignscope
 import numpy as np
+
+import alignscope
 from alignscope import _backend
 
 BLOCK = 2048

@@ -13,8 +13,9 @@ import argparse
 import sys
 import time
 
-import alignscope
 import numpy as np
+
+import alignscope
 from alignscope import _backend
 
 

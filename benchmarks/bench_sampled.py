@@ -92,8 +92,9 @@ def main() -> int:
     print(f"  peak RSS        {m['maxrss_mb']:.0f} MB (target < 2048 MB)")
 
     # Coverage check in the same run on a sub-store small enough for the exact engine.
-    import alignscope
     import numpy as np
+
+    import alignscope
     from alignscope.io import open_store
 
     store = open_store(root)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from alignscope import _backend, backend_info
 from alignscope._backend import _core
 

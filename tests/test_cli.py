@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 
-import alignscope
 import numpy as np
 import pytest
+
+import alignscope
 from alignscope.cli import main
 
 

@@ -10,6 +10,7 @@
 #include "bindings/registers.h"
 #include "cpu/pair_kernels.h"
 #include "cpu/prepare.h"
+#include "cpu/topk.h"
 
 namespace py = pybind11;
 
@@ -155,6 +156,35 @@ void register_pairs(py::module_& m) {
       "(row_sums, row_sq_sums | None, col_sums | None) of |c0 + <zscale*rows_i, cols_k>| "
       "(+ c_label*[label_i != label_k]) in float64. Without cols: the symmetric form over "
       "i != k of one matrix.");
+
+  m.def(
+      "topk_inner",
+      [](const F32& q, const F32& x, int k, int64_t x_offset, std::optional<I64> query_ids,
+         int threads, const py::object& progress) {
+        check_2d(q, "queries");
+        check_2d(x, "database");
+        if (q.shape(1) != x.shape(1)) throw py::value_error("queries and database differ in dim");
+        if (query_ids && query_ids->size() != q.shape(0))
+          throw py::value_error("query_ids must have one entry per query");
+        const float* pq = q.data();
+        const float* px = x.data();
+        const int64_t nq = q.shape(0), nx = x.shape(0), dim = q.shape(1);
+        const int64_t* ids = query_ids ? query_ids->data() : nullptr;
+        cpu::Poll poll = make_poll(progress);
+        cpu::TopK r = run_released([&] {
+          return cpu::topk_inner(pq, nq, px, nx, dim, k, x_offset, ids, threads, poll);
+        });
+        py::array_t<float> values({nq, static_cast<int64_t>(k)});
+        py::array_t<int64_t> indices({nq, static_cast<int64_t>(k)});
+        std::copy(r.values.begin(), r.values.end(), values.mutable_data());
+        std::copy(r.indices.begin(), r.indices.end(), indices.mutable_data());
+        return py::make_tuple(values, indices);
+      },
+      py::arg("queries").noconvert(), py::arg("database").noconvert(), py::arg("k") = 1,
+      py::arg("x_offset") = 0, py::arg("query_ids").noconvert() = py::none(),
+      py::arg("threads") = 0, py::arg("progress") = py::none(),
+      "(values, indices), each (nq, k): the k largest <q, x> per query, descending; indices "
+      "are x_offset + database row; -inf / -1 where fewer than k rows exist.");
 
   m.def(
       "pair_extrema",

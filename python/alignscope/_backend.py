@@ -182,14 +182,31 @@ def pair_abs_sum(
         from alignscope import _torch_engine
 
         return _torch_engine.pair_abs_sum(
-            rows, cols, zscale=zscale, c0=c0, row_labels=row_labels, col_labels=col_labels,
-            c_label=c_label, row_ids=row_ids, col_ids=col_ids, squares=squares, block=block,
+            rows,
+            cols,
+            zscale=zscale,
+            c0=c0,
+            row_labels=row_labels,
+            col_labels=col_labels,
+            c_label=c_label,
+            row_ids=row_ids,
+            col_ids=col_ids,
+            squares=squares,
+            block=block,
         )
     if backend == "cuda" and not squares:
         row_sums, col_sums = _cuda_module().pair_abs_sum_host(
-            _f32(rows), None if cols is None else _f32(cols),
-            None if zscale is None else _f32(zscale), float(c0), _i32(row_labels),
-            _i32(col_labels), float(c_label), _i64(row_ids), _i64(col_ids), block, 0,
+            _f32(rows),
+            None if cols is None else _f32(cols),
+            None if zscale is None else _f32(zscale),
+            float(c0),
+            _i32(row_labels),
+            _i32(col_labels),
+            float(c_label),
+            _i64(row_ids),
+            _i64(col_ids),
+            block,
+            0,
         )
         if progress is not None:
             progress(1, 1)
@@ -288,6 +305,33 @@ def gather_file_rows(fd: int, data_offset: int, ids: np.ndarray, out: np.ndarray
             raw,
             resolve_threads(None),
         )
+    )
+
+
+def topk_inner(
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    *,
+    offset: int = 0,
+    query_ids: np.ndarray | None = None,
+    threads: int | None = None,
+    progress: Progress = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner products of (nq, d) queries against (nx, d) database rows (float32).
+
+    Returns (values (nq, k) float32 descending, indices (nq, k) int64 = offset + row), with
+    -inf / -1 where the database has fewer than k rows. ``query_ids`` (nq,) excludes, per
+    query, the database row whose global index equals its id.
+    """
+    return _core.topk_inner(
+        _f32(queries),
+        _f32(database),
+        int(k),
+        int(offset),
+        _i64(query_ids),
+        resolve_threads(threads),
+        progress,
     )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 
-import alignscope
 import numpy as np
 import pytest
+
+import alignscope
 from alignscope import Bounds, _reference
 from alignscope.synth import concept_world
 

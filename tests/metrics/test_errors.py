@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import alignscope
 import numpy as np
 import pytest
+
+import alignscope
 from alignscope import Bounds
 
 AD = alignscope.alignment_difficulty

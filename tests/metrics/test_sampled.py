@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
-import alignscope
 import numpy as np
 import pytest
+
+import alignscope
 from alignscope import Bounds, _reference
 from alignscope.io import open_store, write_store
 from alignscope.metrics.intervals import bernstein_halfwidth, hoeffding_halfwidth, t_quantile

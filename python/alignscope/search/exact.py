@@ -1,0 +1,125 @@
+"""Exact cosine top-k, streaming the database in chunks through the engine's ``topk_inner``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from alignscope import _backend
+from alignscope._progress import ProgressArg, TileProgress
+from alignscope.metrics._source import PairSource
+
+# Database rows per engine call: the float32 working copy stays at chunk * d * 4 bytes.
+DATABASE_CHUNK = 262_144
+METHODS = ("engine", "faiss")
+
+
+def _source(x: object, name: str, view: str) -> PairSource:
+    from alignscope.io.store import EmbeddingStore
+    from alignscope.metrics._inputs import as_matrix
+
+    if isinstance(x, EmbeddingStore):
+        if view == "text":
+            raise ValueError("search compares one view; pass view='image' stores")
+        return PairSource(store=x, use_text=False, names=(f"{x.source} {view}", ""))
+    return PairSource(as_matrix(x, name), None, use_text=False, names=(name, ""))
+
+
+def _merge(
+    values: np.ndarray, indices: np.ndarray, new_values: np.ndarray, new_indices: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the k best of two (nq, k) candidate sets, descending; ties by smaller index."""
+    v = np.concatenate([values, new_values], axis=1)
+    i = np.concatenate([indices, new_indices], axis=1)
+    order = np.lexsort((i, -v), axis=1)[:, :k]
+    return np.take_along_axis(v, order, axis=1), np.take_along_axis(i, order, axis=1)
+
+
+def topk(
+    queries: object,
+    database: object,
+    k: int = 1,
+    *,
+    exclude: np.ndarray | None = None,
+    method: str = "engine",
+    threads: int | None = None,
+    progress: ProgressArg = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k most cosine-similar database rows for every query.
+
+    Parameters
+    ----------
+    queries : (nq, d) float array, or an EmbeddingStore (its image view).
+    database : (nx, d) float array, or an EmbeddingStore: streamed in chunks, so it may be
+        larger than memory.
+    k : neighbours per query (>= 1).
+    exclude : (nq,) int database indices: query i never matches database row exclude[i]
+        (its own index when a set is searched against itself); -1 excludes nothing.
+    method : "engine" (exact, the C++ tiles) or "faiss" (exact IndexFlatIP; needs faiss-cpu).
+
+    Returns
+    -------
+    (similarities (nq, k) float32, indices (nq, k) int64), best first; -inf / -1 pad rows when
+    the database has fewer than k candidates.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    q_src = _source(queries, "queries", "image")
+    x_src = _source(database, "database", "image")
+    if q_src.d_a != x_src.d_a:
+        raise ValueError(
+            f"queries have d={q_src.d_a} but the database has d={x_src.d_a}; embed both with "
+            "the same model"
+        )
+    if exclude is not None:
+        exclude = np.asarray(exclude)
+        if exclude.shape != (q_src.n,) or exclude.dtype.kind not in "iu":
+            raise ValueError(
+                f"exclude must be ({q_src.n},) integers, got {exclude.dtype} {exclude.shape}"
+            )
+    q = q_src.packed(np.arange(q_src.n))[0]
+    values = np.full((q_src.n, k), -np.inf, dtype=np.float32)
+    indices = np.full((q_src.n, k), -1, dtype=np.int64)
+    with TileProgress(progress, "top-k search") as bar:
+        for start in range(0, x_src.n, DATABASE_CHUNK):
+            stop = min(x_src.n, start + DATABASE_CHUNK)
+            chunk = x_src.packed(np.arange(start, stop))[0]
+            if method == "faiss":
+                v, i = _faiss_search(q, chunk, k, start, exclude)
+            else:
+                v, i = _backend.topk_inner(
+                    q, chunk, k, offset=start, query_ids=exclude, threads=threads
+                )
+            values, indices = (v, i) if start == 0 else _merge(values, indices, v, i, k)
+            x_src.release()
+            if bar.callback is not None:
+                bar.callback(stop, x_src.n)
+    return values, indices
+
+
+def _faiss_search(
+    q: np.ndarray, x: np.ndarray, k: int, offset: int, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ValueError("method='faiss' needs faiss: pip install faiss-cpu") from exc
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    extra = 1 if exclude is not None else 0
+    kk = min(k + extra, x.shape[0])
+    v, i = index.search(q, kk)
+    i = np.where(i >= 0, i + offset, -1)
+    if exclude is not None:
+        hit = i == exclude[:, None]
+        v = np.where(hit, -np.inf, v)
+        i = np.where(hit, -1, i)
+        order = np.lexsort((np.where(i < 0, np.iinfo(np.int64).max, i), -v), axis=1)
+        v = np.take_along_axis(v, order, axis=1)
+        i = np.take_along_axis(i, order, axis=1)
+    pad = k - v.shape[1]
+    if pad > 0:
+        v = np.pad(v, ((0, 0), (0, pad)), constant_values=-np.inf)
+        i = np.pad(i, ((0, 0), (0, pad)), constant_values=-1)
+    return v[:, :k].astype(np.float32), i[:, :k].astype(np.int64)
