@@ -287,3 +287,57 @@ def test_output_files_get_ordinary_permissions(npy_pair):
     mask = os.umask(0)
     os.umask(mask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_replicate_writes_the_four_outputs(tmp_path, rng, capsys):
+    pytest.importorskip("matplotlib")
+    train = rng.normal(size=(2000, 16)).astype(np.float32)
+    src = rng.integers(0, 2000, size=60)
+    gen = (train[src] + 0.2 * rng.normal(size=(60, 16))).astype(np.float32)
+    np.save(tmp_path / "gen.npy", gen)
+    np.save(tmp_path / "train.npy", train)
+    out = tmp_path / "rep"
+    argv = [
+        "replicate",
+        str(tmp_path / "gen.npy"),
+        str(tmp_path / "train.npy"),
+        "--out",
+        str(out),
+        "--json",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"]["generated_to_train"]["fraction_above_0.75"] == 1.0
+    names = {p.name for p in out.iterdir()}
+    assert {"summary.json", "scatter.png", "report.html"} <= names
+    assert "matches.parquet" in names or "matches.npy" in names
+    assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if "matches.parquet" in names:
+        pq = pytest.importorskip("pyarrow.parquet")
+        np.testing.assert_array_equal(
+            pq.read_table(out / "matches.parquet")["train"].to_numpy(), src
+        )
+
+
+def test_replicate_escapes_paths_in_the_report(tmp_path, rng, capsys):
+    pytest.importorskip("matplotlib")
+    weird = tmp_path / "<script>alert(1)<script>"
+    weird.mkdir()
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    np.save(weird / "g.npy", x)
+    assert (
+        main(
+            [
+                "replicate",
+                str(weird / "g.npy"),
+                str(weird / "g.npy"),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    page = (tmp_path / "o" / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;" in page

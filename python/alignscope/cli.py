@@ -226,6 +226,61 @@ def _demo_description(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_replicate(args: argparse.Namespace) -> int:
+    from alignscope.io import open_store
+    from alignscope.report.replication import write_replication
+    from alignscope.search import replication
+
+    stores = []
+    for name, path in (("GENERATED", args.generated), ("TRAINING", args.training)):
+        if not Path(path).exists():
+            raise UsageError(f"{name}: no such file or directory {path!r}")
+        try:
+            stores.append(open_store(path))
+        except ValueError as exc:
+            raise UsageError(f"{name}: {exc}") from exc
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(
+            "replicate draws scatter.png with matplotlib: pip install 'alignscope[plots]'"
+        ) from exc
+    result = replication(
+        stores[0],
+        stores[1],
+        args.k,
+        method=args.method,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    files = write_replication(result, args.out, (str(args.generated), str(args.training)))
+    summary = result.summary()
+    if args.json:
+        print(json.dumps({"summary": summary, "files": files}, indent=2))
+    else:
+        from alignscope.report.tables import format_table
+
+        rows = []
+        for key in (
+            "mean",
+            "std",
+            "p50",
+            "p95",
+            "p99",
+            "fraction_above_0.5",
+            "fraction_above_0.75",
+        ):
+            g = summary["generated_to_train"].get(key)
+            t = summary["train_to_train"].get(key)
+            rows.append((key, g, t))
+        print(
+            f"Replication: {summary['n_generated']:,} generated vs {stores[1].n:,} training items"
+        )
+        print(format_table(("statistic", "generated->train", "train->train"), rows))
+        print(f"wrote {', '.join(Path(p).name for p in files.values())} to {args.out}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from alignscope import backend_info
 
@@ -342,6 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=_positive_int, default=None)
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    rep = sub.add_parser("replicate", help="find training items replicated in generated ones")
+    rep.add_argument(
+        "generated", help="embeddings of generated images: store dir, .npy or .parquet"
+    )
+    rep.add_argument("training", help="embeddings of training images: store dir, .npy or .parquet")
+    rep.add_argument("--out", required=True, help="output directory")
+    rep.add_argument("--k", type=_positive_int, default=1, help="matches per generated item (1)")
+    rep.add_argument("--method", choices=("engine", "faiss"), default="engine")
+    rep.add_argument("--threads", type=_positive_int, default=None)
+    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--quiet", action="store_true")
+    rep.set_defaults(func=cmd_replicate)
 
     info = sub.add_parser("info", help="what was built: backends, threads, SIMD, BLAS, devices")
     info.add_argument("--json", action="store_true")
