@@ -266,7 +266,7 @@ def test_bad_store_is_one_line(tmp_path, capsys):
     (tmp_path / "img_emb").mkdir()
     assert main(["ad", str(tmp_path)]) == 2
     assert _error_line(capsys).startswith(
-        f"alignscope: error: STORE: '{tmp_path}' holds no image shards"
+        f"alignscope: error: STORE: '{tmp_path}' holds no embedding shards"
     )
 
 

@@ -226,6 +226,44 @@ def _demo_description(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from alignscope.embed import SSCDEncoder, embed_dataset, load_clip
+    from alignscope.io.datasets import open_dataset
+
+    if args.clip is None and args.sscd is None:
+        raise UsageError("give --clip SPEC and/or --sscd MODEL (see `alignscope embed --help`)")
+    try:
+        dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"DATASET: {exc}") from exc
+    clip = load_clip(args.clip, args.device) if args.clip else None
+    sscd = SSCDEncoder(args.sscd, args.sscd_preset, args.device) if args.sscd else None
+    report = embed_dataset(
+        dataset,
+        args.out,
+        clip=clip,
+        sscd=sscd,
+        batch_size=args.batch_size,
+        shard_rows=args.shard_rows,
+        progress=not args.quiet,
+    )
+    data = report.to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        rate = data["images_per_second"]
+        print(
+            f"embedded {report.images:,} images into {report.store} "
+            f"({len(report.shards_written)} shards written, {len(report.shards_skipped)} "
+            f"already complete; {rate or 0:.1f} images/s)"
+        )
+        if report.skipped:
+            print(f"skipped {len(report.skipped)} records (listed in embed_report.json):")
+            for rid, reason in report.skipped[:10]:
+                print(f"  {rid}: {reason}")
+    return 0
+
+
 def cmd_replicate(args: argparse.Namespace) -> int:
     from alignscope.io import open_store
     from alignscope.report.replication import write_replication
@@ -250,6 +288,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         stores[1],
         args.k,
         method=args.method,
+        view=args.view,
         threads=args.threads,
         progress=not args.quiet,
     )
@@ -398,6 +437,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
+    emb = sub.add_parser("embed", help="embed an image-caption dataset into a store (resumable)")
+    emb.add_argument(
+        "dataset", help="image folder, webdataset .tar(s), pickle-per-pair dir, or saved HF dataset"
+    )
+    emb.add_argument("--out", required=True, help="store directory (clip-retrieval layout)")
+    emb.add_argument("--clip", help="open_clip:NAME[:PRETRAINED_OR_CHECKPOINT] or hf:HUB_ID_OR_DIR")
+    emb.add_argument("--sscd", help="SSCD model: .pt/.torchscript (TorchScript) or .onnx")
+    emb.add_argument(
+        "--sscd-preset", dest="sscd_preset", default="sscd", choices=("sscd", "sscd-square", "dcr")
+    )
+    emb.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
+    emb.add_argument("--shard-rows", dest="shard_rows", type=_positive_int, default=100_000)
+    emb.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    emb.add_argument(
+        "--trust-pickles",
+        dest="trust_pickles",
+        action="store_true",
+        help="unpickle pair files with the full unpickler (runs code; trusted files only)",
+    )
+    emb.add_argument("--json", action="store_true")
+    emb.add_argument("--quiet", action="store_true")
+    emb.set_defaults(func=cmd_embed)
+
     rep = sub.add_parser("replicate", help="find training items replicated in generated ones")
     rep.add_argument(
         "generated", help="embeddings of generated images: store dir, .npy or .parquet"
@@ -406,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="output directory")
     rep.add_argument("--k", type=_positive_int, default=1, help="matches per generated item (1)")
     rep.add_argument("--method", choices=("engine", "faiss"), default="engine")
+    rep.add_argument(
+        "--view",
+        choices=("sscd", "image", "text"),
+        default=None,
+        help="store view to compare (default: sscd when present, else image)",
+    )
     rep.add_argument("--threads", type=_positive_int, default=None)
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--quiet", action="store_true")

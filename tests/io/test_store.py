@@ -132,7 +132,7 @@ def test_unsupported_dtype(tmp_path):
 
 def test_empty_directory(tmp_path):
     with pytest.raises(
-        ValueError, match=r"holds no image shards: expected img_emb/img_emb_<i>.npy"
+        ValueError, match=r"holds no embedding shards: expected img_emb/img_emb_<i>.npy"
     ):
         open_store(tmp_path)
 

@@ -19,8 +19,12 @@ import numpy as np
 from alignscope import _backend
 
 SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
-VIEWS = ("image", "text")
-_SHARD = {"image": ("img_emb", "img_emb_"), "text": ("text_emb", "text_emb_")}
+VIEWS = ("image", "text", "sscd")
+_SHARD = {
+    "image": ("img_emb", "img_emb_"),
+    "text": ("text_emb", "text_emb_"),
+    "sscd": ("sscd_emb", "sscd_emb_"),
+}
 
 
 def _open_npy(path: Path, what: str) -> np.ndarray:
@@ -100,21 +104,23 @@ class EmbeddingStore:
 
     def __init__(
         self,
-        image: _View,
+        image: _View | None,
         text: _View | None,
         labels: np.ndarray | None,
         source: str,
+        sscd: _View | None = None,
     ) -> None:
-        self._views = {"image": image, "text": text}
+        self._views = {"image": image, "text": text, "sscd": sscd}
         self.labels = labels
         self.source = source
-        self.n = int(image.offsets[-1])
+        first = next((v for v in self._views.values() if v is not None), None)
+        self.n = 0 if first is None else int(first.offsets[-1])
         if self.n == 0:
             raise ValueError(f"store {source!r} has no rows")
 
     @property
     def d_image(self) -> int:
-        return self._views["image"].dim  # type: ignore[union-attr]
+        return self._view("image").dim
 
     @property
     def d_text(self) -> int | None:
@@ -125,9 +131,15 @@ class EmbeddingStore:
     def has_text(self) -> bool:
         return self._views["text"] is not None
 
+    def has_view(self, view: str) -> bool:
+        return self._views.get(view) is not None
+
+    def dim(self, view: str) -> int:
+        return self._view(view).dim
+
     def _view(self, view: str) -> _View:
         if view not in VIEWS:
-            raise ValueError(f"view must be 'image' or 'text', got {view!r}")
+            raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         found = self._views[view]
         if found is None:
             raise ValueError(f"store {self.source!r} has no {view} embeddings")
@@ -215,33 +227,37 @@ def _shard_paths(root: Path, view: str) -> dict[int, Path]:
 
 
 def _open_clip_retrieval(root: Path) -> EmbeddingStore:
-    images = _shard_paths(root, "image")
-    if not images:
+    found = {view: _shard_paths(root, view) for view in VIEWS}
+    present = [view for view in VIEWS if found[view]]
+    if not present:
         raise ValueError(
-            f"{str(root)!r} holds no image shards: expected img_emb/img_emb_<i>.npy "
-            "(the clip-retrieval layout), or pass a .npy or .parquet file"
+            f"{str(root)!r} holds no embedding shards: expected img_emb/img_emb_<i>.npy "
+            "(the clip-retrieval layout; also text_emb/, sscd_emb/), or pass a .npy or .parquet"
         )
-    texts = _shard_paths(root, "text")
-    if texts and set(texts) != set(images):
-        missing = sorted(set(images) ^ set(texts))
-        raise ValueError(
-            f"{str(root)!r}: img_emb and text_emb shards differ; shard index {missing[0]} is "
-            "present in one view only"
-        )
-    order = sorted(images)
-    img_shards = [_open_npy(images[i], "image shard") for i in order]
-    txt_shards = [_open_npy(texts[i], "text shard") for i in order] if texts else None
-    if txt_shards is not None:
-        for i, a, b in zip(order, img_shards, txt_shards, strict=True):
+    first = present[0]
+    for view in present[1:]:
+        if set(found[view]) != set(found[first]):
+            missing = sorted(set(found[view]) ^ set(found[first]))
+            raise ValueError(
+                f"{str(root)!r}: {_SHARD[first][0]} and {_SHARD[view][0]} shards differ; shard "
+                f"index {missing[0]} is present in one view only"
+            )
+    order = sorted(found[first])
+    opened = {view: [_open_npy(found[view][i], f"{view} shard") for i in order] for view in present}
+    for view in present[1:]:
+        for i, a, b in zip(order, opened[first], opened[view], strict=True):
             if a.shape[0] != b.shape[0]:
                 raise ValueError(
-                    f"shard {i}: {str(images[i])!r} has {a.shape[0]} rows but "
-                    f"{str(texts[i])!r} has {b.shape[0]}; views must be row-aligned"
+                    f"shard {i}: {str(found[first][i])!r} has {a.shape[0]} rows but "
+                    f"{str(found[view][i])!r} has {b.shape[0]}; views must be row-aligned"
                 )
-    _check_metadata(root, order, img_shards, images)
-    image = _make_view(img_shards, [images[i] for i in order], "image")
-    text = None if txt_shards is None else _make_view(txt_shards, [texts[i] for i in order], "text")
-    return EmbeddingStore(image, text, None, str(root))
+    _check_metadata(root, order, opened[first], found[first])
+    views = {
+        view: _make_view(opened[view], [found[view][i] for i in order], view) for view in present
+    }
+    return EmbeddingStore(
+        views.get("image"), views.get("text"), None, str(root), sscd=views.get("sscd")
+    )
 
 
 def _check_metadata(root: Path, order: list[int], shards: list[np.ndarray], paths: dict) -> None:

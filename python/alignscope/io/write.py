@@ -10,6 +10,12 @@ import numpy as np
 
 from alignscope.report.files import atomic_path
 
+_VIEW_FILES = {
+    "image": ("img_emb", "img_emb_"),
+    "text": ("text_emb", "text_emb_"),
+    "sscd": ("sscd_emb", "sscd_emb_"),
+}
+
 
 class StoreWriter:
     """Appends shards ``img_emb/img_emb_<i>.npy``, ``text_emb/text_emb_<i>.npy`` and
@@ -24,13 +30,17 @@ class StoreWriter:
         self.dtype = np.dtype(dtype)
         if self.dtype.type not in (np.float16, np.float32):
             raise ValueError(f"dtype must be float16 or float32, got {self.dtype}")
-        for sub in ("img_emb", "text_emb"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.next_index = max(self.existing_shards(), default=-1) + 1
 
     def existing_shards(self) -> list[int]:
-        names = sorted((self.root / "img_emb").glob("img_emb_*.npy"))
-        return [int(p.stem.rsplit("_", 1)[1]) for p in names if p.stem.rsplit("_", 1)[1].isdigit()]
+        found = set()
+        for folder, prefix in _VIEW_FILES.values():
+            for p in (self.root / folder).glob(f"{prefix}*.npy"):
+                tail = p.stem.rsplit("_", 1)[1]
+                if tail.isdigit():
+                    found.add(int(tail))
+        return sorted(found)
 
     def add_shard(
         self,
@@ -49,13 +59,29 @@ class StoreWriter:
                 f"text_emb has {np.shape(text_emb)[0]} rows but image_emb has {image_emb.shape[0]}"
             )
         i = self.next_index
-        self._write_npy(self.root / "img_emb" / f"img_emb_{i}.npy", image_emb)
-        if text_emb is not None:
-            self._write_npy(self.root / "text_emb" / f"text_emb_{i}.npy", np.asarray(text_emb))
+        for view, arr in (("image", image_emb), ("text", text_emb)):
+            if arr is None:
+                continue
+            folder, prefix = _VIEW_FILES[view]
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+            self._write_npy(self.root / folder / f"{prefix}{i}.npy", np.asarray(arr))
         if metadata is not None:
             self._write_metadata(i, metadata, image_emb.shape[0])
         self.next_index += 1
         return i
+
+    def write_shard(self, i: int, views: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+        """Write shard ``i`` of any views ("image", "text", "sscd"), metadata last: a shard
+        whose metadata exists is complete (the resume rule of ``alignscope embed``)."""
+        rows = {v.shape[0] for v in views.values()}
+        if len(rows) != 1:
+            raise ValueError(f"views of shard {i} differ in rows: {sorted(rows)}")
+        for view, arr in views.items():
+            folder, prefix = _VIEW_FILES[view]
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+            self._write_npy(self.root / folder / f"{prefix}{i}.npy", arr)
+        self._write_metadata(i, metadata, rows.pop())
+        self.next_index = max(self.next_index, i + 1)
 
     def _write_npy(self, path: Path, arr: np.ndarray) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:

@@ -34,15 +34,17 @@ class PairSource:
         use_text: bool = True,
         names: tuple[str, str] = ("image_emb", "text_emb"),
         threads: int | None = None,
+        store_view: str = "image",
     ) -> None:
         self._image = image
         self._text = text if use_text else None
         self._store = store
         self.names = names
         self.threads = threads
+        self.store_view = store_view
         if store is not None:
             self.n = store.n  # type: ignore[attr-defined]
-            self.d_a = store.d_image  # type: ignore[attr-defined]
+            self.d_a = store.dim(store_view)  # type: ignore[attr-defined]
             self.d_b = (store.d_text or 0) if use_text else 0  # type: ignore[attr-defined]
             self.has_text = use_text and store.has_text  # type: ignore[attr-defined]
         else:
@@ -58,7 +60,7 @@ class PairSource:
 
     def _rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if self._store is not None:
-            img = self._store.gather(ids, "image")  # type: ignore[attr-defined]
+            img = self._store.gather(ids, self.store_view)  # type: ignore[attr-defined]
             txt = self._store.gather(ids, "text") if self.has_text else None  # type: ignore[attr-defined]
             return img, txt
         img = self._image[ids]  # type: ignore[index]
@@ -66,7 +68,7 @@ class PairSource:
 
     def _span(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._store is not None:
-            img = self._store.read(start, stop, "image")  # type: ignore[attr-defined]
+            img = self._store.read(start, stop, self.store_view)  # type: ignore[attr-defined]
             txt = self._store.read(start, stop, "text") if self.has_text else None  # type: ignore[attr-defined]
             return img, txt
         img = self._image[start:stop]  # type: ignore[index]

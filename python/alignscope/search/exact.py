@@ -13,14 +13,23 @@ DATABASE_CHUNK = 262_144
 METHODS = ("engine", "faiss")
 
 
-def _source(x: object, name: str, view: str) -> PairSource:
+def store_view(store: object, view: str | None) -> str:
+    """The view a search reads: ``view`` if given, else SSCD descriptors when the store has
+    them (copy detection), else the image embeddings."""
+    if view is not None:
+        return view
+    return "sscd" if store.has_view("sscd") else "image"  # type: ignore[attr-defined]
+
+
+def _source(x: object, name: str, view: str | None) -> PairSource:
     from alignscope.io.store import EmbeddingStore
     from alignscope.metrics._inputs import as_matrix
 
     if isinstance(x, EmbeddingStore):
-        if view == "text":
-            raise ValueError("search compares one view; pass view='image' stores")
-        return PairSource(store=x, use_text=False, names=(f"{x.source} {view}", ""))
+        chosen = store_view(x, view)
+        return PairSource(
+            store=x, use_text=False, names=(f"{x.source} {chosen}", ""), store_view=chosen
+        )
     return PairSource(as_matrix(x, name), None, use_text=False, names=(name, ""))
 
 
@@ -41,6 +50,7 @@ def topk(
     *,
     exclude: np.ndarray | None = None,
     method: str = "engine",
+    view: str | None = None,
     threads: int | None = None,
     progress: ProgressArg = False,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +65,7 @@ def topk(
     exclude : (nq,) int database indices: query i never matches database row exclude[i]
         (its own index when a set is searched against itself); -1 excludes nothing.
     method : "engine" (exact, the C++ tiles) or "faiss" (exact IndexFlatIP; needs faiss-cpu).
+    view : for stores, "image", "text" or "sscd"; None: "sscd" when present, else "image".
 
     Returns
     -------
@@ -65,8 +76,8 @@ def topk(
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    q_src = _source(queries, "queries", "image")
-    x_src = _source(database, "database", "image")
+    q_src = _source(queries, "queries", view)
+    x_src = _source(database, "database", view)
     if q_src.d_a != x_src.d_a:
         raise ValueError(
             f"queries have d={q_src.d_a} but the database has d={x_src.d_a}; embed both with "

@@ -57,6 +57,7 @@ def replication(
     k: int = 1,
     *,
     method: str = "engine",
+    view: str | None = None,
     threads: int | None = None,
     progress: ProgressArg = False,
 ) -> ReplicationResult:
@@ -68,29 +69,33 @@ def replication(
     training : (n_t, d) float array or EmbeddingStore, streamed in chunks.
     k : matches per generated item.
     method : "engine" (exact) or "faiss" (exact IndexFlatIP).
+    view : for stores: "sscd" (the default when present), "image" or "text".
 
     Returns
     -------
     ReplicationResult; ``summary()`` gives mean, std, percentiles and the fractions above 0.5
     and 0.75 for generated -> train and for the matched items' train -> train similarity.
     """
-    sims, idx = topk(generated, training, k, method=method, threads=threads, progress=progress)
+    sims, idx = topk(
+        generated, training, k, method=method, view=view, threads=threads, progress=progress
+    )
     matched = idx[:, 0]
     unique = np.unique(matched[matched >= 0])
     dup_sim = np.full(matched.shape[0], -np.inf, dtype=np.float32)
     dup_idx = np.full(matched.shape[0], -1, dtype=np.int64)
     if unique.size:
-        queries = _rows(training, unique)
-        s, i = topk(queries, training, 1, exclude=unique, method=method, threads=threads)
+        queries = _rows(training, unique, view)
+        s, i = topk(queries, training, 1, exclude=unique, method=method, view=view, threads=threads)
         where = np.searchsorted(unique, matched[matched >= 0])
         dup_sim[matched >= 0] = s[where, 0]
         dup_idx[matched >= 0] = i[where, 0]
     return ReplicationResult(sims, idx, dup_sim, dup_idx)
 
 
-def _rows(x: object, ids: np.ndarray) -> np.ndarray:
+def _rows(x: object, ids: np.ndarray, view: str | None) -> np.ndarray:
     from alignscope.io.store import EmbeddingStore
+    from alignscope.search.exact import store_view
 
     if isinstance(x, EmbeddingStore):
-        return x.gather(ids, "image")
+        return x.gather(ids, store_view(x, view))
     return np.asarray(x)[ids]

@@ -1,0 +1,9 @@
+"""Encoders (CLIP through open_clip or transformers; SSCD from TorchScript or ONNX) and the
+resumable batch embedding of datasets into stores."""
+
+from alignscope.embed.clip import ClipEncoder, load_clip
+from alignscope.embed.embedder import EmbedReport, embed_dataset
+from alignscope.embed.preprocess import PRESETS
+from alignscope.embed.sscd import SSCDEncoder
+
+__all__ = ["PRESETS", "ClipEncoder", "EmbedReport", "SSCDEncoder", "embed_dataset", "load_clip"]

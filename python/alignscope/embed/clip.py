@@ -1,0 +1,136 @@
+"""CLIP image and text embeddings through open_clip or transformers.
+
+Specs (CLI ``--clip`` and :func:`load_clip`):
+- ``open_clip:NAME`` (random weights), ``open_clip:NAME:TAG`` (a pretrained tag, which
+  open_clip downloads on machines that can reach its hub) or ``open_clip:NAME:/path/ckpt.pt``;
+- ``hf:HUB_ID_OR_DIR``: a transformers ``CLIPModel`` directory (or hub id) with its tokenizer
+  and image processor.
+
+Both give L2-normalised float32 embeddings; on a CUDA device the model runs in fp16.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _unit(x: Any) -> np.ndarray:
+    arr = x.float().cpu().numpy() if hasattr(x, "cpu") else np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    return arr / np.where(norms == 0, 1.0, norms)
+
+
+class ClipEncoder:
+    """Common face of the two backends: ``encode_images`` and ``encode_texts``."""
+
+    spec: str
+    dim: int
+
+    def encode_images(self, images: list[Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class OpenClipEncoder(ClipEncoder):
+    def __init__(self, name: str, pretrained: str | None, device: str, spec: str) -> None:
+        try:
+            import open_clip
+            import torch
+        except ImportError as exc:
+            raise ValueError("open_clip specs need: pip install open_clip_torch") from exc
+        self.spec = spec
+        self.device = device
+        if name not in open_clip.list_models():
+            raise ValueError(
+                f"{spec}: open_clip has no model {name!r} "
+                "(register a config with open_clip.add_model_config)"
+            )
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, device=device
+        )
+        self.model = model.eval()
+        if device.startswith("cuda"):
+            self.model = self.model.half()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(name)
+        self._torch = torch
+        self.dim = int(self.model.encode_text(self.tokenizer(["x"]).to(device)).shape[-1])
+
+    def encode_images(self, images: list[Any]) -> np.ndarray:
+        torch = self._torch
+        batch = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        if self.device.startswith("cuda"):
+            batch = batch.half()
+        with torch.no_grad():
+            return _unit(self.model.encode_image(batch))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        with self._torch.no_grad():
+            return _unit(self.model.encode_text(self.tokenizer(texts).to(self.device)))
+
+
+class HFClipEncoder(ClipEncoder):
+    def __init__(self, source: str, device: str, spec: str) -> None:
+        try:
+            import torch
+            from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+        except ImportError as exc:
+            raise ValueError("hf specs need: pip install transformers") from exc
+        self.spec = spec
+        self.device = device
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.model = CLIPModel.from_pretrained(source, dtype=dtype).to(device).eval()
+        self.tokenizer = CLIPTokenizer.from_pretrained(source)
+        self.processor = CLIPImageProcessor.from_pretrained(source)
+        self._torch = torch
+        self.dim = int(self.model.config.projection_dim)
+        self.dtype = dtype
+
+    @staticmethod
+    def _features(out: Any) -> Any:
+        # transformers 5 may return a model output rather than the tensor
+        return out if hasattr(out, "shape") else getattr(out, "pooler_output", out[0])
+
+    def encode_images(self, images: list[Any]) -> np.ndarray:
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        with self._torch.no_grad():
+            out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
+        return _unit(self._features(out))
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        max_len = self.model.config.text_config.max_position_embeddings
+        tokens = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
+        )
+        with self._torch.no_grad():
+            out = self.model.get_text_features(
+                input_ids=tokens["input_ids"].to(self.device),
+                attention_mask=tokens["attention_mask"].to(self.device),
+            )
+        return _unit(self._features(out))
+
+
+def load_clip(spec: str, device: str = "cpu") -> ClipEncoder:
+    """Load a CLIP encoder from a spec (see the module docstring)."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(
+            f"CLIP spec must be open_clip:NAME[:PRETRAINED] or hf:ID_OR_DIR, got {spec!r}"
+        )
+    kind, _, rest = spec.partition(":")
+    if kind == "open_clip":
+        name, _, pretrained = rest.partition(":")
+        if not name:
+            raise ValueError(f"{spec}: missing the open_clip model name")
+        return OpenClipEncoder(name, pretrained or None, device, spec)
+    if kind == "hf":
+        if not rest:
+            raise ValueError(f"{spec}: missing the hub id or directory")
+        if Path(rest).exists() and not Path(rest, "config.json").exists():
+            raise ValueError(f"{spec}: {rest} has no config.json (a saved CLIPModel directory)")
+        return HFClipEncoder(rest, device, spec)
+    raise ValueError(f"unknown CLIP spec kind {kind!r}: use open_clip:... or hf:...")

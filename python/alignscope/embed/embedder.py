@@ -1,0 +1,162 @@
+"""Embedding a dataset into a store, shard by shard, resumably.
+
+Shard i holds the decodable records among records [i * shard_rows, (i + 1) * shard_rows) of
+the dataset's fixed order. Its files are written atomically and its metadata file last, so a
+shard whose metadata exists is complete; a rerun skips complete shards without decoding their
+images. Views: ``img_emb``/``text_emb`` (CLIP) and ``sscd_emb`` (SSCD).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignscope.embed.clip import ClipEncoder
+from alignscope.embed.sscd import SSCDEncoder
+from alignscope.io.datasets import Dataset, Record
+from alignscope.io.write import StoreWriter
+from alignscope.report.files import atomic_path
+
+
+@dataclass
+class EmbedReport:
+    store: str
+    shards_written: list[int] = field(default_factory=list)
+    shards_skipped: list[int] = field(default_factory=list)
+    images: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "shards_written": self.shards_written,
+            "shards_skipped": self.shards_skipped,
+            "images": self.images,
+            "images_per_second": self.images / self.seconds if self.seconds > 0 else None,
+            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
+            "warnings": self.warnings,
+            "seconds": self.seconds,
+        }
+
+
+def _complete_shards(root: Path) -> set[int]:
+    meta = root / "metadata"
+    if not meta.is_dir():
+        return set()
+    out = set()
+    for p in meta.glob("metadata_*.parquet"):
+        tail = p.stem.rsplit("_", 1)[1]
+        if tail.isdigit():
+            out.add(int(tail))
+    return out
+
+
+def embed_dataset(
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    clip: ClipEncoder | None = None,
+    sscd: SSCDEncoder | None = None,
+    batch_size: int = 64,
+    shard_rows: int = 100_000,
+    dtype: Any = np.float16,
+    progress: bool = True,
+) -> EmbedReport:
+    """Embed every decodable record of ``dataset`` into the store at ``out``.
+
+    Returns an :class:`EmbedReport` (also written to ``out/embed_report.json``): shards
+    written and skipped (already complete), images embedded, records skipped with reasons.
+    """
+    if clip is None and sscd is None:
+        raise ValueError("give a CLIP encoder, an SSCD encoder, or both")
+    if batch_size < 1 or shard_rows < 1:
+        raise ValueError("batch_size and shard_rows must be >= 1")
+    root = Path(out)
+    writer = StoreWriter(root, dtype)
+    done = _complete_shards(root)
+    report = EmbedReport(store=str(root))
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="embedding", unit="img", file=sys.stderr)
+
+    shard: list[Record] = []
+    index = 0
+
+    def flush(records: list[Record], i: int) -> None:
+        if i in done:
+            report.shards_skipped.append(i)
+            return
+        views, meta = _embed_records(records, dataset, clip, sscd, batch_size, bar)
+        if meta["id"]:
+            writer.write_shard(i, views, meta)
+            report.images += len(meta["id"])
+        report.shards_written.append(i)
+
+    for record in dataset:
+        shard.append(record)
+        if len(shard) == shard_rows:
+            flush(shard, index)
+            shard, index = [], index + 1
+    if shard:
+        flush(shard, index)
+    if bar is not None:
+        bar.close()
+    report.seconds = time.perf_counter() - start
+    report.skipped = list(dataset.skipped)
+    report.warnings = list(dataset.warnings)
+    with atomic_path(root / "embed_report.json") as tmp:
+        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def _embed_records(
+    records: list[Record],
+    dataset: Dataset,
+    clip: ClipEncoder | None,
+    sscd: SSCDEncoder | None,
+    batch_size: int,
+    bar: Any,
+) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
+    parts: dict[str, list[np.ndarray]] = {"image": [], "text": [], "sscd": []}
+    meta: dict[str, list[Any]] = {"id": [], "caption": [], "extra": []}
+    batch: list[tuple[Record, Any]] = []
+
+    def run(items: list[tuple[Record, Any]]) -> None:
+        images = [im for _, im in items]
+        if clip is not None:
+            parts["image"].append(clip.encode_images(images))
+            parts["text"].append(clip.encode_texts([r.caption for r, _ in items]))
+        if sscd is not None:
+            parts["sscd"].append(sscd.encode(images))
+        for r, _ in items:
+            meta["id"].append(r.id)
+            meta["caption"].append(r.caption)
+            meta["extra"].append(json.dumps(r.extra, sort_keys=True, default=str))
+        if bar is not None:
+            bar.update(len(items))
+
+    for record in records:
+        try:
+            image = record.load()
+        except ValueError as exc:  # BadImage: counted and listed, never fatal
+            dataset.skipped.append((record.id, str(exc)))
+            continue
+        batch.append((record, image))
+        if len(batch) == batch_size:
+            run(batch)
+            batch = []
+    if batch:
+        run(batch)
+    views = {k: np.concatenate(v) for k, v in parts.items() if v}
+    return views, meta

@@ -1,0 +1,347 @@
+"""Image-caption datasets as one iterator of records.
+
+Formats: an image folder with captions (a sidecar ``<stem>.txt`` per image, or a
+``captions.jsonl`` / ``captions.csv`` of file,caption), webdataset tar shards (img2dataset
+output: ``key.jpg|png|webp`` + ``key.txt|json``), one pickle per pair ``{"img": HWC uint8
+array, "text": str}`` (the Implosion and Nightshade code's format), and a Hugging Face
+``datasets`` dataset saved with ``save_to_disk``.
+
+Records are lazy: ``record.load()`` decodes the image. An unreadable image raises
+:class:`BadImage`, which consumers count and list (``Dataset.skipped``) instead of crashing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tarfile
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignscope.io.safe_pickle import load_pair_pickle
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
+MAX_CAPTION_CHARS = 10_000
+MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000: a larger image is skipped, never decoded
+
+
+class BadImage(ValueError):
+    """An image that cannot be decoded (corrupt, truncated, too large, wrong type)."""
+
+
+def decode_image(data: bytes | np.ndarray) -> Any:
+    """RGB PIL image from encoded bytes or an HWC uint8 array; raises BadImage."""
+    from PIL import Image
+
+    if isinstance(data, np.ndarray):
+        if (
+            data.dtype != np.uint8
+            or data.ndim not in (2, 3)
+            or (data.ndim == 3 and data.shape[2] not in (1, 3, 4))
+        ):
+            raise BadImage(f"expected an HWC uint8 array, got {data.dtype} {data.shape}")
+        if data.shape[0] * data.shape[1] > MAX_IMAGE_PIXELS:
+            raise BadImage(f"image of {data.shape[0]}x{data.shape[1]} pixels exceeds the limit")
+        arr = data[:, :, 0] if data.ndim == 3 and data.shape[2] == 1 else data
+        return Image.fromarray(arr).convert("RGB")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise BadImage(f"image of {image.width}x{image.height} pixels exceeds the limit")
+            image.load()
+            return image.convert("RGB")
+    except BadImage:
+        raise
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise BadImage(f"cannot decode image: {exc}") from exc
+
+
+def clean_caption(text: object) -> str:
+    if text is None:
+        return ""
+    caption = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+    return caption.strip()[:MAX_CAPTION_CHARS]
+
+
+@dataclass
+class Record:
+    """One pair: ``id`` (stable within the dataset), ``caption``, ``extra`` metadata and a
+    lazy ``load()`` of the RGB image."""
+
+    id: str
+    caption: str
+    loader: Callable[[], Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Any:
+        return self.loader()
+
+
+class Dataset:
+    """Iterates records in a fixed order; ``skipped`` collects (id, reason) of records the
+    consumer could not use, ``warnings`` what the reader itself skipped (unsafe members)."""
+
+    kind = "dataset"
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.skipped: list[tuple[str, str]] = []
+        self.warnings: list[str] = []
+
+    def __iter__(self) -> Iterator[Record]:
+        raise NotImplementedError
+
+    def images(self) -> Iterator[tuple[Record, Any]]:
+        """(record, image) for every decodable record; failures go to ``skipped``."""
+        for record in self:
+            try:
+                yield record, record.load()
+            except BadImage as exc:
+                self.skipped.append((record.id, str(exc)))
+
+
+class ImageFolder(Dataset):
+    kind = "folder"
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(str(root))
+        self.root = root
+        self.captions = self._caption_table()
+
+    def _caption_table(self) -> dict[str, str] | None:
+        jsonl, table = self.root / "captions.jsonl", self.root / "captions.csv"
+        if jsonl.exists():
+            out = {}
+            for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    out[str(row["file"])] = clean_caption(row.get("caption", row.get("text")))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ValueError(
+                        f'{jsonl} line {n}: expected {{"file": ..., "caption": ...}} ({exc})'
+                    ) from exc
+            return out
+        if table.exists():
+            with open(table, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames is None or "file" not in reader.fieldnames:
+                    raise ValueError(f"{table}: needs a header with columns file,caption")
+                return {row["file"]: clean_caption(row.get("caption")) for row in reader}
+        return None
+
+    def __iter__(self) -> Iterator[Record]:
+        files = sorted(
+            p
+            for p in self.root.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.is_symlink()
+        )
+        for path in files:
+            rel = path.relative_to(self.root).as_posix()
+            if self.captions is not None:
+                caption = self.captions.get(rel, self.captions.get(path.name, ""))
+            else:
+                side = path.with_suffix(".txt")
+                caption = (
+                    clean_caption(side.read_text(encoding="utf-8", errors="replace"))
+                    if side.exists()
+                    else ""
+                )
+            yield Record(rel, caption, lambda p=path: decode_image(p.read_bytes()), {"path": rel})
+
+
+def _safe_member(member: tarfile.TarInfo) -> str | None:
+    """Why a tar member is refused (links, absolute or parent paths), or None if fine."""
+    name = member.name
+    if member.issym() or member.islnk():
+        return "link"
+    if not member.isfile():
+        return "not a regular file"
+    if name.startswith("/") or ".." in Path(name).parts:
+        return "path outside the archive"
+    return None
+
+
+class WebDataset(Dataset):
+    """img2dataset / webdataset tar shards, read as streams (never extracted to disk)."""
+
+    kind = "webdataset"
+
+    def __init__(self, shards: list[Path], source: str) -> None:
+        super().__init__(source)
+        self.shards = shards
+
+    def __iter__(self) -> Iterator[Record]:
+        for shard in self.shards:
+            yield from self._shard(shard)
+
+    def _shard(self, shard: Path) -> Iterator[Record]:
+        group_key: str | None = None
+        group: dict[str, bytes] = {}
+        try:
+            with tarfile.open(shard, mode="r|*") as tar:
+                for member in tar:
+                    reason = _safe_member(member)
+                    if reason is not None:
+                        if not member.isdir():
+                            self.warnings.append(
+                                f"{shard.name}: skipped member {member.name!r} ({reason})"
+                            )
+                        continue
+                    name = Path(member.name).name
+                    key, _, ext = name.partition(".")
+                    key = f"{Path(member.name).parent.as_posix()}/{key}".lstrip("./")
+                    if key != group_key and group_key is not None:
+                        yield from self._record(shard, group_key, group)
+                        group = {}
+                    group_key = key
+                    handle = tar.extractfile(member)
+                    group[ext.lower()] = handle.read() if handle is not None else b""
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            self.warnings.append(f"{shard.name}: archive ends early or is damaged ({exc})")
+        if group_key is not None and group:
+            yield from self._record(shard, group_key, group)
+
+    def _record(self, shard: Path, key: str, group: dict[str, bytes]) -> Iterator[Record]:
+        image_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in group), None)
+        if image_ext is None:
+            return
+        caption = group.get("txt")
+        extra: dict[str, Any] = {"shard": shard.name}
+        if caption is None and "json" in group:
+            try:
+                meta = json.loads(group["json"])
+                caption = meta.get("caption", meta.get("text")) if isinstance(meta, dict) else None
+            except ValueError:
+                caption = None
+        data = group[image_ext]
+        yield Record(
+            f"{shard.stem}/{key}", clean_caption(caption), lambda d=data: decode_image(d), extra
+        )
+
+
+class PickleDataset(Dataset):
+    """One pickle per pair: {"img": HWC uint8 array, "text": str}, read safely by default."""
+
+    kind = "pickle"
+
+    def __init__(self, root: Path, trust: bool) -> None:
+        super().__init__(str(root))
+        self.root = root
+        self.trust = trust
+
+    def __iter__(self) -> Iterator[Record]:
+        files = sorted(
+            p for p in self.root.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file()
+        )
+        for path in files:
+            try:
+                pair = load_pair_pickle(path.read_bytes(), trust=self.trust)
+            except Exception as exc:  # a refused global, a corrupt file: skip and list it
+                self.skipped.append((path.name, f"unreadable pickle: {exc}"))
+                continue
+            if not isinstance(pair, dict) or "img" not in pair:
+                self.skipped.append((path.name, "not a {'img': array, 'text': str} pair"))
+                continue
+            img = pair["img"]
+            yield Record(
+                path.name,
+                clean_caption(pair.get("text")),
+                lambda a=img: decode_image(np.asarray(a)),
+                {"path": path.name},
+            )
+
+
+class HFDiskDataset(Dataset):
+    """A Hugging Face ``datasets`` dataset saved with ``save_to_disk``."""
+
+    kind = "huggingface"
+
+    def __init__(self, root: Path, image_column: str, caption_column: str | None) -> None:
+        super().__init__(str(root))
+        try:
+            from datasets import load_from_disk
+        except ImportError as exc:
+            raise ValueError(
+                "reading a saved Hugging Face dataset needs: pip install datasets"
+            ) from exc
+        self.data = load_from_disk(str(root))
+        if hasattr(self.data, "keys") and not hasattr(self.data, "column_names"):
+            raise ValueError(
+                f"{root} holds a DatasetDict; point at one split ({', '.join(self.data.keys())})"
+            )
+        names = self.data.column_names
+        if image_column not in names:
+            raise ValueError(
+                f"{root}: no image column {image_column!r}; columns: {', '.join(names)}"
+            )
+        self.image_column = image_column
+        self.caption_column = caption_column or next(
+            (c for c in ("caption", "text", "prompt") if c in names), None
+        )
+
+    def __iter__(self) -> Iterator[Record]:
+        for i in range(len(self.data)):
+            row = self.data[i]
+            image = row[self.image_column]
+            caption = clean_caption(row.get(self.caption_column)) if self.caption_column else ""
+            yield Record(str(i), caption, lambda im=image: _hf_image(im), {"row": i})
+
+
+def _hf_image(value: Any) -> Any:
+    if value is None:
+        raise BadImage("missing image")
+    if isinstance(value, dict) and value.get("bytes") is not None:
+        return decode_image(value["bytes"])
+    if isinstance(value, np.ndarray):
+        return decode_image(value)
+    if hasattr(value, "convert"):
+        return value.convert("RGB")
+    raise BadImage(f"unsupported image value {type(value).__name__}")
+
+
+def open_dataset(
+    path: str | os.PathLike[str],
+    *,
+    trust_pickles: bool = False,
+    image_column: str = "image",
+    caption_column: str | None = None,
+) -> Dataset:
+    """Open an image-caption dataset, detecting its format.
+
+    A ``.tar`` file or a directory of them: webdataset. A directory with ``dataset_info.json``
+    or ``state.json``: a saved Hugging Face dataset. A directory of ``.pkl``/``.pickle``/``.p``
+    files: pickle per pair (safe unpickling unless ``trust_pickles``). Otherwise an image folder.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"dataset {str(root)!r} does not exist")
+    if root.is_file():
+        if root.suffix == ".tar":
+            return WebDataset([root], str(root))
+        raise ValueError(f"{str(root)!r}: a dataset is a directory or a .tar shard")
+    tars = sorted(root.glob("*.tar"))
+    if tars:
+        return WebDataset(tars, str(root))
+    if (root / "dataset_info.json").exists() or (root / "state.json").exists():
+        return HFDiskDataset(root, image_column, caption_column)
+    if any(p.suffix.lower() in PICKLE_SUFFIXES for p in root.iterdir()):
+        return PickleDataset(root, trust_pickles)
+    return ImageFolder(root)
