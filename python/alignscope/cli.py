@@ -292,7 +292,17 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.quiet,
     )
-    files = write_replication(result, args.out, (str(args.generated), str(args.training)))
+    from alignscope.report.replication import strongest
+    from alignscope.report.thumbnails import thumbnails
+
+    top = strongest(result)
+    pictures = (
+        thumbnails(args.generated, top),
+        thumbnails(
+            args.training, np.concatenate([result.index[top, 0], result.duplicate_index[top]])
+        ),
+    )
+    files = write_replication(result, args.out, (str(args.generated), str(args.training)), pictures)
     summary = result.summary()
     if args.json:
         print(json.dumps({"summary": summary, "files": files}, indent=2))
@@ -467,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("training", help="embeddings of training images: store dir, .npy or .parquet")
     rep.add_argument("--out", required=True, help="output directory")
     rep.add_argument("--k", type=_positive_int, default=1, help="matches per generated item (1)")
-    rep.add_argument("--method", choices=("engine", "faiss"), default="engine")
+    rep.add_argument(
+        "--method", choices=("engine", "faiss", "faiss-ivf", "faiss-hnsw"), default="engine"
+    )
     rep.add_argument(
         "--view",
         choices=("sscd", "image", "text"),

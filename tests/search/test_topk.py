@@ -103,3 +103,17 @@ def test_bad_search_arguments(rng):
     q[1] = np.nan
     with pytest.raises(ValueError, match="queries row 1 contains NaN or inf"):
         topk(q, np.ones((5, 3)))
+
+
+@pytest.mark.parametrize("method", ["faiss-ivf", "faiss-hnsw"])
+def test_approximate_indexes_report_recall(rng, method):
+    pytest.importorskip("faiss")
+    train = rng.normal(size=(4000, 16))
+    src = rng.integers(0, 4000, size=300)
+    gen = train[src] + 0.05 * rng.normal(size=(300, 16))
+    r = replication(gen, train, method=method)
+    assert r.recall_sample == 256
+    assert 0.9 <= r.recall <= 1.0  # near copies are easy: the index must find them
+    summary = r.summary()
+    assert summary["method"] == method and summary["recall_at_1_vs_exact"] == r.recall
+    assert np.mean(r.index[:, 0] == src) >= 0.9

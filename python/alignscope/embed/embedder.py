@@ -27,6 +27,8 @@ from alignscope.report.files import atomic_path
 @dataclass
 class EmbedReport:
     store: str
+    dataset: str = ""
+    dataset_kind: str = ""
     shards_written: list[int] = field(default_factory=list)
     shards_skipped: list[int] = field(default_factory=list)
     images: int = 0
@@ -37,6 +39,8 @@ class EmbedReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "store": self.store,
+            "dataset": self.dataset,
+            "dataset_kind": self.dataset_kind,
             "shards_written": self.shards_written,
             "shards_skipped": self.shards_skipped,
             "images": self.images,
@@ -82,7 +86,9 @@ def embed_dataset(
     root = Path(out)
     writer = StoreWriter(root, dtype)
     done = _complete_shards(root)
-    report = EmbedReport(store=str(root))
+    report = EmbedReport(
+        store=str(root), dataset=str(Path(dataset.source).resolve()), dataset_kind=dataset.kind
+    )
     start = time.perf_counter()
     bar = None
     if progress:

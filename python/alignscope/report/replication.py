@@ -80,24 +80,47 @@ def write_scatter(result: ReplicationResult, path: Path) -> Path:
     return path
 
 
+TOP_MATCHES = 50
+
+
+def strongest(result: ReplicationResult, top: int = TOP_MATCHES) -> np.ndarray:
+    """Generated rows with the highest top-1 similarity, best first."""
+    key = np.nan_to_num(result.similarity[:, 0], neginf=-2.0)
+    return np.argsort(-key, kind="stable")[:top]
+
+
 def write_report(
     result: ReplicationResult,
     summary: dict[str, Any],
     path: Path,
     sources: tuple[str, str],
-    top: int = 50,
+    images: tuple[dict[int, str], dict[int, str]] = ({}, {}),
 ) -> Path:
-    """A self-contained page: summary statistics, the scatter plot and the strongest matches.
+    """A self-contained page: summary statistics, the scatter plot and the strongest matches,
+    side by side (generated | training match | its duplicate), with thumbnails when given.
 
-    Every data-derived string is escaped; the only link is the relative ``scatter.png``.
+    Every data-derived string is escaped; images are PNG data URIs made by alignscope; the
+    only link is the relative ``scatter.png``.
     """
     e = html.escape
-    order = np.argsort(-np.nan_to_num(result.similarity[:, 0], neginf=-2.0), kind="stable")[:top]
-    rows = "\n".join(
-        f"<tr><td>{g}</td><td>{result.index[g, 0]}</td><td>{result.similarity[g, 0]:.4f}</td>"
-        f"<td>{result.duplicate_index[g]}</td><td>{result.duplicate_similarity[g]:.4f}</td></tr>"
-        for g in order
-    )
+    gen_images, train_images = images
+
+    def cell(uri: str | None, index: int, similarity: float | None) -> str:
+        picture = f'<img src="{e(uri)}" alt="" width="96"><br>' if uri else ""
+        sim = "" if similarity is None else f"<br>{similarity:.4f}"
+        return f"<td>{picture}#{index}{sim}</td>"
+
+    lines = []
+    for g in strongest(result):
+        match, dup = int(result.index[g, 0]), int(result.duplicate_index[g])
+        lines.append(
+            "<tr>"
+            + cell(gen_images.get(int(g)), int(g), None)
+            + cell(train_images.get(match), match, float(result.similarity[g, 0]))
+            + cell(train_images.get(dup), dup, float(result.duplicate_similarity[g]))
+            + "</tr>"
+        )
+    rows = "\n".join(lines)
 
     def stats_rows(name: str) -> str:
         s = summary[name]
@@ -118,9 +141,9 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 {stats_rows("generated_to_train")}{stats_rows("train_to_train")}</table>
 <h2>Generated vs training duplication</h2><img src="scatter.png" alt="scatter plot" width="480">
 <h2>Strongest matches</h2>
-<p>Indices are rows of the two inputs (thumbnails need the image datasets, not embeddings).</p>
-<table><tr><th>generated</th><th>train match</th><th>similarity</th><th>its duplicate</th>
-<th>similarity</th></tr>
+<p>Rows of the two inputs with cosine similarities; pictures appear when the stores were
+written by <code>alignscope embed</code> and their datasets are still in place.</p>
+<table><tr><th>generated</th><th>training match</th><th>its nearest other training item</th></tr>
 {rows}
 </table></body></html>
 """
@@ -130,7 +153,10 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}</style></head><b
 
 
 def write_replication(
-    result: ReplicationResult, out_dir: str | os.PathLike[str], sources: tuple[str, str]
+    result: ReplicationResult,
+    out_dir: str | os.PathLike[str],
+    sources: tuple[str, str],
+    images: tuple[dict[int, str], dict[int, str]] = ({}, {}),
 ) -> dict[str, str]:
     """matches.parquet (or .npy without pyarrow), summary.json, scatter.png, report.html."""
     out = Path(out_dir)
@@ -147,6 +173,6 @@ def write_replication(
         "matches": write_matches(result, matches),
         "summary": write_summary(summary, out / "summary.json"),
         "scatter": write_scatter(result, out / "scatter.png"),
-        "report": write_report(result, summary, out / "report.html", sources),
+        "report": write_report(result, summary, out / "report.html", sources, images),
     }
     return {key: str(value) for key, value in written.items()}

@@ -10,7 +10,8 @@ from alignscope.metrics._source import PairSource
 
 # Database rows per engine call: the float32 working copy stays at chunk * d * 4 bytes.
 DATABASE_CHUNK = 262_144
-METHODS = ("engine", "faiss")
+METHODS = ("engine", "faiss", "faiss-ivf", "faiss-hnsw")
+APPROXIMATE = ("faiss-ivf", "faiss-hnsw")
 
 
 def store_view(store: object, view: str | None) -> str:
@@ -64,7 +65,10 @@ def topk(
     k : neighbours per query (>= 1).
     exclude : (nq,) int database indices: query i never matches database row exclude[i]
         (its own index when a set is searched against itself); -1 excludes nothing.
-    method : "engine" (exact, the C++ tiles) or "faiss" (exact IndexFlatIP; needs faiss-cpu).
+    method : "engine" (exact, the C++ tiles), "faiss" (exact IndexFlatIP; needs faiss-cpu), or
+        the approximate indexes "faiss-ivf" (IndexIVFFlat, nlist ~ 4 sqrt(n), nprobe nlist/16)
+        and "faiss-hnsw" (IndexHNSWFlat, M = 32, efSearch 128) for very large databases; their
+        recall against exact search is what :func:`alignscope.search.replication` reports.
     view : for stores, "image", "text" or "sscd"; None: "sscd" when present, else "image".
 
     Returns
@@ -90,6 +94,8 @@ def topk(
                 f"exclude must be ({q_src.n},) integers, got {exclude.dtype} {exclude.shape}"
             )
     q = q_src.packed(np.arange(q_src.n))[0]
+    if method in APPROXIMATE:
+        return _faiss_index_search(q, x_src, k, exclude, method)
     values = np.full((q_src.n, k), -np.inf, dtype=np.float32)
     indices = np.full((q_src.n, k), -1, dtype=np.int64)
     with TileProgress(progress, "top-k search") as bar:
@@ -109,18 +115,52 @@ def topk(
     return values, indices
 
 
-def _faiss_search(
-    q: np.ndarray, x: np.ndarray, k: int, offset: int, exclude: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _faiss() -> object:
     try:
         import faiss
     except ImportError as exc:
-        raise ValueError("method='faiss' needs faiss: pip install faiss-cpu") from exc
+        raise ValueError("FAISS methods need faiss: pip install faiss-cpu (or faiss-gpu)") from exc
+    return faiss
+
+
+def _faiss_index_search(
+    q: np.ndarray, x_src: PairSource, k: int, exclude: np.ndarray | None, method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate search through an IVF or HNSW index built over the whole database."""
+    faiss = _faiss()
+    n, d = x_src.n, x_src.d_a
+    if method == "faiss-hnsw":
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = max(128, 2 * k)
+    else:
+        nlist = max(1, min(n // 39, int(4 * np.sqrt(n))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
+        index.train(x_src.packed(np.sort(sample))[0])
+        index.nprobe = max(1, nlist // 16)
+    for start in range(0, n, DATABASE_CHUNK):
+        index.add(x_src.packed(np.arange(start, min(n, start + DATABASE_CHUNK)))[0])
+        x_src.release()
+    return _search_index(index, q, k, 0, exclude, n)
+
+
+def _faiss_search(
+    q: np.ndarray, x: np.ndarray, k: int, offset: int, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    faiss = _faiss()
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
+    return _search_index(index, q, k, offset, exclude, x.shape[0])
+
+
+def _search_index(
+    index: object, q: np.ndarray, k: int, offset: int, exclude: np.ndarray | None, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search a FAISS index for k (+1 when a self-match must be dropped) and drop exclusions
+    by index."""
     extra = 1 if exclude is not None else 0
-    kk = min(k + extra, x.shape[0])
-    v, i = index.search(q, kk)
+    kk = min(k + extra, n)
+    v, i = index.search(q, kk)  # type: ignore[attr-defined]
     i = np.where(i >= 0, i + offset, -1)
     if exclude is not None:
         hit = i == exclude[:, None]

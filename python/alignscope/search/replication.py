@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from alignscope._progress import ProgressArg
-from alignscope.search.exact import topk
+from alignscope.search.exact import APPROXIMATE, topk
 
 PERCENTILES = (50, 75, 90, 95, 99)
 # 0.5: DCR's replication threshold; 0.75: SSCD's ~90%-precision copy threshold (sscd_disc_mixup).
@@ -30,6 +30,9 @@ class ReplicationResult:
     index: np.ndarray
     duplicate_similarity: np.ndarray
     duplicate_index: np.ndarray
+    method: str = "engine"
+    recall: float | None = None  # top-1 agreement with exact search (approximate methods)
+    recall_sample: int = 0
 
     def summary(self) -> dict[str, Any]:
         """DCR-style statistics of generated -> train (top-1) and train -> train similarity."""
@@ -43,12 +46,17 @@ class ReplicationResult:
             out.update({f"fraction_above_{t}": float(np.mean(x > t)) for t in THRESHOLDS})
             return out
 
-        return {
+        out: dict[str, Any] = {
             "generated_to_train": stats(self.similarity[:, 0]),
             "train_to_train": stats(self.duplicate_similarity),
             "n_generated": int(self.similarity.shape[0]),
             "k": int(self.similarity.shape[1]),
+            "method": self.method,
         }
+        if self.recall is not None:
+            out["recall_at_1_vs_exact"] = self.recall
+            out["recall_sample"] = self.recall_sample
+        return out
 
 
 def replication(
@@ -68,7 +76,9 @@ def replication(
     generated : (n_g, d) float array or EmbeddingStore (e.g. SSCD descriptors of generations).
     training : (n_t, d) float array or EmbeddingStore, streamed in chunks.
     k : matches per generated item.
-    method : "engine" (exact) or "faiss" (exact IndexFlatIP).
+    method : "engine" (exact), "faiss" (exact IndexFlatIP), or "faiss-ivf" / "faiss-hnsw"
+        (approximate; the result's ``recall`` is the top-1 agreement with exact search on a
+        sample of 256 generated items).
     view : for stores: "sscd" (the default when present), "image" or "text".
 
     Returns
@@ -89,7 +99,23 @@ def replication(
         where = np.searchsorted(unique, matched[matched >= 0])
         dup_sim[matched >= 0] = s[where, 0]
         dup_idx[matched >= 0] = i[where, 0]
-    return ReplicationResult(sims, idx, dup_sim, dup_idx)
+    recall, sample = None, 0
+    if method in APPROXIMATE:
+        recall, sample = _recall(generated, training, idx[:, 0], view, threads)
+    return ReplicationResult(sims, idx, dup_sim, dup_idx, method, recall, sample)
+
+
+RECALL_SAMPLE = 256
+
+
+def _recall(
+    generated: object, training: object, approx: np.ndarray, view: str | None, threads: int | None
+) -> tuple[float, int]:
+    """Share of a sample of queries whose approximate top-1 is the exact top-1."""
+    n = approx.shape[0]
+    rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, RECALL_SAMPLE), replace=False))
+    _, exact = topk(_rows(generated, rows, view), training, 1, view=view, threads=threads)
+    return float(np.mean(exact[:, 0] == approx[rows])), int(rows.size)
 
 
 def _rows(x: object, ids: np.ndarray, view: str | None) -> np.ndarray:
