@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,10 +35,15 @@ def tiny_open_clip(tmp_path_factory) -> str:
     return "open_clip:alignscope-tiny"
 
 
-def _byte_vocab(root: Path) -> None:
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+def _byte_chars() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for the byte values (GPT-2's table)."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
-    chars = list(bytes_to_unicode().values())
+
+def _byte_vocab(root: Path) -> None:
+    chars = _byte_chars()
     vocab = {c: i for i, c in enumerate(chars)}
     for c in chars:
         vocab[c + "</w>"] = len(vocab)
@@ -105,36 +111,45 @@ def tiny_sscd(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sscd")
     net = _sscd_net()
     files = {"torchscript": root / "sscd_tiny.torchscript"}
-    torch.jit.script(net).save(str(files["torchscript"]))
-    if pytest.importorskip("onnx", reason="onnx exports need the onnx package"):
-        files["onnx"] = root / "sscd_tiny.onnx"
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 3, 64, 64),),
-            str(files["onnx"]),
-            input_names=["x"],
-            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
-            dynamo=False,
-        )
-
-        class Uint8Wrapper(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.net = net
-                self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-                self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                y = x.permute(0, 3, 1, 2).float() / 255.0
-                return self.net((y - self.mean) / self.std)
-
-        files["onnx_uint8"] = root / "sscd_tiny_uint8.onnx"
-        torch.onnx.export(
-            Uint8Wrapper().eval(),
-            (torch.zeros(1, 96, 96, 3, dtype=torch.uint8),),
-            str(files["onnx_uint8"]),
-            input_names=["img"],
-            dynamic_axes={"img": {0: "n"}},
-            dynamo=False,
-        )
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch, but it is SSCD's format
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(net).save(str(files["torchscript"]))
+    pytest.importorskip("onnx", reason="onnx exports need the onnx package")
+    with warnings.catch_warnings():  # the TorchScript-based exporter needs no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export_onnx(torch, net, root, files)
     return files
+
+
+def _export_onnx(torch, net, root: Path, files: dict[str, Path]) -> None:
+    """Float NCHW and uint8 NHWC (preprocessing in the graph) exports of the tiny net."""
+    files["onnx"] = root / "sscd_tiny.onnx"
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 3, 64, 64),),
+        str(files["onnx"]),
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+        dynamo=False,
+    )
+
+    class Uint8Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.permute(0, 3, 1, 2).float() / 255.0
+            return self.net((y - self.mean) / self.std)
+
+    files["onnx_uint8"] = root / "sscd_tiny_uint8.onnx"
+    torch.onnx.export(
+        Uint8Wrapper().eval(),
+        (torch.zeros(1, 96, 96, 3, dtype=torch.uint8),),
+        str(files["onnx_uint8"]),
+        input_names=["img"],
+        dynamic_axes={"img": {0: "n"}},
+        dynamo=False,
+    )

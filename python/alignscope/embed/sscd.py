@@ -7,6 +7,7 @@ ONNX (``.onnx``) is a graph for onnxruntime. Neither runs Python code from the f
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,10 @@ class SSCDEncoder:
             import torch
 
             self.kind = "torchscript"
-            self.model = torch.jit.load(str(self.path), map_location=device).eval()
+            with warnings.catch_warnings():
+                # torch deprecates TorchScript, but the official SSCD models ship in it
+                warnings.simplefilter("ignore", FutureWarning)
+                self.model = torch.jit.load(str(self.path), map_location=device).eval()
             self.layout, self.size = "float-nchw", None
         elif suffix == ".onnx":
             self.kind = "onnx"
