@@ -264,25 +264,61 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_store(path: Path) -> bool:
+    """An embedding store (shard directory, .npy or .parquet) rather than an image dataset."""
+    if path.is_file():
+        return path.suffix in (".npy", ".parquet")
+    return any((path / sub).is_dir() for sub in ("img_emb", "sscd_emb", "text_emb"))
+
+
+def _embed_for_replication(args: argparse.Namespace, name: str, path: Path) -> Path:
+    from alignscope.embed import SSCDEncoder, embed_dataset
+    from alignscope.io.datasets import open_dataset
+
+    if args.sscd is None:
+        raise UsageError(
+            f"{name}: {str(path)!r} is an image dataset; give --sscd MODEL to embed it (or pass "
+            "a store written by `alignscope embed`)"
+        )
+    try:
+        dataset = open_dataset(path, trust_pickles=args.trust_pickles)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"{name}: {exc}") from exc
+    out = Path(args.out) / f"{name.lower()}_store"
+    embed_dataset(
+        dataset,
+        out,
+        sscd=SSCDEncoder(args.sscd, args.sscd_preset, args.device),
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    return out
+
+
 def cmd_replicate(args: argparse.Namespace) -> int:
     from alignscope.io import open_store
     from alignscope.report.replication import write_replication
     from alignscope.search import replication
 
-    stores = []
-    for name, path in (("GENERATED", args.generated), ("TRAINING", args.training)):
-        if not Path(path).exists():
-            raise UsageError(f"{name}: no such file or directory {path!r}")
-        try:
-            stores.append(open_store(path))
-        except ValueError as exc:
-            raise UsageError(f"{name}: {exc}") from exc
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
         raise UsageError(
             "replicate draws scatter.png with matplotlib: pip install 'alignscope[plots]'"
         ) from exc
+    stores = []
+    store_paths = []
+    for name, path in (("GENERATED", args.generated), ("TRAINING", args.training)):
+        if not Path(path).exists():
+            raise UsageError(f"{name}: no such file or directory {path!r}")
+        if not _is_store(Path(path)):
+            # A dataset: embed it with SSCD first, into OUT/<name>_store (resumable).
+            path = _embed_for_replication(args, name, Path(path))
+        try:
+            stores.append(open_store(path))
+            store_paths.append(str(path))
+        except ValueError as exc:
+            raise UsageError(f"{name}: {exc}") from exc
     result = replication(
         stores[0],
         stores[1],
@@ -297,9 +333,9 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
     top = strongest(result)
     pictures = (
-        thumbnails(args.generated, top),
+        thumbnails(store_paths[0], top),
         thumbnails(
-            args.training, np.concatenate([result.index[top, 0], result.duplicate_index[top]])
+            store_paths[1], np.concatenate([result.index[top, 0], result.duplicate_index[top]])
         ),
     )
     files = write_replication(result, args.out, (str(args.generated), str(args.training)), pictures)
@@ -471,10 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
     emb.set_defaults(func=cmd_embed)
 
     rep = sub.add_parser("replicate", help="find training items replicated in generated ones")
-    rep.add_argument(
-        "generated", help="embeddings of generated images: store dir, .npy or .parquet"
-    )
-    rep.add_argument("training", help="embeddings of training images: store dir, .npy or .parquet")
+    rep.add_argument("generated", help="generated images: a store (dir, .npy, .parquet) or dataset")
+    rep.add_argument("training", help="training images: a store (dir, .npy, .parquet) or dataset")
     rep.add_argument("--out", required=True, help="output directory")
     rep.add_argument("--k", type=_positive_int, default=1, help="matches per generated item (1)")
     rep.add_argument(
@@ -486,6 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="store view to compare (default: sscd when present, else image)",
     )
+    rep.add_argument("--sscd", help="SSCD model (.pt/.torchscript/.onnx) to embed dataset inputs")
+    rep.add_argument(
+        "--sscd-preset", dest="sscd_preset", default="sscd", choices=("sscd", "sscd-square", "dcr")
+    )
+    rep.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
+    rep.add_argument("--device", default="cpu")
+    rep.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
     rep.add_argument("--threads", type=_positive_int, default=None)
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--quiet", action="store_true")

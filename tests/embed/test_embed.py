@@ -158,3 +158,26 @@ def test_bad_specs():
         load_clip("timm:x")
     with pytest.raises(FileNotFoundError, match="SSCD model"):
         SSCDEncoder("/nonexistent.pt")
+
+
+def test_cli_replicate_embeds_datasets_itself(tmp_path, rng, tiny_sscd, capsys):
+    pytest.importorskip("matplotlib")
+    train = smooth_images(rng, 10)
+    _folder(tmp_path / "train", train, [""] * 10)
+    _folder(tmp_path / "gen", [im.resize((58, 58)) for im in train[:3]], [""] * 3)
+    base = [
+        "replicate",
+        str(tmp_path / "gen"),
+        str(tmp_path / "train"),
+        "--out",
+        str(tmp_path / "rep"),
+        "--quiet",
+        "--json",
+    ]
+    assert main(base) == 2
+    assert "is an image dataset; give --sscd MODEL" in capsys.readouterr().err
+    assert main([*base, "--sscd", str(tiny_sscd["onnx"]), "--sscd-preset", "sscd-square"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["n_generated"] == 3
+    assert (tmp_path / "rep" / "training_store" / "sscd_emb" / "sscd_emb_0.npy").exists()
+    assert (tmp_path / "rep" / "report.html").read_text().count("data:image/png;base64,") == 9
