@@ -65,7 +65,8 @@ def topk(
     k : neighbours per query (>= 1).
     exclude : (nq,) int database indices: query i never matches database row exclude[i]
         (its own index when a set is searched against itself); -1 excludes nothing.
-    method : "engine" (exact, the C++ tiles), "faiss" (exact IndexFlatIP; needs faiss-cpu), or
+    method : "engine" (exact, the C++ tiles), "faiss" (exact IndexFlatIP; needs faiss-cpu; with
+        faiss-gpu and a GPU, flat and IVF indexes run on all GPUs), or
         the approximate indexes "faiss-ivf" (IndexIVFFlat, nlist ~ 4 sqrt(n), nprobe nlist/16)
         and "faiss-hnsw" (IndexHNSWFlat, M = 32, efSearch 128) for very large databases; their
         recall against exact search is what :func:`alignscope.search.replication` reports.
@@ -123,6 +124,18 @@ def _faiss() -> object:
     return faiss
 
 
+# faiss's GPU brute force and IVF search accept k up to 2048.
+_FAISS_GPU_MAX_K = 2048
+
+
+def _on_gpus(faiss: object, index: object, k: int) -> object:
+    """The index moved to all GPUs when this faiss build sees any (faiss-gpu), else as is."""
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0  # type: ignore[attr-defined]
+    if gpus <= 0 or k + 1 > _FAISS_GPU_MAX_K or isinstance(index, faiss.IndexHNSWFlat):  # type: ignore[attr-defined]
+        return index
+    return faiss.index_cpu_to_all_gpus(index)  # type: ignore[attr-defined]
+
+
 def _faiss_index_search(
     q: np.ndarray, x_src: PairSource, k: int, exclude: np.ndarray | None, method: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +151,7 @@ def _faiss_index_search(
         sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
         index.train(x_src.packed(np.sort(sample))[0])
         index.nprobe = max(1, nlist // 16)
+    index = _on_gpus(faiss, index, k)
     for start in range(0, n, DATABASE_CHUNK):
         index.add(x_src.packed(np.arange(start, min(n, start + DATABASE_CHUNK)))[0])
         x_src.release()
@@ -148,7 +162,7 @@ def _faiss_search(
     q: np.ndarray, x: np.ndarray, k: int, offset: int, exclude: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     faiss = _faiss()
-    index = faiss.IndexFlatIP(x.shape[1])
+    index = _on_gpus(faiss, faiss.IndexFlatIP(x.shape[1]), k)
     index.add(x)
     return _search_index(index, q, k, offset, exclude, x.shape[0])
 
