@@ -194,29 +194,8 @@ def pair_abs_sum(
             squares=squares,
             block=block,
         )
-    if backend == "cuda" and not squares:
-        row_sums, col_sums = _cuda_module().pair_abs_sum_host(
-            _f32(rows),
-            None if cols is None else _f32(cols),
-            None if zscale is None else _f32(zscale),
-            float(c0),
-            _i32(row_labels),
-            _i32(col_labels),
-            float(c_label),
-            _i64(row_ids),
-            _i64(col_ids),
-            block,
-            0,
-        )
-        if progress is not None:
-            progress(1, 1)
-        return row_sums, None, col_sums
-    n_threads = resolve_threads(threads)
-    if block is not None:
-        tile = block
-    elif tile is None:
-        tile = choose_tile(rows.shape[0], n_threads) if cols is None else DEFAULT_TILE
-    return _core.pair_abs_sum(
+    # The compiled engines take the same arrays in the same order.
+    arrays = (
         _f32(rows),
         None if cols is None else _f32(cols),
         None if zscale is None else _f32(zscale),
@@ -226,11 +205,19 @@ def pair_abs_sum(
         float(c_label),
         _i64(row_ids),
         _i64(col_ids),
-        bool(squares),
-        block is not None,
-        int(tile),
-        n_threads,
-        progress,
+    )
+    if backend == "cuda" and not squares:
+        row_sums, col_sums = _cuda_module().pair_abs_sum_host(*arrays, block, 0)
+        if progress is not None:
+            progress(1, 1)
+        return row_sums, None, col_sums
+    n_threads = resolve_threads(threads)
+    if block is not None:
+        tile = block
+    elif tile is None:
+        tile = choose_tile(rows.shape[0], n_threads) if cols is None else DEFAULT_TILE
+    return _core.pair_abs_sum(
+        *arrays, bool(squares), block is not None, int(tile), n_threads, progress
     )
 
 
