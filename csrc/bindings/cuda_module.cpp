@@ -61,6 +61,18 @@ py::tuple pair_abs_sum_host(const F32& rows, std::optional<F32> cols, std::optio
   const int64_t m = cols ? cols->shape(0) : n;
   if (cols && (cols->ndim() != 2 || cols->shape(1) != k)) throw py::value_error("cols must be (m, k)");
   if (zscale && zscale->size() != k) throw py::value_error("zscale must have k entries");
+  // The same contract as the CPU engine (register_pairs.cpp): a bad pair of arrays must be an
+  // error here, never a read past a device buffer.
+  if (row_labels.has_value() != col_labels.has_value())
+    throw py::value_error("give both label arrays or neither");
+  if (row_labels && row_labels->size() != n) throw py::value_error("row_labels must have n entries");
+  if (col_labels && col_labels->size() != m) throw py::value_error("col_labels must have m entries");
+  if (row_ids.has_value() != col_ids.has_value()) throw py::value_error("give both id arrays or neither");
+  if (row_ids && !cols) throw py::value_error("ids are for the rectangular and block forms");
+  if (row_ids && (row_ids->size() != n || col_ids->size() != m))
+    throw py::value_error("id arrays must match the row and column counts");
+  if (block && (!cols || n != m || *block < 1 || *block > acu::kTile))
+    throw py::value_error("the block form needs cols with as many rows, and 1 <= block <= 128");
   const int64_t kpad = acu::padded_dim(k);
   std::vector<double> row_out(n, 0.0), col_out(cols && !block ? m : 0, 0.0);
   {

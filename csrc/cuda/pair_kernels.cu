@@ -4,6 +4,8 @@
 // CPU engine shares, so the symmetric form launches no lower-triangle work.
 #include <mma.h>
 
+#include <algorithm>
+
 #include "common/pair_math.h"
 #include "common/tile_schedule.h"
 #include "cuda/launch.h"
@@ -38,8 +40,9 @@ __device__ __forceinline__ float masked_term(const PairArgs& a, int64_t i, int64
                                              bool inside) {
   if (!inside || i >= a.n_rows || k >= a.n_cols) return 0.0f;
   if (a.mode == PairMode::kSymmetric && i == k) return 0.0f;
-  if (a.row_ids != nullptr && a.row_ids[i] == a.col_ids[k]) return 0.0f;
-  const bool differ = a.row_labels != nullptr && a.row_labels[i] != a.col_labels[k];
+  if (a.row_ids != nullptr && a.col_ids != nullptr && a.row_ids[i] == a.col_ids[k]) return 0.0f;
+  const bool differ =
+      a.row_labels != nullptr && a.col_labels != nullptr && a.row_labels[i] != a.col_labels[k];
   return pair_term(a.c0, x, a.c_label, differ);
 }
 
@@ -166,8 +169,8 @@ __global__ void __launch_bounds__(kThreads) pair_abs_sum_kernel(PairArgs a, int6
 
 cudaError_t launch_pack_half(const float* src, int64_t n, int64_t k, int64_t kpad,
                              const float* zscale, __half* z, __half* w, cudaStream_t stream) {
-  if (n == 0) return cudaSuccess;
   const int64_t total = n * kpad;
+  if (total == 0) return cudaSuccess;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 65535));
   pack_half_kernel<<<blocks, threads, 0, stream>>>(src, n, k, kpad, zscale, z, w);

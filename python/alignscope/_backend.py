@@ -168,8 +168,8 @@ def pair_abs_sum(
     block : rectangular form with n == m: only the diagonal blocks of ``block`` rows are
         computed (independent block x block samples laid end to end).
     tile : tile edge in rows (CPU); None chooses one from the size (:func:`choose_tile`).
-    backend : "cpu", "cuda" or "torch" (already resolved). The CUDA kernels have no squared
-        sums, so ``squares`` runs on the CPU.
+    backend : "cpu", "cuda" or "torch" (already resolved). ``squares``, blocks above 128 rows
+        and scales beyond the fp16 range run on the CPU engine even with "cuda".
 
     Returns
     -------
@@ -206,7 +206,19 @@ def pair_abs_sum(
         _i64(row_ids),
         _i64(col_ids),
     )
-    if backend == "cuda" and not squares:
+    # The CUDA kernels have no squared sums and no blocks above one tile, and their fp16
+    # operands overflow for |zscale| above the fp16 range (profile bounds narrower than ~2e-5):
+    # those calls run on the CPU engine.
+    cuda_ok = (
+        (
+            not squares
+            and (block is None or block <= int(_cuda_module().tile))
+            and (zscale is None or float(np.abs(zscale).max(initial=0.0)) < 6.0e4)
+        )
+        if backend == "cuda"
+        else False
+    )
+    if cuda_ok:
         row_sums, col_sums = _cuda_module().pair_abs_sum_host(*arrays, block, 0)
         if progress is not None:
             progress(1, 1)
