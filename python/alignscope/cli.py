@@ -366,6 +366,46 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_poison(args: argparse.Namespace) -> int:
+    from alignscope.io.datasets import open_dataset
+    from alignscope.poison.run import poison_dataset
+
+    ranks = None
+    if args.concept_ranks:
+        try:
+            a, b = (int(v) for v in args.concept_ranks.split("-"))
+        except ValueError as exc:
+            raise UsageError(f"--concept-ranks takes A-B, got {args.concept_ranks!r}") from exc
+        ranks = (a, b)
+    try:
+        dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"DATASET: {exc}") from exc
+    report = poison_dataset(
+        dataset,
+        args.out,
+        method=args.method,
+        concepts=args.concepts,
+        concept_ranks=ranks,
+        per_concept=args.per_concept,
+        ratio=args.ratio,
+        target=args.target,
+        seed=args.seed,
+        out_format=args.format,
+        progress=not args.quiet,
+    )
+    data = report.to_dict()
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(
+            f"{report.method}: poisoned {report.poisoned:,} of {report.rows:,} pairs "
+            f"({len(report.pairs)} concept pair(s)), written to {report.out} with "
+            "poison_manifest.parquet"
+        )
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from alignscope import backend_info
 
@@ -531,6 +571,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--quiet", action="store_true")
     rep.set_defaults(func=cmd_replicate)
+
+    poi = sub.add_parser("poison", help="write a poisoned copy of a dataset and its manifest")
+    poi.add_argument("dataset", help="image folder, webdataset .tar(s), pickle-per-pair dir, or HF")
+    poi.add_argument("--out", required=True, help="output directory")
+    poi.add_argument(
+        "--method",
+        required=True,
+        choices=("dirty-label", "relabel", "badnets-1", "badnets-2", "wanet"),
+    )
+    poi.add_argument("--concepts", type=_positive_int, help="poison the K most frequent concepts")
+    poi.add_argument("--concept-ranks", dest="concept_ranks", help="poison concepts of ranks A-B")
+    poi.add_argument("--per-concept", dest="per_concept", type=_positive_int, help="poisons m each")
+    poi.add_argument(
+        "--ratio", type=float, help="m = ratio * N (0.0008), or the trigger ratio (0.1)"
+    )
+    poi.add_argument("--target", help="target class of trigger attacks")
+    poi.add_argument("--seed", type=int, default=0)
+    poi.add_argument("--format", choices=("folder", "webdataset", "pickle"), default="folder")
+    poi.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
+    poi.add_argument("--json", action="store_true")
+    poi.add_argument("--quiet", action="store_true")
+    poi.set_defaults(func=cmd_poison)
 
     info = sub.add_parser("info", help="what was built: backends, threads, SIMD, BLAS, devices")
     info.add_argument("--json", action="store_true")

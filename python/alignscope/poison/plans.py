@@ -1,0 +1,96 @@
+"""Poison plans: which rows are poisoned, with which source and target concept, seeded.
+
+- :func:`plan_concepts` (Implosion / Nightshade protocol): C_P concepts drawn from the
+  candidates, m poisons each (or m = ratio * N, 0.0008 by default), each with a target drawn
+  uniformly among the other candidates (t != p), the poisoned rows drawn among the rows whose
+  caption mentions p (each row poisoned at most once).
+- :func:`plan_all_to_one` (trigger attacks): a fraction of the rows whose caption does not
+  mention the target, all pointed at one target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class PoisonPlan:
+    """rows: (P,) int64 poisoned row indices, ascending; source, target: the concept each
+    poisoned row's caption names and the concept it is pushed toward ("" source for all-to-one);
+    pairs: the (p, t) pairs in the order drawn; m: poisons per concept; seed."""
+
+    rows: np.ndarray
+    source: tuple[str, ...]
+    target: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]
+    m: int
+    seed: int
+
+
+def plan_concepts(
+    row_concepts: list[set[str]],
+    candidates: list[str],
+    *,
+    poisoned: int,
+    per_concept: int | None = None,
+    ratio: float = 0.0008,
+    seed: int = 0,
+) -> PoisonPlan:
+    n = len(row_concepts)
+    m = per_concept if per_concept is not None else max(1, round(ratio * n))
+    if poisoned < 1 or m < 1:
+        raise ValueError(
+            f"need at least one poisoned concept and one poison each; got C_P={poisoned}, m={m}"
+        )
+    if len(candidates) < 2 or poisoned > len(candidates):
+        raise ValueError(
+            f"C_P={poisoned} poisoned concepts need at least C_P (and 2) candidate concepts; "
+            f"got {len(candidates)}"
+        )
+    rng = np.random.default_rng(seed)
+    chosen = [candidates[i] for i in rng.choice(len(candidates), size=poisoned, replace=False)]
+    used: set[int] = set()
+    rows: list[int] = []
+    by_row: dict[int, tuple[str, str]] = {}
+    pairs = []
+    for p in chosen:
+        others = [c for c in candidates if c != p]
+        t = others[int(rng.integers(len(others)))]
+        pool = [i for i in range(n) if p in row_concepts[i] and i not in used]
+        if len(pool) < m:
+            raise ValueError(
+                f"concept {p!r} appears in {len(pool)} unpoisoned captions but m={m} poisons "
+                "were asked for; lower --per-concept / --ratio or choose more frequent concepts"
+            )
+        picked = sorted(int(i) for i in rng.choice(pool, size=m, replace=False))
+        used.update(picked)
+        rows.extend(picked)
+        by_row.update({i: (p, t) for i in picked})
+        pairs.append((p, t))
+    order = sorted(rows)
+    return PoisonPlan(
+        rows=np.asarray(order, dtype=np.int64),
+        source=tuple(by_row[i][0] for i in order),
+        target=tuple(by_row[i][1] for i in order),
+        pairs=tuple(pairs),
+        m=m,
+        seed=seed,
+    )
+
+
+def plan_all_to_one(
+    row_concepts: list[set[str]], target: str, *, ratio: float, seed: int = 0
+) -> PoisonPlan:
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+    pool = [i for i, concepts in enumerate(row_concepts) if target not in concepts]
+    count = max(1, round(ratio * len(pool)))
+    if not pool:
+        raise ValueError(f"every caption mentions {target!r}: nothing to poison toward it")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False)).astype(np.int64)
+    return PoisonPlan(
+        rows, ("",) * rows.size, (target,) * rows.size, (("", target),), int(rows.size), seed
+    )

@@ -1,0 +1,140 @@
+"""Plans and `alignscope poison` end to end on a generated dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignscope.cli import main
+from alignscope.io.datasets import open_dataset
+from alignscope.poison.concepts import caption_concepts, make_vocabulary
+from alignscope.poison.plans import plan_all_to_one, plan_concepts
+from alignscope.poison.run import poison_dataset
+
+NOUNS = ["dog", "cat", "car", "tree", "boat"]
+VOCAB = make_vocabulary(NOUNS)
+
+
+def _dataset(root, rng, n=40):
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            root / f"{i:03d}.png"
+        )
+        (root / f"{i:03d}.txt").write_text(f"a photo of a {NOUNS[i % 5]}")
+    return root
+
+
+def test_plan_concepts(rng):
+    rows = [{NOUNS[i % 5]} for i in range(100)]
+    plan = plan_concepts(rows, NOUNS, poisoned=3, per_concept=4, seed=1)
+    assert len(plan.pairs) == 3 and plan.rows.size == 12 and plan.m == 4
+    assert all(p != t for p, t in plan.pairs)
+    assert all(src in rows[r] for r, src in zip(plan.rows, plan.source, strict=True))
+    assert len(set(plan.rows.tolist())) == 12
+    again = plan_concepts(rows, NOUNS, poisoned=3, per_concept=4, seed=1)
+    np.testing.assert_array_equal(plan.rows, again.rows)
+    with pytest.raises(ValueError, match="appears in 20 unpoisoned captions but m=21"):
+        plan_concepts(rows, NOUNS, poisoned=1, per_concept=21, seed=1)
+
+
+def test_plan_all_to_one():
+    rows = [{NOUNS[i % 5]} for i in range(100)]
+    plan = plan_all_to_one(rows, "cat", ratio=0.25, seed=0)
+    assert plan.rows.size == 20 and all("cat" not in rows[r] for r in plan.rows)
+
+
+@pytest.mark.parametrize("method", ["dirty-label", "badnets-1", "relabel"])
+def test_poison_end_to_end_and_reproducible(tmp_path, rng, method):
+    pq = pytest.importorskip("pyarrow.parquet")
+    data = _dataset(tmp_path / "data", rng)
+    kwargs = (
+        {"concepts": 2, "per_concept": 3}
+        if method == "dirty-label"
+        else {"target": "cat", "ratio": 0.25}
+    )
+    outs = []
+    for run in ("a", "b"):
+        report = poison_dataset(
+            open_dataset(data), tmp_path / run, method=method, seed=7, vocabulary=VOCAB, **kwargs
+        )
+        outs.append(tmp_path / run)
+    manifest = pq.read_table(outs[0] / "poison_manifest.parquet").to_pydict()
+    flagged = [r for r, p in zip(manifest["row"], manifest["poisoned"], strict=True) if p]
+    assert len(flagged) == report.poisoned == (6 if method == "dirty-label" else 8)
+    for r, p in zip(manifest["row"], manifest["poisoned"], strict=True):
+        caption = (outs[0] / f"{r:08d}.txt").read_text()
+        original = f"a photo of a {NOUNS[r % 5]}"
+        if p and method != "dirty-label":
+            assert caption == f"A photo of a {manifest['target_concept'][manifest['row'].index(r)]}"
+        elif not p:
+            assert caption == original
+    if method == "badnets-1":
+        from alignscope.poison import badnets1
+
+        r = flagged[0]
+        written = np.asarray(Image.open(outs[0] / f"{r:08d}.png"))
+        np.testing.assert_array_equal(
+            written, badnets1(np.asarray(Image.open(data / f"{r:03d}.png")))
+        )
+        assert manifest["linf"][manifest["row"].index(r)] > 0
+    files = sorted(p.name for p in outs[0].iterdir())
+    assert files == sorted(p.name for p in outs[1].iterdir())
+    for name in files:  # same seed, same bytes
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_dirty_label_pairs_target_images_with_source_captions(tmp_path, rng):
+    pq = pytest.importorskip("pyarrow.parquet")
+    data = _dataset(tmp_path / "data", rng)
+    poison_dataset(
+        open_dataset(data),
+        tmp_path / "o",
+        method="dirty-label",
+        concepts=2,
+        per_concept=2,
+        seed=3,
+        vocabulary=VOCAB,
+    )
+    m = pq.read_table(tmp_path / "o" / "poison_manifest.parquet").to_pydict()
+    for i, p in enumerate(m["poisoned"]):
+        if not p:
+            continue
+        donor = json.loads(m["params"][i])["donor_row"]
+        assert m["target_concept"][i] in caption_concepts(f"a photo of a {NOUNS[donor % 5]}", VOCAB)
+        written = np.asarray(Image.open(tmp_path / "o" / m["written_as"][i]))
+        np.testing.assert_array_equal(written, np.asarray(Image.open(data / f"{donor:03d}.png")))
+        assert (
+            (tmp_path / "o" / f"{m['row'][i]:08d}.txt").read_text().endswith(m["source_concept"][i])
+        )
+
+
+def test_cli_poison_webdataset(tmp_path, rng, capsys):
+    pytest.importorskip("pyarrow")
+    data = _dataset(tmp_path / "data", rng)
+    argv = [
+        "poison",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+        "--method",
+        "wanet",
+        "--target",
+        "dog",
+        "--ratio",
+        "0.2",
+        "--format",
+        "webdataset",
+        "--json",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["poisoned"] == round(0.2 * 32)
+    back = open_dataset(tmp_path / "o" / "00000.tar")
+    assert sum(1 for _ in back) == 40
+    assert main(["poison", str(data), "--out", str(tmp_path / "p"), "--method", "wanet"]) == 2
+    assert "all-to-one attack: give target=" in capsys.readouterr().err
