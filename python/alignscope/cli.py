@@ -381,10 +381,26 @@ def cmd_poison(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"DATASET: {exc}") from exc
+    vae = clip = None
+    if args.method == "nightshade":
+        from alignscope.poison.nightshade import load_vae
+
+        if not args.vae:
+            raise UsageError("nightshade needs --vae DIR (a diffusers AutoencoderKL or SD folder)")
+        vae = load_vae(args.vae)
+        if args.clip:
+            from alignscope.embed import load_clip
+
+            clip = load_clip(args.clip)
     report = poison_dataset(
         dataset,
         args.out,
         method=args.method,
+        vae=vae,
+        clip=clip,
+        anchors=args.anchors,
+        budget=args.budget,
+        steps=args.steps,
         concepts=args.concepts,
         concept_ranks=ranks,
         per_concept=args.per_concept,
@@ -578,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     poi.add_argument(
         "--method",
         required=True,
-        choices=("dirty-label", "relabel", "badnets-1", "badnets-2", "wanet"),
+        choices=("dirty-label", "nightshade", "relabel", "badnets-1", "badnets-2", "wanet"),
     )
     poi.add_argument("--concepts", type=_positive_int, help="poison the K most frequent concepts")
     poi.add_argument("--concept-ranks", dest="concept_ranks", help="poison concepts of ranks A-B")
@@ -587,6 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ratio", type=float, help="m = ratio * N (0.0008), or the trigger ratio (0.1)"
     )
     poi.add_argument("--target", help="target class of trigger attacks")
+    poi.add_argument("--vae", help="nightshade: diffusers AutoencoderKL (or SD) directory")
+    poi.add_argument("--clip", help="nightshade: CLIP spec for the candidate filters")
+    poi.add_argument("--anchors", help="nightshade: directory of anchor images {target}.png")
+    poi.add_argument("--budget", type=float, default=0.05, help="nightshade L-inf budget (0.05)")
+    poi.add_argument("--steps", type=_positive_int, default=500, help="nightshade PGD steps (500)")
     poi.add_argument("--seed", type=int, default=0)
     poi.add_argument("--format", choices=("folder", "webdataset", "pickle"), default="folder")
     poi.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")

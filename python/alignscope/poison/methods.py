@@ -9,7 +9,8 @@ import numpy as np
 
 from alignscope.poison.triggers import apply_trigger
 
-METHODS = ("dirty-label", "relabel", "badnets-1", "badnets-2", "wanet")
+METHODS = ("dirty-label", "nightshade", "relabel", "badnets-1", "badnets-2", "wanet")
+CONCEPT_METHODS = ("dirty-label", "nightshade")
 TARGET_CAPTION = "A photo of a {target}"
 
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,17 +38,23 @@ def plan_concepts(
     per_concept: int | None = None,
     ratio: float = 0.0008,
     seed: int = 0,
+    pool_filter: Callable[[str, list[int]], list[int]] | None = None,
+    targets: list[str] | None = None,
 ) -> PoisonPlan:
+    """``pool_filter(p, rows)`` may narrow the rows a concept's poisons are drawn from (the
+    CLIP filters of Nightshade) before the seeded sample; ``targets`` (default: the
+    candidates) is the pool each target t != p is drawn from."""
     n = len(row_concepts)
     m = per_concept if per_concept is not None else max(1, round(ratio * n))
     if poisoned < 1 or m < 1:
         raise ValueError(
             f"need at least one poisoned concept and one poison each; got C_P={poisoned}, m={m}"
         )
-    if len(candidates) < 2 or poisoned > len(candidates):
+    target_pool = list(candidates if targets is None else targets)
+    if poisoned > len(candidates) or len(set(target_pool) | set(candidates)) < 2:
         raise ValueError(
-            f"C_P={poisoned} poisoned concepts need at least C_P (and 2) candidate concepts; "
-            f"got {len(candidates)}"
+            f"C_P={poisoned} poisoned concepts need at least C_P candidate concepts and another "
+            f"concept to target; got {len(candidates)} candidates, {len(target_pool)} targets"
         )
     rng = np.random.default_rng(seed)
     chosen = [candidates[i] for i in rng.choice(len(candidates), size=poisoned, replace=False)]
@@ -56,9 +63,13 @@ def plan_concepts(
     by_row: dict[int, tuple[str, str]] = {}
     pairs = []
     for p in chosen:
-        others = [c for c in candidates if c != p]
+        others = [c for c in target_pool if c != p]
+        if not others:
+            raise ValueError(f"no target concept other than {p!r}")
         t = others[int(rng.integers(len(others)))]
         pool = [i for i in range(n) if p in row_concepts[i] and i not in used]
+        if pool_filter is not None:
+            pool = pool_filter(p, pool)
         if len(pool) < m:
             raise ValueError(
                 f"concept {p!r} appears in {len(pool)} unpoisoned captions but m={m} poisons "

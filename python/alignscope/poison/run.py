@@ -19,6 +19,7 @@ from alignscope.poison.concepts import (
 )
 from alignscope.poison.concepts import concept_frequencies as _frequencies
 from alignscope.poison.methods import (
+    CONCEPT_METHODS,
     METHODS,
     Poisoned,
     dirty_label,
@@ -26,6 +27,7 @@ from alignscope.poison.methods import (
     relabel,
     triggered,
 )
+from alignscope.poison.nightshade import candidate_filter, shade
 from alignscope.poison.plans import PoisonPlan, plan_all_to_one, plan_concepts
 from alignscope.poison.writers import DatasetWriter
 from alignscope.report.files import atomic_path
@@ -67,6 +69,12 @@ def poison_dataset(
     out_format: str = "folder",
     vocabulary: Vocabulary | None = None,
     trigger_options: dict[str, Any] | None = None,
+    vae: Any = None,
+    clip: Any = None,
+    anchors: str | Path | None = None,
+    budget: float = 0.05,
+    steps: int = 500,
+    perceptual: Any = None,
     progress: bool = False,
 ) -> PoisonReport:
     """Write a poisoned copy of ``dataset`` to ``out/`` plus ``out/poison_manifest.parquet``.
@@ -75,16 +83,21 @@ def poison_dataset(
     (or ``concept_ranks`` a..b) with m = ``per_concept`` (or ``ratio`` * N, 0.0008) poisons
     each. Trigger attacks (``relabel``, ``badnets-1``, ``badnets-2``, ``wanet``) poison a
     ``ratio`` (default 0.1) of the rows not about ``target`` and relabel them "A photo of a
-    {target}". The same dataset, arguments and seed give byte-identical files.
+    {target}". ``nightshade`` (clean-label) needs ``vae`` (a diffusers AutoencoderKL) and
+    perturbs CLIP-filtered images of p toward an anchor image of t: ``anchors/{t}.png`` when
+    given, else an image of t from the dataset. The same dataset, arguments and seed give
+    byte-identical files (Nightshade on the CPU included).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     vocab = vocabulary or load_vocabulary()
     records = list(dataset)
     row_concepts = [caption_concepts(r.caption, vocab) for r in records]
-    if method == "dirty-label":
+    if method == "nightshade" and vae is None:
+        raise ValueError("nightshade needs a VAE: vae= (CLI --vae DIR, a diffusers AutoencoderKL)")
+    if method in CONCEPT_METHODS:
         if (concepts is None) == (concept_ranks is None):
-            raise ValueError("dirty-label needs exactly one of concepts= (top K) or concept_ranks=")
+            raise ValueError(f"{method} needs exactly one of concepts= (top K) or concept_ranks=")
         freq = _frequencies((r.caption for r in records), vocab)
         candidates = (
             select_concepts(freq, top=concepts)
@@ -92,6 +105,11 @@ def poison_dataset(
             else select_concepts(freq, ranks=concept_ranks)
         )
         n_poisoned = concepts if concepts else len(candidates)
+        pool_filter = None
+        if method == "nightshade" and clip is not None:
+            pool_filter = candidate_filter(
+                clip, lambda r: records[r].load(), [r.caption for r in records]
+            )
         plan = plan_concepts(
             row_concepts,
             candidates,
@@ -99,6 +117,8 @@ def poison_dataset(
             per_concept=per_concept,
             ratio=ratio or 0.0008,
             seed=seed,
+            pool_filter=pool_filter,
+            targets=select_concepts(freq, top=len(freq)),  # any concept the data shows
         )
     else:
         if not target:
@@ -124,8 +144,12 @@ def poison_dataset(
             "linf",
             "l2",
             "psnr",
+            "latent_before",
+            "latent_after",
         )
     }
+    latents: dict[int, tuple[float, float]] = {}
+    anchor_cache: dict[str, tuple[np.ndarray, str]] = {}
 
     def load(i: int) -> np.ndarray:
         return np.asarray(records[i].load())
@@ -145,13 +169,21 @@ def poison_dataset(
         poisoned: Poisoned | None = None
         if j is not None:
             t = plan.target[j]
+            donors = [
+                k
+                for k, c in enumerate(row_concepts)
+                if t in c and plan.source[j] not in c and k not in position
+            ]
             if method == "dirty-label":
-                donors = [
-                    k
-                    for k, c in enumerate(row_concepts)
-                    if t in c and plan.source[j] not in c and k not in position
-                ]
                 poisoned = dirty_label(record.caption, t, donors, load, rng)
+            elif method == "nightshade":
+                anchor, origin = _anchor(t, anchors, donors, load, anchor_cache)
+                shaded = shade(
+                    image, anchor, vae, budget=budget, steps=steps, perceptual=perceptual, seed=seed
+                )
+                params = {"budget": budget, "steps": steps, "anchor": origin}
+                poisoned = Poisoned(shaded.image, record.caption, params, perturbation=True)
+                latents[i] = (shaded.latent_before, shaded.latent_after)
             elif method == "relabel":
                 poisoned = relabel(image, t)
             else:
@@ -173,6 +205,9 @@ def poison_dataset(
         columns["params"].append(json.dumps(poisoned.params, sort_keys=True) if poisoned else "")
         for key in ("linf", "l2", "psnr"):
             columns[key].append(stats[key])
+        before, after = latents.get(i, (np.nan, np.nan))
+        columns["latent_before"].append(before)
+        columns["latent_after"].append(after)
         report.rows += 1
         report.poisoned += poisoned is not None
     writer.close()
@@ -182,6 +217,30 @@ def poison_dataset(
     with atomic_path(root / "poison_report.json") as tmp:
         tmp.write_text(json.dumps(saved, indent=2) + "\n")
     return report
+
+
+def _anchor(
+    target: str,
+    anchors: str | Path | None,
+    donors: list[int],
+    load: Any,
+    cache: dict[str, tuple[np.ndarray, str]],
+) -> tuple[np.ndarray, str]:
+    """The anchor image of a target: ``anchors/{target}.png`` (e.g. generated once from "A
+    photo of a {target}", as the release does), else the first dataset image of the target."""
+    if target not in cache:
+        path = Path(anchors) / f"{target}.png" if anchors else None
+        if path is not None and path.exists():
+            from PIL import Image
+
+            cache[target] = (np.asarray(Image.open(path).convert("RGB")), f"file:{path.name}")
+        elif donors:
+            cache[target] = (load(donors[0]), f"row:{donors[0]}")
+        else:
+            raise ValueError(
+                f"no anchor image for target {target!r}: add {target}.png to the anchors directory"
+            )
+    return cache[target]
 
 
 def _write_manifest(path: Path, columns: dict[str, list[Any]]) -> None:
