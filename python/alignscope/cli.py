@@ -381,13 +381,19 @@ def cmd_poison(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"DATASET: {exc}") from exc
-    vae = clip = None
+    vae = clip = pipeline = None
     if args.method == "nightshade":
         from alignscope.poison.nightshade import load_vae
 
         if not args.vae:
             raise UsageError("nightshade needs --vae DIR (a diffusers AutoencoderKL or SD folder)")
         vae = load_vae(args.vae)
+        if args.anchor_pipeline:
+            from alignscope.poison.anchors import load_pipeline
+
+            if not args.anchors:
+                raise UsageError("--anchor-pipeline caches its images in --anchors DIR; give both")
+            pipeline = load_pipeline(args.anchor_pipeline)
         if args.clip:
             from alignscope.embed import load_clip
 
@@ -399,6 +405,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
         vae=vae,
         clip=clip,
         anchors=args.anchors,
+        anchor_pipeline=pipeline,
         budget=args.budget,
         steps=args.steps,
         concepts=args.concepts,
@@ -606,10 +613,20 @@ def build_parser() -> argparse.ArgumentParser:
     poi.add_argument("--vae", help="nightshade: diffusers AutoencoderKL (or SD) directory")
     poi.add_argument("--clip", help="nightshade: CLIP spec for the candidate filters")
     poi.add_argument("--anchors", help="nightshade: directory of anchor images {target}.png")
+    poi.add_argument(
+        "--anchor-pipeline",
+        dest="anchor_pipeline",
+        help="nightshade: diffusers pipeline directory to generate missing anchors into --anchors",
+    )
     poi.add_argument("--budget", type=float, default=0.05, help="nightshade L-inf budget (0.05)")
     poi.add_argument("--steps", type=_positive_int, default=500, help="nightshade PGD steps (500)")
     poi.add_argument("--seed", type=int, default=0)
-    poi.add_argument("--format", choices=("folder", "webdataset", "pickle"), default="folder")
+    poi.add_argument(
+        "--format",
+        choices=("folder", "webdataset", "pickle"),
+        default=None,
+        help="output format (default: the input's; folder for a saved HF dataset)",
+    )
     poi.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
     poi.add_argument("--json", action="store_true")
     poi.add_argument("--quiet", action="store_true")

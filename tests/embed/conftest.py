@@ -35,29 +35,12 @@ def tiny_open_clip(tmp_path_factory) -> str:
     return "open_clip:alignscope-tiny"
 
 
-def _byte_chars() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for the byte values (GPT-2's table)."""
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    extra = iter(range(256, 512))
-    return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
-
-
-def _byte_vocab(root: Path) -> None:
-    chars = _byte_chars()
-    vocab = {c: i for i, c in enumerate(chars)}
-    for c in chars:
-        vocab[c + "</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-
-
 @pytest.fixture(scope="session")
-def tiny_hf_clip(tmp_path_factory) -> str:
+def tiny_hf_clip(tmp_path_factory, byte_vocab) -> str:
     transformers = pytest.importorskip("transformers")
     root = tmp_path_factory.mktemp("hf")
-    _byte_vocab(root)
+    for name in ("vocab.json", "merges.txt"):
+        (root / name).write_bytes((byte_vocab / name).read_bytes())
     vocab_size = len(json.loads((root / "vocab.json").read_text()))
     config = transformers.CLIPConfig(
         text_config={

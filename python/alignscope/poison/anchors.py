@@ -1,0 +1,63 @@
+"""Anchor images of target concepts generated with a diffusers text-to-image pipeline, as the
+Nightshade release does: "A photo of a {target}", seed 123, guidance 7.5, 50 steps, 512 x 512,
+generated once per target and cached as ``{target}.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignscope.report.files import atomic_path
+
+PROMPT = "A photo of a {target}"
+
+
+def load_pipeline(spec: str, device: str = "cpu") -> Any:
+    """A diffusers pipeline from a local directory (or a hub id where one can be reached)."""
+    try:
+        from diffusers import DiffusionPipeline
+    except ImportError as exc:
+        raise ValueError("generating anchors needs diffusers: pip install diffusers") from exc
+    return DiffusionPipeline.from_pretrained(spec).to(device)
+
+
+def generate_anchor(
+    pipeline: Any,
+    target: str,
+    cache: str | Path,
+    *,
+    seed: int = 123,
+    guidance_scale: float = 7.5,
+    steps: int = 50,
+    size: int = 512,
+) -> np.ndarray:
+    """The cached anchor of ``target`` (HWC uint8), generating it on first use."""
+    import torch
+
+    path = Path(cache) / f"{_safe_name(target)}.png"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        image = pipeline(
+            PROMPT.format(target=target),
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            height=size,
+            width=size,
+            generator=generator,
+        ).images[0]
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _safe_name(target: str) -> str:
+    """A file name from a concept name: letters, digits, '-' and '_' only."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in target.strip())
+    if not cleaned:
+        raise ValueError(f"cannot name an anchor file after {target!r}")
+    return cleaned
