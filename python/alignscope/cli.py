@@ -381,13 +381,24 @@ def cmd_poison(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"DATASET: {exc}") from exc
-    vae = clip = pipeline = None
+    vae = clip = pipeline = perceptual = None
+    if args.anchor_pipeline and args.method == "dirty-label":
+        from alignscope.poison.anchors import load_pipeline
+
+        pipeline = load_pipeline(args.anchor_pipeline)
     if args.method == "nightshade":
         from alignscope.poison.nightshade import load_vae
 
         if not args.vae:
             raise UsageError("nightshade needs --vae DIR (a diffusers AutoencoderKL or SD folder)")
         vae = load_vae(args.vae)
+        if args.lpips:
+            from alignscope.poison.nightshade import load_lpips
+
+            try:
+                perceptual = load_lpips()
+            except ValueError as exc:
+                raise UsageError(f"--lpips: {exc}") from exc
         if args.anchor_pipeline:
             from alignscope.poison.anchors import load_pipeline
 
@@ -406,6 +417,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
         clip=clip,
         anchors=args.anchors,
         anchor_pipeline=pipeline,
+        perceptual=perceptual,
         budget=args.budget,
         steps=args.steps,
         concepts=args.concepts,
@@ -619,6 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="nightshade: diffusers pipeline directory to generate missing anchors into --anchors",
     )
     poi.add_argument("--budget", type=float, default=0.05, help="nightshade L-inf budget (0.05)")
+    poi.add_argument(
+        "--lpips", action="store_true", help="nightshade: add the paper's LPIPS < 0.07 penalty"
+    )
     poi.add_argument("--steps", type=_positive_int, default=500, help="nightshade PGD steps (500)")
     poi.add_argument("--seed", type=int, default=0)
     poi.add_argument(

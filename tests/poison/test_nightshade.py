@@ -239,3 +239,15 @@ def test_anchor_generated_once_with_a_tiny_pipeline(tmp_path, byte_vocab, tiny_v
     assert first.shape == (16, 16, 3) and (tmp_path / "anchors" / "hot_dog.png").exists()
     again = generate_anchor(None, "hot dog", tmp_path / "anchors")  # cached: no pipeline needed
     np.testing.assert_array_equal(first, again)
+
+
+def test_lpips_without_local_weights_says_what_to_do(monkeypatch, tmp_path):
+    pytest.importorskip("lpips")
+    from alignscope.poison.nightshade import load_lpips
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.delenv("ALIGNSCOPE_ALLOW_DOWNLOADS", raising=False)
+    with pytest.raises(
+        ValueError, match=r"LPIPS needs AlexNet weights in .*checkpoints \(alexnet-\*\.pth\)"
+    ):
+        load_lpips()

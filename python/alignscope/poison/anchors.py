@@ -32,11 +32,13 @@ def generate_anchor(
     guidance_scale: float = 7.5,
     steps: int = 50,
     size: int = 512,
+    name: str | None = None,
 ) -> np.ndarray:
-    """The cached anchor of ``target`` (HWC uint8), generating it on first use."""
+    """The cached anchor of ``target`` (HWC uint8), generating it on first use; ``name``
+    overrides the cache file's stem (several images of one target, one per seed)."""
     import torch
 
-    path = Path(cache) / f"{_safe_name(target)}.png"
+    path = Path(cache) / f"{_safe_name(name or target)}.png"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         generator = torch.Generator(device="cpu").manual_seed(seed)

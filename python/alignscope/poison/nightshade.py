@@ -123,6 +123,35 @@ def shade(
     return ShadeResult(out, before, after, linf)
 
 
+def load_lpips() -> Callable[[Any, Any], Any]:
+    """LPIPS (AlexNet) as a perceptual distance, from weights already on this machine: the
+    ``lpips`` package ships its linear layers, and AlexNet's weights must be in torch's hub
+    cache. Raises ValueError (nothing is downloaded) when either is missing."""
+    import os
+    import warnings
+    from pathlib import Path
+
+    try:
+        import lpips
+        import torch
+    except ImportError as exc:
+        raise ValueError("the LPIPS penalty needs: pip install lpips") from exc
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    if not any(p.name.startswith("alexnet") for p in hub.glob("*.pth")) and not os.environ.get(
+        "ALIGNSCOPE_ALLOW_DOWNLOADS"
+    ):
+        raise ValueError(
+            f"LPIPS needs AlexNet weights in {hub} (alexnet-*.pth); place them there, or run "
+            "without --lpips (the L-infinity budget alone, as the released code does)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = lpips.LPIPS(net="alex", verbose=False).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return lambda a, b: net(a, b).mean()
+
+
 def load_vae(spec: str) -> Any:
     """A diffusers AutoencoderKL from a local directory (or a hub id on machines that can
     reach it): a VAE folder, or a Stable Diffusion folder (its ``vae`` subfolder)."""
