@@ -32,6 +32,9 @@ class ConceptWorld:
         poisons).
     poisoned : (N,) bool, ground-truth poison flags.
     target : (N,) int64, each poison's target concept, -1 for benign rows.
+    latent_emb : (N, d) float32 or None, a second image view standing in for the VAE latent
+        (pooled): its own concept directions, and every poison looks like its *target* there
+        (Nightshade moves the latent toward t while CLIP still sees p).
     """
 
     image_emb: np.ndarray
@@ -43,6 +46,7 @@ class ConceptWorld:
     poisoned_concepts: np.ndarray
     kind: str
     seed: int
+    latent_emb: np.ndarray | None = None
 
 
 def _check_int(name: str, value: object, low: int) -> int:
@@ -86,6 +90,7 @@ def concept_world(
     noise: float = GEOMETRY[2],
     text_drift: float = GEOMETRY[3],
     seed: int = 0,
+    latent_view: bool = False,
 ) -> ConceptWorld:
     """Generate C concepts with N/C samples each and poison C_P of them with m samples each.
 
@@ -102,6 +107,7 @@ def concept_world(
     concept_weight, modality_weight, noise : the geometry (see the module docstring).
     text_drift : how far a concept's caption direction departs from its image direction.
     seed : the generator seed; the same arguments give the same arrays.
+    latent_view : also return ``latent_emb``, a second image view (see ConceptWorld).
 
     Returns
     -------
@@ -129,6 +135,7 @@ def concept_world(
         np.random.default_rng(seed),
     )
     image, text = world.embed(0, n, world.rng)
+    latent = world.latent(np.random.default_rng([seed, 2])) if latent_view else None
     return ConceptWorld(
         image_emb=image,
         text_emb=text,
@@ -139,6 +146,7 @@ def concept_world(
         poisoned_concepts=np.sort(world.chosen).astype(np.int64),
         kind=kind,
         seed=seed,
+        latent_emb=latent,
     )
 
 
@@ -189,6 +197,19 @@ class _World:
             self.target[rows] = t
             if kind == "dirty":
                 self.image_concept[rows] = t
+
+    def latent(self, rng: np.random.Generator) -> np.ndarray:
+        """The second image view of every row: own random concept directions (drawn from
+        ``rng``, so the other views do not change), poisons showing their target."""
+        count, dim = self.centers.shape
+        directions = rng.normal(size=(count, dim))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        shown = np.where(self.poisoned, self.target, self.image_concept)
+        concept_weight, _, noise = self.weights
+        x = concept_weight * directions[shown] + noise * rng.normal(
+            size=(shown.size, dim)
+        ) / np.sqrt(dim)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
     def _directions(self, count: int) -> np.ndarray:
         d = self.rng.normal(size=(count, self.dim))

@@ -1,0 +1,142 @@
+"""`alignscope screen`: scores a store, evaluates them against ground truth when given, and
+writes the ranked table, plots, HTML report and the filtered training list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignscope.report import screening as out
+from alignscope.screen.evaluation import evaluate_scores
+from alignscope.screen.scores import compute_scores
+
+
+def load_truth(path: str | Path, n: int) -> np.ndarray:
+    """Poison flags (N,) bool from a poison_manifest.parquet (row, poisoned), a .npz with a
+    ``poisoned`` array (synth.write_concept_world's truth.npz) or a bool .npy."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"ground truth {str(p)!r} does not exist")
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(p, columns=["row", "poisoned"]).to_pydict()
+        flags = np.zeros(n, dtype=bool)
+        rows = np.asarray(table["row"], dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            raise ValueError(
+                f"{p}: manifest rows must be in [0, {n}); got {rows.min()}..{rows.max()}"
+            )
+        flags[rows] = np.asarray(table["poisoned"], dtype=bool)
+        return flags
+    data = np.load(p, allow_pickle=False)
+    flags = np.asarray(data["poisoned"] if p.suffix == ".npz" else data, dtype=bool)
+    if flags.shape != (n,):
+        raise ValueError(f"{p}: expected {n} poison flags, got shape {flags.shape}")
+    return flags
+
+
+def screen_store(
+    store: Any,
+    out_dir: str | Path,
+    *,
+    scores: tuple[str, ...],
+    second_view: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    remove_fraction: float | None = None,
+    threshold: float | None = None,
+    rank_by: str | None = None,
+    k: int = 10,
+    ids: list[str] | None = None,
+    captions: list[str] | None = None,
+    images: dict[int, str] | None = None,
+    thumbnails: Any = None,
+) -> dict[str, Any]:
+    """Score every pair of ``store`` and write the screening outputs to ``out_dir``."""
+    if remove_fraction is not None and threshold is not None:
+        raise ValueError("give --remove-fraction or --threshold, not both")
+    if remove_fraction is not None and not 0.0 <= remove_fraction < 1.0:
+        raise ValueError(f"remove fraction must be in [0, 1), got {remove_fraction}")
+    image = store.read(0, store.n, "image")
+    text = store.read(0, store.n, "text") if store.has_text else None
+    table = compute_scores(image, text, scores=scores, second_view=second_view, k=k)
+    key = rank_by or scores[0]
+    if key not in table.scores:
+        raise ValueError(f"--rank-by {key!r} is not among the computed scores {list(table.scores)}")
+    primary = table.scores[key]
+    order = np.argsort(-primary, kind="stable")
+    n = store.n
+    if threshold is not None:
+        removed = primary > threshold
+        removal = {"rule": "threshold", "threshold": threshold}
+    else:
+        fraction = remove_fraction or 0.0
+        removed = np.zeros(n, dtype=bool)
+        removed[order[: round(fraction * n)]] = True
+        removal = {"rule": "remove_fraction", "fraction": fraction}
+    removal.update({"removed": int(removed.sum()), "kept": int((~removed).sum())})
+    root = Path(out_dir)
+    (root / "plots").mkdir(parents=True, exist_ok=True)
+    ids = ids or [str(i) for i in range(n)]
+    columns: dict[str, Any] = {
+        "rank": np.empty(n, dtype=np.int64),
+        "row": order,
+        "id": [ids[i] for i in order],
+    }
+    columns["rank"][:] = np.arange(1, n + 1)
+    for name, values in table.scores.items():
+        columns[name] = values[order]
+    columns["removed"] = removed[order]
+    if truth is not None:
+        columns["poisoned"] = truth[order]
+    out.write_scores(columns, root / "scores.parquet")
+    metrics = evaluate_scores(table.scores, truth) if truth is not None else None
+    plots = [
+        out.plot_cdf(name, v, truth, root / "plots" / f"cdf_{name}.png")
+        .relative_to(root)
+        .as_posix()
+        for name, v in table.scores.items()
+    ]
+    if metrics:
+        plots.append(
+            out.plot_tradeoff(metrics, root / "plots" / "tradeoff.png").relative_to(root).as_posix()
+        )
+    summary = {
+        "n": n,
+        "scores": table.methods,
+        "rank_by": key,
+        "removal": removal,
+        "metrics": metrics,
+    }
+    if truth is not None:
+        summary["removal"]["poisons_removed"] = int((removed & truth).sum())
+        summary["removal"]["benign_removed"] = int((removed & ~truth).sum())
+    out.write_json(summary, root / "summary.json")
+    out.write_keep([ids[i] for i in range(n) if not removed[i]], root / "keep.txt")
+    top = order[: out.TOP_SUSPICIOUS]
+    pictures = thumbnails(top) if thumbnails is not None else (images or {})
+    ranked = [
+        {
+            "rank": r + 1,
+            "row": int(i),
+            "id": ids[i],
+            "caption": captions[i] if captions else "",
+            key: float(primary[i]),
+            "poisoned": None if truth is None else bool(truth[i]),
+        }
+        for r, i in enumerate(top)
+    ]
+    out.write_report(
+        root / "report.html",
+        source=str(getattr(store, "source", "")),
+        methods=table.methods,
+        metrics=metrics,
+        ranked=ranked,
+        rank_by=key,
+        plots=plots,
+        images=pictures,
+        removal=removal,
+    )
+    return summary
