@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +34,133 @@ def byte_vocab(tmp_path_factory) -> Path:
     (root / "vocab.json").write_text(json.dumps(vocab))
     (root / "merges.txt").write_text("#version: 0.2\n")
     return root
+
+
+# Tiny models built from configs with random weights, written to local files (no hub).
+@pytest.fixture(scope="session")
+def tiny_open_clip(tmp_path_factory) -> str:
+    open_clip = pytest.importorskip("open_clip")
+    root = tmp_path_factory.mktemp("oc")
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 16,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
+    (root / "alignscope-tiny.json").write_text(json.dumps(config))
+    open_clip.add_model_config(root)
+    return "open_clip:alignscope-tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip(tmp_path_factory, byte_vocab) -> str:
+    transformers = pytest.importorskip("transformers")
+    root = tmp_path_factory.mktemp("hf")
+    for name in ("vocab.json", "merges.txt"):
+        (root / name).write_bytes((byte_vocab / name).read_bytes())
+    vocab_size = len(json.loads((root / "vocab.json").read_text()))
+    config = transformers.CLIPConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "max_position_embeddings": 24,
+            "bos_token_id": vocab_size - 2,
+            "eos_token_id": vocab_size - 1,
+            "pad_token_id": vocab_size - 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 2,
+            "num_hidden_layers": 1,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    transformers.CLIPModel(config).save_pretrained(root)
+    transformers.CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(root)
+    return f"hf:{root}"
+
+
+def _sscd_net():
+    import torch
+
+    class TinySSCD(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 24, 5, stride=2)
+            self.head = torch.nn.Linear(24, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.nn.functional.relu(self.conv(x)).mean(dim=(2, 3))
+            return torch.nn.functional.normalize(self.head(h), dim=1)
+
+    return TinySSCD().eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_sscd(tmp_path_factory) -> dict[str, Path]:
+    torch = pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("sscd")
+    net = _sscd_net()
+    files = {"torchscript": root / "sscd_tiny.torchscript"}
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch, but it is SSCD's format
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(net).save(str(files["torchscript"]))
+    pytest.importorskip("onnx", reason="onnx exports need the onnx package")
+    with warnings.catch_warnings():  # the TorchScript-based exporter needs no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export_onnx(torch, net, root, files)
+    return files
+
+
+def _export_onnx(torch, net, root: Path, files: dict[str, Path]) -> None:
+    """Float NCHW and uint8 NHWC (preprocessing in the graph) exports of the tiny net."""
+    files["onnx"] = root / "sscd_tiny.onnx"
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 3, 64, 64),),
+        str(files["onnx"]),
+        input_names=["x"],
+        dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}},
+        dynamo=False,
+    )
+
+    class Uint8Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = x.permute(0, 3, 1, 2).float() / 255.0
+            return self.net((y - self.mean) / self.std)
+
+    files["onnx_uint8"] = root / "sscd_tiny_uint8.onnx"
+    torch.onnx.export(
+        Uint8Wrapper().eval(),
+        (torch.zeros(1, 96, 96, 3, dtype=torch.uint8),),
+        str(files["onnx_uint8"]),
+        input_names=["img"],
+        dynamic_axes={"img": {0: "n"}},
+        dynamo=False,
+    )

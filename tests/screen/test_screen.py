@@ -138,3 +138,72 @@ def test_cli_screen_errors(tmp_path, capsys):
         == 2
     )
     assert "unknown score 'magic'" in capsys.readouterr().err
+
+
+def test_screen_a_dataset_poisoned_by_alignscope(tmp_path, rng, tiny_open_clip, tiny_sscd, capsys):
+    """poison -> embed (tiny CLIP + SSCD) -> screen with every score and the poison manifest."""
+    pytest.importorskip("matplotlib")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from PIL import Image
+
+    from alignscope.embed import SSCDEncoder, embed_dataset, load_clip
+    from alignscope.io.datasets import open_dataset
+    from alignscope.poison.concepts import make_vocabulary
+    from alignscope.poison.run import poison_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    nouns = ["dog", "cat", "car", "boat"]
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            data / f"{i:02d}.png"
+        )
+        (data / f"{i:02d}.txt").write_text(f"a photo of a {nouns[i % 4]}")
+    poison_dataset(
+        open_dataset(data),
+        tmp_path / "poisoned",
+        method="dirty-label",
+        concepts=2,
+        per_concept=2,
+        seed=5,
+        vocabulary=make_vocabulary(nouns),
+    )
+    embed_dataset(
+        open_dataset(tmp_path / "poisoned"),
+        tmp_path / "store",
+        clip=load_clip(tiny_open_clip),
+        sscd=SSCDEncoder(tiny_sscd["torchscript"], "sscd-square"),
+        progress=False,
+    )
+    argv = [
+        "screen",
+        str(tmp_path / "store"),
+        "--out",
+        str(tmp_path / "o"),
+        "--scores",
+        ",".join(ALL),
+        "--second-view",
+        "sscd",
+        "--manifest",
+        str(tmp_path / "poisoned" / "poison_manifest.parquet"),
+        "--remove-fraction",
+        "0.25",
+        "--k",
+        "3",
+        "--json",
+    ]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["metrics"]) == set(ALL)
+    manifest = pq.read_table(tmp_path / "poisoned" / "poison_manifest.parquet").to_pydict()
+    truth = np.zeros(24, dtype=bool)
+    truth[np.asarray(manifest["row"])[np.asarray(manifest["poisoned"])]] = True
+    scores = pq.read_table(tmp_path / "o" / "scores.parquet").to_pydict()
+    removed = np.asarray(scores["removed"])
+    flagged = np.asarray(scores["poisoned"])
+    np.testing.assert_array_equal(flagged, truth[np.asarray(scores["row"])])  # ids line up
+    assert summary["removal"]["removed"] == 6 == int(removed.sum())
+    assert summary["removal"]["poisons_removed"] == int((removed & flagged).sum())
+    assert summary["removal"]["benign_removed"] == int((removed & ~flagged).sum())
+    assert len((tmp_path / "o" / "keep.txt").read_text().split()) == 18
+    assert "data:image/png;base64," in (tmp_path / "o" / "report.html").read_text()
