@@ -46,15 +46,12 @@ def main() -> int:
             seconds[score] = time.perf_counter() - start
             results[(kind, score)] = evaluate_scores(table.scores, w.poisoned)[score]
     print(f"N = {n:,}, {n // 200} poisoned concepts x {m} poisons, d = 64 (concept_world, seed 0)")
-    print(
-        f"{'score':22} {'dirty AUROC':>11} {'clean AUROC':>11} {'dirty TPR@1%':>12} {'clean TPR@1%':>12} {'seconds':>8}"
-    )
+    heads = ("dirty AUROC", "clean AUROC", "dirty TPR@1%", "clean TPR@1%", "seconds")
+    print(f"{'score':22} " + " ".join(f"{h:>12}" for h in heads))
     for score in SCORES:
         d, c = results[("dirty", score)], results[("clean", score)]
-        print(
-            f"{score:22} {d['auroc']:11.3f} {c['auroc']:11.3f} {d['tpr_at_1pct_fpr']:12.3f} "
-            f"{c['tpr_at_1pct_fpr']:12.3f} {seconds[score]:8.2f}"
-        )
+        cells = (d["auroc"], c["auroc"], d["tpr_at_1pct_fpr"], c["tpr_at_1pct_fpr"], seconds[score])
+        print(f"{score:22} " + " ".join(f"{v:12.3f}" for v in cells))
     return 0
 
 
