@@ -39,7 +39,7 @@ def byte_vocab(tmp_path_factory) -> Path:
 # Tiny models built from configs with random weights, written to local files (no hub).
 @pytest.fixture(scope="session")
 def tiny_open_clip(tmp_path_factory) -> str:
-    open_clip = pytest.importorskip("open_clip")
+    pytest.importorskip("open_clip")
     root = tmp_path_factory.mktemp("oc")
     config = {
         "embed_dim": 16,
@@ -59,8 +59,8 @@ def tiny_open_clip(tmp_path_factory) -> str:
         },
     }
     (root / "alignscope-tiny.json").write_text(json.dumps(config))
-    open_clip.add_model_config(root)
-    return "open_clip:alignscope-tiny"
+    # the config-file form of the spec registers the model in whichever process loads it
+    return f"open_clip:{root / 'alignscope-tiny.json'}"
 
 
 @pytest.fixture(scope="session")

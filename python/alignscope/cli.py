@@ -281,6 +281,33 @@ def cmd_embed(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(f"DATASET: {exc}") from exc
+    if args.ray is not None:
+        from alignscope.distributed.embedding import ray_embed
+
+        data = ray_embed(
+            args.dataset,
+            args.out,
+            clip=args.clip,
+            sscd=args.sscd,
+            sscd_preset=args.sscd_preset,
+            batch_size=args.batch_size,
+            shard_rows=args.shard_rows,
+            device=args.device,
+            workers=args.workers,
+            address=args.ray or None,
+            trust_pickles=args.trust_pickles,
+            num_gpus=1.0 if args.device.startswith("cuda") else 0.0,
+            progress=not args.quiet,
+        )
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            written, skipped = len(data["shards_written"]), len(data["shards_skipped"])
+            print(
+                f"embedded {data['images']:,} images into {data['store']} with Ray "
+                f"({written} shards written, {skipped} already complete)"
+            )
+        return 0
     clip = load_clip(args.clip, args.device) if args.clip else None
     sscd = SSCDEncoder(args.sscd, args.sscd_preset, args.device) if args.sscd else None
     report = embed_dataset(
@@ -744,6 +771,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="unpickle pair files with the full unpickler (runs code; trusted files only)",
     )
+    emb.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="embed shards with Ray actors (a local instance without ADDRESS)",
+    )
+    emb.add_argument("--workers", type=_positive_int, default=2, help="--ray: actors (2)")
     emb.add_argument("--json", action="store_true")
     emb.add_argument("--quiet", action="store_true")
     emb.set_defaults(func=cmd_embed)

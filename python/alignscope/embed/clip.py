@@ -1,7 +1,8 @@
 """CLIP image and text embeddings through open_clip or transformers.
 
 Specs (CLI ``--clip`` and :func:`load_clip`):
-- ``open_clip:NAME`` (random weights), ``open_clip:NAME:TAG`` (a pretrained tag, which
+- ``open_clip:NAME`` (random weights, seeded), ``open_clip:/path/config.json`` (a model
+  config registered on the fly, random weights), ``open_clip:NAME:TAG`` (a pretrained tag, which
   open_clip downloads on machines that can reach its hub) or ``open_clip:NAME:/path/ckpt.pt``;
 - ``hf:HUB_ID_OR_DIR``: a transformers ``CLIPModel`` directory (or hub id) with its tokenizer
   and image processor.
@@ -45,11 +46,18 @@ class OpenClipEncoder(ClipEncoder):
             raise ValueError("open_clip specs need: pip install open_clip_torch") from exc
         self.spec = spec
         self.device = device
+        if name.endswith(".json") and Path(name).is_file():
+            # a model config file: register it (in every process that loads this spec)
+            open_clip.add_model_config(Path(name))
+            name = Path(name).stem
         if name not in open_clip.list_models():
             raise ValueError(
                 f"{spec}: open_clip has no model {name!r} "
                 "(register a config with open_clip.add_model_config)"
             )
+        if pretrained is None:
+            # random weights (tests, smoke runs): seeded, so every process builds the same model
+            torch.manual_seed(0)
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=pretrained, device=device
         )

@@ -126,6 +126,30 @@ def embed_dataset(
     return report
 
 
+def embed_shard(
+    dataset: Dataset,
+    out: str | Path,
+    index: int,
+    shard_rows: int,
+    *,
+    clip: ClipEncoder | None,
+    sscd: SSCDEncoder | None,
+    batch_size: int = 64,
+    dtype: Any = np.float16,
+) -> tuple[int, list[tuple[str, str]]]:
+    """Embed and write shard ``index`` alone (records [index * shard_rows, ...)): the unit of
+    work of a distributed run. Returns (images embedded, records skipped with reasons)."""
+    if index in _complete_shards(Path(out)):
+        return 0, []
+    start, stop = index * shard_rows, (index + 1) * shard_rows
+    records = [r for i, r in enumerate(dataset) if start <= i < stop]
+    before = len(dataset.skipped)
+    views, meta = _embed_records(records, dataset, clip, sscd, batch_size, None)
+    if meta["id"]:
+        StoreWriter(Path(out), dtype).write_shard(index, views, meta)
+    return len(meta["id"]), dataset.skipped[before:]
+
+
 def _embed_records(
     records: list[Record],
     dataset: Dataset,

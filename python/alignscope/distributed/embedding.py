@@ -1,0 +1,129 @@
+"""Embedding a dataset with Ray: shards of ``shard_rows`` records handed to a pool of actors,
+each holding its encoders once; the same store layout and resume rule as
+:func:`alignscope.embed.embed_dataset` (complete shards are skipped)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from alignscope.report.files import atomic_path
+
+
+class _Worker:
+    def __init__(self, clip: str | None, sscd: str | None, preset: str, device: str) -> None:
+        from alignscope.embed import SSCDEncoder, load_clip
+
+        self.clip = load_clip(clip, device) if clip else None
+        self.sscd = SSCDEncoder(sscd, preset, device) if sscd else None
+
+    def run(self, dataset: str, trust: bool, out: str, index: int, rows: int, batch: int) -> Any:
+        from alignscope.embed.embedder import embed_shard
+        from alignscope.io.datasets import open_dataset
+
+        images, skipped = embed_shard(
+            open_dataset(dataset, trust_pickles=trust),
+            out,
+            index,
+            rows,
+            clip=self.clip,
+            sscd=self.sscd,
+            batch_size=batch,
+        )
+        return index, images, skipped
+
+
+def ray_embed(
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    clip: str | None = None,
+    sscd: str | None = None,
+    sscd_preset: str = "sscd",
+    batch_size: int = 64,
+    shard_rows: int = 100_000,
+    device: str = "cpu",
+    workers: int = 2,
+    num_gpus: float = 0.0,
+    address: str | None = None,
+    trust_pickles: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Embed ``dataset`` into the store ``out`` with ``workers`` Ray actors (``num_gpus`` each).
+
+    Returns the run's report (also written to ``out/embed_report.json``).
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("the Ray backend needs: pip install 'alignscope[distributed]'") from exc
+    from ray.util import ActorPool
+
+    from alignscope.embed.embedder import _complete_shards
+    from alignscope.io.datasets import open_dataset
+
+    if clip is None and sscd is None:
+        raise ValueError("give a CLIP spec, an SSCD model, or both")
+    source = open_dataset(dataset, trust_pickles=trust_pickles)
+    count = sum(1 for _ in source)
+    shards = -(-count // shard_rows)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    done = _complete_shards(root)
+    todo = [i for i in range(shards) if i not in done]
+    start = time.perf_counter()
+    images, skipped = 0, []
+    if todo:
+        if not ray.is_initialized():
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=False,
+                ignore_reinit_error=True,
+            )
+        actor = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=1, max_task_retries=2)(
+            _Worker
+        )
+        pool = ActorPool(
+            [
+                actor.remote(clip, sscd, sscd_preset, device)
+                for _ in range(max(1, min(workers, len(todo))))
+            ]
+        )
+        results = pool.map_unordered(
+            lambda a, i: a.run.remote(
+                str(dataset), trust_pickles, str(root), i, shard_rows, batch_size
+            ),
+            todo,
+        )
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="shards", unit="shard", file=sys.stderr)
+        for _, n_images, shard_skipped in results:
+            images += n_images
+            skipped.extend(shard_skipped)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    report = {
+        "store": str(root),
+        "dataset": str(Path(dataset).resolve()),
+        "dataset_kind": source.kind,
+        "shards_written": sorted(todo),
+        "shards_skipped": sorted(done),
+        "images": images,
+        "images_per_second": images / (time.perf_counter() - start) if images else None,
+        "skipped": [{"id": i, "reason": r} for i, r in skipped],
+        "warnings": source.warnings,
+        "seconds": time.perf_counter() - start,
+        "workers": workers,
+    }
+    with atomic_path(root / "embed_report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    return report
