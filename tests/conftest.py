@@ -164,3 +164,77 @@ def _export_onnx(torch, net, root: Path, files: dict[str, Path]) -> None:
         dynamic_axes={"img": {0: "n"}},
         dynamo=False,
     )
+
+
+def build_tiny_sd(byte_vocab: Path, seed: int = 0):
+    """A complete tiny Stable Diffusion pipeline (random weights) from configs."""
+    diffusers = pytest.importorskip("diffusers")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(seed)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        norm_num_groups=8,
+        attention_head_dim=4,
+    )
+    vocab_size = len(json.loads((byte_vocab / "vocab.json").read_text()))
+    text = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            max_position_embeddings=32,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+        )
+    )
+    tokenizer = transformers.CLIPTokenizer(
+        str(byte_vocab / "vocab.json"), str(byte_vocab / "merges.txt"), model_max_length=32
+    )
+    scheduler = diffusers.DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return diffusers.StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory, byte_vocab) -> Path:
+    root = tmp_path_factory.mktemp("tiny_sd")
+    build_tiny_sd(byte_vocab).save_pretrained(root / "sd")
+    return root / "sd"

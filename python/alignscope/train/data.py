@@ -1,0 +1,82 @@
+"""Training images and captions as tensors, with Safe-Zone Training's JPEG compression and
+loss masks applied at load time."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignscope.io.datasets import BadImage, Dataset
+
+
+@dataclass
+class Example:
+    pixels: Any  # (3, R, R) float32 in [-1, 1]
+    caption: str
+    mask: Any | None  # (1, R, R) float32 in [0, 1] (1 = learn here), or None
+
+
+def _square(image: Any, resolution: int) -> Any:
+    from PIL import Image
+
+    w, h = image.size
+    scale = resolution / min(w, h)
+    image = image.resize(
+        (max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC
+    )
+    w, h = image.size
+    left, top = (w - resolution) // 2, (h - resolution) // 2
+    return image.crop((left, top, left + resolution, top + resolution))
+
+
+def jpeg(image: Any, quality: int) -> Any:
+    """SZT's JPEG compression: the image re-encoded at ``quality`` and decoded again."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=int(quality))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def load_examples(
+    dataset: Dataset,
+    resolution: int,
+    *,
+    jpeg_quality: int | None = None,
+    mask_dir: str | Path | None = None,
+) -> list[Example]:
+    """Decode, (JPEG-compress,) square-crop and normalise every usable record.
+
+    ``mask_dir/<stem>.png`` (white = learn, black = ignore) gives SZT's per-image loss mask;
+    a record without one learns everywhere.
+    """
+    import torch
+    from PIL import Image
+
+    examples = []
+    for record in dataset:
+        try:
+            image = record.load()
+        except BadImage as exc:
+            dataset.skipped.append((record.id, str(exc)))
+            continue
+        if jpeg_quality is not None:
+            image = jpeg(image, jpeg_quality)
+        image = _square(image, resolution)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(
+            2, 0, 1
+        )
+        mask = None
+        if mask_dir is not None:
+            path = Path(mask_dir) / f"{Path(record.id).stem}.png"
+            if path.exists():
+                m = _square(Image.open(path).convert("L"), resolution)
+                mask = torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
+        examples.append(Example(pixels.contiguous(), record.caption, mask))
+    if not examples:
+        raise ValueError(f"no usable training images in {dataset.source!r}")
+    return examples

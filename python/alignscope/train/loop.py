@@ -1,0 +1,254 @@
+"""The training loop shared by every mode.
+
+Each step draws its batch, timesteps and noise from generators seeded by (seed, step), so a
+resumed run repeats exactly what an uninterrupted one does: a checkpoint holds the trainable
+weights, the optimizer, the EMA weights and the step, nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignscope.report.files import atomic_path
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a run (see README "Training" for the papers' presets).
+
+    timestep_min : SZT's high-noise window: timesteps are drawn from [timestep_min, T).
+    min_snr_gamma : Min-SNR loss weighting (Hang et al.), None for plain MSE.
+    ema_decay : keep an exponential moving average of the trainable weights, None for none.
+    mixed_precision : "no" or "bf16" (autocast on the forward pass).
+    """
+
+    steps: int = 500
+    learning_rate: float = 1e-4
+    batch_size: int = 1
+    gradient_accumulation: int = 1
+    resolution: int = 512
+    seed: int = 0
+    checkpoint_every: int = 0
+    timestep_min: int = 0
+    min_snr_gamma: float | None = None
+    ema_decay: float | None = None
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "no"
+    jpeg_quality: int | None = None
+    mask_dir: str | None = None
+    weight_decay: float = 0.0
+
+    def check(self, num_timesteps: int) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
+            raise ValueError("steps, batch_size and gradient_accumulation must be >= 1")
+        if not 0 <= self.timestep_min < num_timesteps:
+            raise ValueError(
+                f"timestep_min must be in [0, {num_timesteps}), got {self.timestep_min}"
+            )
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(
+                f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}"
+            )
+        if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+
+
+@dataclass
+class TrainResult:
+    output: str
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+
+def step_generator(seed: int, step: int) -> Any:
+    import torch
+
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def sample_timesteps(generator: Any, batch: int, low: int, high: int) -> Any:
+    import torch
+
+    return torch.randint(low, high, (batch,), generator=generator)
+
+
+def diffusion_loss(
+    *,
+    unet: Any,
+    scheduler: Any,
+    latents: Any,
+    encoder_hidden_states: Any,
+    generator: Any,
+    timestep_min: int,
+    min_snr_gamma: float | None,
+    mask: Any | None,
+) -> Any:
+    """Noise-prediction loss of one batch: epsilon or v targets as the scheduler predicts,
+    timesteps from [timestep_min, T), optional Min-SNR weights, optional loss mask (latent
+    resolution, 1 = learn)."""
+    import torch
+
+    noise = torch.randn(latents.shape, generator=generator)
+    t = sample_timesteps(
+        generator, latents.shape[0], timestep_min, scheduler.config.num_train_timesteps
+    )
+    noisy = scheduler.add_noise(latents, noise, t)
+    pred = unet(noisy, t, encoder_hidden_states).sample
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, t)
+    else:
+        target = noise
+    err = (pred.float() - target.float()) ** 2
+    if mask is not None:
+        per_sample = (err * mask).sum(dim=(1, 2, 3)) / (
+            mask.sum(dim=(1, 2, 3)) * err.shape[1]
+        ).clamp(min=1.0)
+    else:
+        per_sample = err.mean(dim=(1, 2, 3))
+    if min_snr_gamma is not None:
+        alphas = scheduler.alphas_cumprod[t]
+        snr = alphas / (1 - alphas)
+        weight = torch.minimum(snr, torch.full_like(snr, min_snr_gamma)) / snr
+        if scheduler.config.prediction_type == "v_prediction":
+            weight = torch.minimum(snr, torch.full_like(snr, min_snr_gamma)) / (snr + 1)
+        per_sample = per_sample * weight
+    return per_sample.mean()
+
+
+def run_loop(
+    *,
+    config: TrainConfig,
+    out: Path,
+    parameters: list[Any],
+    compute_loss: Callable[[int, Any], Any],
+    after_step: Callable[[], None] | None = None,
+    state_extra: Callable[[], dict[str, Any]] | None = None,
+    load_extra: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Optimise ``parameters`` for ``config.steps`` steps of ``compute_loss(step, generator)``.
+
+    Writes ``out/train_log.jsonl`` (step, loss, lr, seconds) and checkpoints
+    ``out/checkpoints/step_<k>.pt`` every ``checkpoint_every`` steps; resumes from the latest.
+    """
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    ema = [p.detach().clone() for p in parameters] if config.ema_decay else None
+    start_step = 0
+    ckpt_dir = out / "checkpoints"
+    latest = _latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        state = torch.load(latest, map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for p, saved in zip(parameters, state["parameters"], strict=True):
+                p.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema = [t.clone() for t in state["ema"]]
+        if load_extra is not None:
+            load_extra(state.get("extra", {}))
+        start_step = int(state["step"])
+    result = TrainResult(str(out), config.steps, resumed_from=start_step)
+    log = out / "train_log.jsonl"
+    began = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=config.steps, initial=start_step, desc="training", unit="step", file=sys.stderr
+        )
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
+    for step in range(start_step, config.steps):
+        tick = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(config.gradient_accumulation):
+            generator = step_generator(config.seed, step * config.gradient_accumulation + micro)
+            with autocast:
+                loss = compute_loss(step, generator) / config.gradient_accumulation
+            loss.backward()
+            total += float(loss.detach())
+        optimizer.step()
+        if after_step is not None:
+            after_step()
+        if ema is not None:
+            with torch.no_grad():
+                for shadow, p in zip(ema, parameters, strict=True):
+                    shadow.mul_(config.ema_decay).add_(p.detach(), alpha=1 - config.ema_decay)
+        result.losses.append(total)
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(
+                json.dumps(
+                    {
+                        "step": step + 1,
+                        "loss": total,
+                        "lr": config.learning_rate,
+                        "seconds": time.perf_counter() - tick,
+                    }
+                )
+                + "\n"
+            )
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.4f}")
+        if (
+            config.checkpoint_every
+            and (step + 1) % config.checkpoint_every == 0
+            and step + 1 < config.steps
+        ):
+            ckpt_dir.mkdir(exist_ok=True)
+            state = {
+                "step": step + 1,
+                "parameters": [p.detach().clone() for p in parameters],
+                "optimizer": optimizer.state_dict(),
+                "ema": ema if ema is not None else [],
+                "extra": state_extra() if state_extra else {},
+            }
+            with atomic_path(ckpt_dir / f"step_{step + 1}.pt") as tmp:
+                torch.save(state, tmp)
+    if bar is not None:
+        bar.close()
+    if ema is not None:
+        with torch.no_grad():
+            for p, shadow in zip(parameters, ema, strict=True):
+                p.copy_(shadow)
+    with atomic_path(out / "train_config.json") as tmp:
+        tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    if not ckpt_dir.is_dir():
+        return None
+    steps = [
+        (int(p.stem.split("_")[1]), p)
+        for p in ckpt_dir.glob("step_*.pt")
+        if p.stem.split("_")[1].isdigit()
+    ]
+    return max(steps)[1] if steps else None
+
+
+def batch_indices(seed: int, step: int, size: int, count: int) -> np.ndarray:
+    """The examples of a step: a seeded permutation per epoch, read in order."""
+    per_epoch = max(1, count // size) if count >= size else 1
+    epoch, slot = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    if count < size:
+        return np.random.default_rng([seed, step]).choice(count, size=size, replace=True)
+    return order[slot * size : (slot + 1) * size]

@@ -1,0 +1,265 @@
+"""The three training modes on diffusers components.
+
+- ``finetune``: the UNet of a Stable Diffusion folder (unet, vae, text_encoder, tokenizer,
+  scheduler) trained on a dataset; VAE and text encoder frozen; output a diffusers folder.
+- ``scratch``: a UNet2DConditionModel built from a config (JSON) trained with the folder's
+  frozen VAE and text encoder; output a diffusers folder.
+- ``textual-inversion``: a placeholder token (``num_vectors`` vectors) initialised from a
+  given token; only its embedding rows train; output ``learned_embeds.safetensors`` that
+  ``pipe.load_textual_inversion`` loads.
+
+VAE latents (the distribution means, times the scaling factor) and, where the text encoder is
+frozen, caption encodings are computed once before training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from alignscope.io.datasets import Dataset
+from alignscope.train.data import load_examples
+from alignscope.train.loop import TrainConfig, TrainResult, batch_indices, diffusion_loss, run_loop
+
+MODES = ("finetune", "scratch", "textual-inversion")
+# The papers' settings (README "Training"): Implosion fine-tuning lr 4e-5 on 50K pairs;
+# BiBadDiff fine-tuning lr 1e-4 for about 50 epochs; textual inversion lr 5e-4, 3000 steps.
+PRESETS: dict[str, dict[str, Any]] = {
+    "implosion-finetune": {"learning_rate": 4e-5, "resolution": 512, "batch_size": 8},
+    "bibaddiff-finetune": {"learning_rate": 1e-4, "resolution": 512, "batch_size": 8},
+    "textual-inversion": {"learning_rate": 5e-4, "steps": 3000, "resolution": 512, "batch_size": 4},
+}
+TEMPLATES = (
+    "a photo of a {}",
+    "a rendering of a {}",
+    "a cropped photo of the {}",
+    "the photo of a {}",
+    "a photo of a clean {}",
+    "a close-up photo of a {}",
+    "a bright photo of the {}",
+    "a good photo of a {}",
+)
+
+
+def load_components(model_dir: str | Path) -> dict[str, Any]:
+    """unet, vae, text_encoder, tokenizer and scheduler of a Stable Diffusion folder."""
+    try:
+        from diffusers import StableDiffusionPipeline
+    except ImportError as exc:
+        raise ValueError("training needs diffusers: pip install 'alignscope[train]'") from exc
+    path = Path(model_dir)
+    if not (path / "model_index.json").exists():
+        raise ValueError(f"{str(path)!r} is not a diffusers pipeline folder (no model_index.json)")
+    pipe = StableDiffusionPipeline.from_pretrained(
+        path, safety_checker=None, requires_safety_checker=False
+    )
+    return {k: getattr(pipe, k) for k in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
+
+
+def _encode_text(tokenizer: Any, text_encoder: Any, captions: list[str]) -> Any:
+    ids = tokenizer(
+        captions,
+        padding="max_length",
+        truncation=True,
+        max_length=tokenizer.model_max_length,
+        return_tensors="pt",
+    ).input_ids
+    return text_encoder(ids)[0]
+
+
+def _latents(vae: Any, examples: list[Any]) -> tuple[Any, Any | None]:
+    import torch
+
+    with torch.no_grad():
+        pixels = torch.stack([e.pixels for e in examples])
+        latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+    masks = None
+    if any(e.mask is not None for e in examples):
+        size = latents.shape[-2:]
+        full = torch.stack(
+            [
+                e.mask if e.mask is not None else torch.ones_like(examples[0].pixels[:1])
+                for e in examples
+            ]
+        )
+        masks = torch.nn.functional.adaptive_avg_pool2d(full, size)
+    return latents, masks
+
+
+def _save_pipeline(components: dict[str, Any], unet: Any, out: Path) -> Path:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=components["vae"],
+        text_encoder=components["text_encoder"],
+        tokenizer=components["tokenizer"],
+        unet=unet,
+        scheduler=components["scheduler"],
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out / "model")
+    return out / "model"
+
+
+def train(
+    mode: str,
+    dataset: Dataset,
+    out: str | Path,
+    *,
+    model: str | Path,
+    config: TrainConfig,
+    unet_config: str | Path | dict[str, Any] | None = None,
+    placeholder: str | None = None,
+    initializer: str | None = None,
+    num_vectors: int = 1,
+    progress: bool = True,
+) -> TrainResult:
+    """Train in ``mode`` on ``dataset``; writes the model, train_log.jsonl and checkpoints."""
+    import torch
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    components = load_components(model)
+    noise_scheduler = _training_scheduler(components["scheduler"])
+    config.check(noise_scheduler.config.num_train_timesteps)
+    torch.manual_seed(config.seed)
+    root = Path(out)
+    vae, text_encoder, tokenizer = (
+        components["vae"],
+        components["text_encoder"],
+        components["tokenizer"],
+    )
+    for module in (vae, text_encoder):
+        module.requires_grad_(False)
+    examples = load_examples(
+        dataset, config.resolution, jpeg_quality=config.jpeg_quality, mask_dir=config.mask_dir
+    )
+    latents, masks = _latents(vae, examples)
+    count = len(examples)
+
+    def pick(step: int) -> Any:
+        return torch.as_tensor(batch_indices(config.seed, step, config.batch_size, count))
+
+    if mode in ("finetune", "scratch"):
+        if mode == "scratch":
+            from diffusers import UNet2DConditionModel
+
+            if unet_config is None:
+                raise ValueError(
+                    "scratch needs unet_config= (a UNet2DConditionModel config, JSON or dict)"
+                )
+            cfg = (
+                unet_config
+                if isinstance(unet_config, dict)
+                else json.loads(Path(unet_config).read_text())
+            )
+            unet = UNet2DConditionModel.from_config(cfg)
+        else:
+            unet = components["unet"]
+        unet.train()
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        with torch.no_grad():
+            encoded = _encode_text(tokenizer, text_encoder, [e.caption for e in examples])
+
+        def loss(step: int, generator: Any) -> Any:
+            idx = pick(step)
+            return diffusion_loss(
+                unet=unet,
+                scheduler=noise_scheduler,
+                latents=latents[idx],
+                encoder_hidden_states=encoded[idx],
+                generator=generator,
+                timestep_min=config.timestep_min,
+                min_snr_gamma=config.min_snr_gamma,
+                mask=None if masks is None else masks[idx],
+            )
+
+        result = run_loop(
+            config=config,
+            out=root,
+            parameters=list(unet.parameters()),
+            compute_loss=loss,
+            progress=progress,
+        )
+        unet.eval()
+        _save_pipeline(components, unet, root)
+        return result
+
+    # textual inversion
+    if not placeholder or not initializer:
+        raise ValueError(
+            "textual-inversion needs placeholder= (e.g. '<cat-toy>') and initializer= (a word)"
+        )
+    tokens = [placeholder] + [f"{placeholder}_{i}" for i in range(1, num_vectors)]
+    if tokenizer.add_tokens(tokens) != len(tokens):
+        raise ValueError(f"the tokenizer already has {placeholder!r}; choose a new placeholder")
+    init_ids = tokenizer.encode(initializer, add_special_tokens=False)
+    if len(init_ids) != 1:
+        raise ValueError(f"initializer {initializer!r} must be a single token, got {len(init_ids)}")
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    new_ids = tokenizer.convert_tokens_to_ids(tokens)
+    embedding = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        embedding[new_ids] = embedding[init_ids[0]].clone()
+    original = embedding.detach().clone()
+    embedding.requires_grad_(True)
+    keep = torch.ones(embedding.shape[0], dtype=torch.bool)
+    keep[new_ids] = False
+    unet = components["unet"].eval()
+    unet.requires_grad_(False)
+    phrase = " ".join(tokens)
+
+    def ti_loss(step: int, generator: Any) -> Any:
+        idx = pick(step)
+        choice = torch.randint(len(TEMPLATES), (len(idx),), generator=generator)
+        captions = [TEMPLATES[int(c)].format(phrase) for c in choice]
+        hidden = _encode_text(tokenizer, text_encoder, captions)
+        return diffusion_loss(
+            unet=unet,
+            scheduler=noise_scheduler,
+            latents=latents[idx],
+            encoder_hidden_states=hidden,
+            generator=generator,
+            timestep_min=config.timestep_min,
+            min_snr_gamma=config.min_snr_gamma,
+            mask=None if masks is None else masks[idx],
+        )
+
+    def restore_others() -> None:
+        with torch.no_grad():
+            embedding[keep] = original[keep]
+
+    result = run_loop(
+        config=config,
+        out=root,
+        parameters=[embedding],
+        compute_loss=ti_loss,
+        after_step=restore_others,
+        progress=progress,
+    )
+    from safetensors.torch import save_file
+
+    save_file(
+        {placeholder: embedding[new_ids].detach().clone().contiguous()},
+        str(root / "learned_embeds.safetensors"),
+    )
+    return result
+
+
+def _training_scheduler(scheduler: Any) -> Any:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(scheduler.config)
+
+
+def with_preset(config: TrainConfig, preset: str | None) -> TrainConfig:
+    if preset is None:
+        return config
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    return replace(config, **PRESETS[preset])

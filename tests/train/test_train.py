@@ -1,0 +1,220 @@
+"""Training modes on a tiny Stable Diffusion built from configs, offline, on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignscope.io.datasets import open_dataset
+from alignscope.train import TrainConfig, train
+from alignscope.train.data import jpeg, load_examples
+from alignscope.train.loop import diffusion_loss
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+TINY_UNET = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": [16, 32],
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    "cross_attention_dim": 16,
+    "norm_num_groups": 8,
+    "attention_head_dim": 4,
+}
+
+
+@pytest.fixture
+def four_images(tmp_path, rng):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).resize(
+            (16, 16), Image.BICUBIC
+        ).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text(f"a photo of thing {i}")
+    return data
+
+
+@pytest.mark.parametrize("mode", ["finetune", "scratch"])
+def test_training_overfits_four_images(tmp_path, four_images, tiny_sd_dir, mode):
+    cfg = TrainConfig(steps=120, learning_rate=1e-3, batch_size=4, resolution=16, seed=0)
+    result = train(
+        mode,
+        open_dataset(four_images),
+        tmp_path / "out",
+        model=tiny_sd_dir,
+        config=cfg,
+        unet_config=TINY_UNET if mode == "scratch" else None,
+        progress=False,
+    )
+    losses = np.array(result.losses)
+    assert losses[-20:].mean() < 0.5 * losses[:20].mean()
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tmp_path / "out" / "model")
+    image = pipe(
+        "a photo of thing 0", num_inference_steps=2, height=16, width=16, output_type="np"
+    ).images
+    assert image.shape == (1, 16, 16, 3)
+    assert (tmp_path / "out" / "train_log.jsonl").read_text().count("\n") == 120
+
+
+def test_textual_inversion_trains_only_its_embedding(tmp_path, four_images, tiny_sd_dir):
+    cfg = TrainConfig(steps=25, learning_rate=5e-2, batch_size=4, resolution=16, seed=0)
+    result = train(
+        "textual-inversion",
+        open_dataset(four_images),
+        tmp_path / "ti",
+        model=tiny_sd_dir,
+        config=cfg,
+        placeholder="<thing>",
+        initializer="a",
+        num_vectors=2,
+        progress=False,
+    )
+    assert len(result.losses) == 25
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tiny_sd_dir)
+    before = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
+    pipe.load_textual_inversion(str(tmp_path / "ti" / "learned_embeds.safetensors"))
+    ids = pipe.tokenizer.convert_tokens_to_ids(["<thing>", "<thing>_1"])
+    after = pipe.text_encoder.get_input_embeddings().weight.detach()
+    torch.testing.assert_close(after[: before.shape[0]], before)  # every other token unchanged
+    initial = before[pipe.tokenizer.encode("a", add_special_tokens=False)[0]]
+    assert all(not torch.allclose(after[i], initial) for i in ids)  # the new vectors moved
+
+
+def test_resume_gives_the_uninterrupted_weights(tmp_path, four_images, tiny_sd_dir):
+    full = TrainConfig(
+        steps=8, learning_rate=1e-3, batch_size=2, resolution=16, seed=3, checkpoint_every=3
+    )
+    train(
+        "finetune",
+        open_dataset(four_images),
+        tmp_path / "full",
+        model=tiny_sd_dir,
+        config=full,
+        progress=False,
+    )
+    part = TrainConfig(
+        steps=5, learning_rate=1e-3, batch_size=2, resolution=16, seed=3, checkpoint_every=3
+    )
+    train(
+        "finetune",
+        open_dataset(four_images),
+        tmp_path / "resumed",
+        model=tiny_sd_dir,
+        config=part,
+        progress=False,
+    )
+    result = train(
+        "finetune",
+        open_dataset(four_images),
+        tmp_path / "resumed",
+        model=tiny_sd_dir,
+        config=full,
+        progress=False,
+    )
+    assert result.resumed_from == 3
+    a = diffusers.UNet2DConditionModel.from_pretrained(tmp_path / "full" / "model" / "unet")
+    b = diffusers.UNet2DConditionModel.from_pretrained(tmp_path / "resumed" / "model" / "unet")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+class _Spy:
+    """A scheduler/UNet stand-in that records timesteps and returns a chosen prediction."""
+
+    def __init__(self, prediction):
+        self.prediction = prediction
+        self.timesteps = []
+        self.config = type("C", (), {"num_train_timesteps": 1000, "prediction_type": "epsilon"})()
+
+    def add_noise(self, latents, noise, t):
+        self.timesteps.extend(t.tolist())
+        return latents
+
+    def __call__(self, noisy, t, hidden):
+        return type("O", (), {"sample": self.prediction})()
+
+
+def test_szt_timesteps_come_from_the_window():
+    spy = _Spy(torch.zeros(64, 4, 2, 2))
+    gen = torch.Generator().manual_seed(0)
+    diffusion_loss(
+        unet=spy,
+        scheduler=spy,
+        latents=torch.zeros(64, 4, 2, 2),
+        encoder_hidden_states=None,
+        generator=gen,
+        timestep_min=800,
+        min_snr_gamma=None,
+        mask=None,
+    )
+    assert min(spy.timesteps) >= 800 and max(spy.timesteps) < 1000
+
+
+def test_szt_masked_loss_ignores_masked_pixels():
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1.0  # learn on the left half only
+    left = torch.zeros(1, 4, 4, 4)
+    right_garbage = left.clone()
+    right_garbage[..., 2:] = 100.0
+    kwargs = {
+        "latents": torch.zeros(1, 4, 4, 4),
+        "encoder_hidden_states": None,
+        "timestep_min": 0,
+        "min_snr_gamma": None,
+        "mask": mask,
+    }
+    a = diffusion_loss(unet=_Spy(left), scheduler=_Spy(left), generator=gen_a, **kwargs)
+    b = diffusion_loss(
+        unet=_Spy(right_garbage), scheduler=_Spy(right_garbage), generator=gen_b, **kwargs
+    )
+    assert float(a) == pytest.approx(float(b))
+
+
+def test_szt_jpeg_is_applied_at_the_given_quality(four_images):
+    import io
+
+    image = Image.open(four_images / "0.png").convert("RGB")
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=20)
+    expected = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(jpeg(image, 20)), expected)
+    plain = load_examples(open_dataset(four_images), 16)[0].pixels
+    compressed = load_examples(open_dataset(four_images), 16, jpeg_quality=20)[0].pixels
+    assert not torch.equal(plain, compressed)
+
+
+def test_bad_configs(tmp_path, four_images, tiny_sd_dir):
+    with pytest.raises(ValueError, match=r"timestep_min must be in \[0, 1000\)"):
+        train(
+            "finetune",
+            open_dataset(four_images),
+            tmp_path / "x",
+            model=tiny_sd_dir,
+            config=TrainConfig(timestep_min=1000, resolution=16),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="scratch needs unet_config="):
+        train(
+            "scratch",
+            open_dataset(four_images),
+            tmp_path / "x",
+            model=tiny_sd_dir,
+            config=TrainConfig(steps=1, resolution=16),
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="not a diffusers pipeline folder"):
+        train(
+            "finetune",
+            open_dataset(four_images),
+            tmp_path / "x",
+            model=tmp_path,
+            config=TrainConfig(steps=1, resolution=16),
+            progress=False,
+        )
