@@ -218,3 +218,39 @@ def test_bad_configs(tmp_path, four_images, tiny_sd_dir):
             config=TrainConfig(steps=1, resolution=16),
             progress=False,
         )
+
+
+def test_cli_train_scratch(tmp_path, four_images, tiny_sd_dir, capsys):
+    import json
+
+    from alignscope.cli import main
+
+    (tmp_path / "unet.json").write_text(json.dumps(TINY_UNET))
+    argv = [
+        "train",
+        "scratch",
+        str(four_images),
+        "--model",
+        str(tiny_sd_dir),
+        "--out",
+        str(tmp_path / "o"),
+        "--unet-config",
+        str(tmp_path / "unet.json"),
+        "--steps",
+        "3",
+        "--resolution",
+        "16",
+        "--batch-size",
+        "2",
+        "--timestep-min",
+        "500",
+        "--jpeg-quality",
+        "50",
+        "--json",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["steps"] == 3 and (tmp_path / "o" / "model" / "model_index.json").exists()
+    saved = json.loads((tmp_path / "o" / "train_config.json").read_text())
+    assert saved["timestep_min"] == 500 and saved["jpeg_quality"] == 50
