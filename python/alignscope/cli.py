@@ -652,6 +652,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "mixed_precision": args.mixed_precision,
         "jpeg_quality": args.jpeg_quality,
         "mask_dir": args.loss_mask,
+        "device": args.device,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     result = train(
@@ -961,6 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--placeholder", help="textual inversion: the new token, e.g. '<cat-toy>'")
     tr.add_argument("--initializer", help="textual inversion: the token it starts from")
     tr.add_argument("--num-vectors", dest="num_vectors", type=_positive_int, default=1)
+    tr.add_argument("--device", help="cpu (default) or cuda")
     tr.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--quiet", action="store_true")

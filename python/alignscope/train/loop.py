@@ -45,6 +45,7 @@ class TrainConfig:
     jpeg_quality: int | None = None
     mask_dir: str | None = None
     weight_decay: float = 0.0
+    device: str = "cpu"
 
     def check(self, num_timesteps: int) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
@@ -98,10 +99,11 @@ def diffusion_loss(
     resolution, 1 = learn)."""
     import torch
 
-    noise = torch.randn(latents.shape, generator=generator)
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
     t = sample_timesteps(
         generator, latents.shape[0], timestep_min, scheduler.config.num_train_timesteps
     )
+    t = t.to(latents.device)  # drawn on the CPU generator: runs and resumes repeat exactly
     noisy = scheduler.add_noise(latents, noise, t)
     pred = unet(noisy, t, encoder_hidden_states).sample
     if scheduler.config.prediction_type == "v_prediction":
@@ -116,7 +118,7 @@ def diffusion_loss(
     else:
         per_sample = err.mean(dim=(1, 2, 3))
     if min_snr_gamma is not None:
-        alphas = scheduler.alphas_cumprod[t]
+        alphas = scheduler.alphas_cumprod.to(latents.device)[t]
         snr = alphas / (1 - alphas)
         weight = torch.minimum(snr, torch.full_like(snr, min_snr_gamma)) / snr
         if scheduler.config.prediction_type == "v_prediction":
@@ -152,7 +154,7 @@ def run_loop(
     ckpt_dir = out / "checkpoints"
     latest = _latest_checkpoint(ckpt_dir)
     if latest is not None:
-        state = torch.load(latest, map_location="cpu", weights_only=True)
+        state = torch.load(latest, map_location=config.device, weights_only=True)
         with torch.no_grad():
             for p, saved in zip(parameters, state["parameters"], strict=True):
                 p.copy_(saved)
@@ -172,7 +174,10 @@ def run_loop(
         bar = tqdm(
             total=config.steps, initial=start_step, desc="training", unit="step", file=sys.stderr
         )
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16")
+    device_type = "cuda" if config.device.startswith("cuda") else "cpu"
+    autocast = torch.autocast(
+        device_type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"
+    )
     for step in range(start_step, config.steps):
         tick = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)

@@ -66,14 +66,14 @@ def _encode_text(tokenizer: Any, text_encoder: Any, captions: list[str]) -> Any:
         max_length=tokenizer.model_max_length,
         return_tensors="pt",
     ).input_ids
-    return text_encoder(ids)[0]
+    return text_encoder(ids.to(text_encoder.device))[0]
 
 
 def _latents(vae: Any, examples: list[Any]) -> tuple[Any, Any | None]:
     import torch
 
     with torch.no_grad():
-        pixels = torch.stack([e.pixels for e in examples])
+        pixels = torch.stack([e.pixels for e in examples]).to(vae.device)
         latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
     masks = None
     if any(e.mask is not None for e in examples):
@@ -84,7 +84,7 @@ def _latents(vae: Any, examples: list[Any]) -> tuple[Any, Any | None]:
                 for e in examples
             ]
         )
-        masks = torch.nn.functional.adaptive_avg_pool2d(full, size)
+        masks = torch.nn.functional.adaptive_avg_pool2d(full, size).to(latents.device)
     return latents, masks
 
 
@@ -128,6 +128,7 @@ def train(
     config.check(noise_scheduler.config.num_train_timesteps)
     torch.manual_seed(config.seed)
     root = Path(out)
+    device = config.device
     vae, text_encoder, tokenizer = (
         components["vae"],
         components["text_encoder"],
@@ -135,6 +136,7 @@ def train(
     )
     for module in (vae, text_encoder):
         module.requires_grad_(False)
+        module.to(device)
     examples = load_examples(
         dataset, config.resolution, jpeg_quality=config.jpeg_quality, mask_dir=config.mask_dir
     )
@@ -142,7 +144,9 @@ def train(
     count = len(examples)
 
     def pick(step: int) -> Any:
-        return torch.as_tensor(batch_indices(config.seed, step, config.batch_size, count))
+        return torch.as_tensor(batch_indices(config.seed, step, config.batch_size, count)).to(
+            device
+        )
 
     if mode in ("finetune", "scratch"):
         if mode == "scratch":
@@ -160,7 +164,7 @@ def train(
             unet = UNet2DConditionModel.from_config(cfg)
         else:
             unet = components["unet"]
-        unet.train()
+        unet.to(device).train()
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         with torch.no_grad():
@@ -210,7 +214,7 @@ def train(
     embedding.requires_grad_(True)
     keep = torch.ones(embedding.shape[0], dtype=torch.bool)
     keep[new_ids] = False
-    unet = components["unet"].eval()
+    unet = components["unet"].to(device).eval()
     unet.requires_grad_(False)
     phrase = " ".join(tokens)
 
