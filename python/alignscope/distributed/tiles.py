@@ -50,6 +50,7 @@ class TileJob:
     codes: np.ndarray | None
     work_dir: str
     fail_once: tuple[tuple[int, int], ...] = ()  # tests: pairs whose first attempt raises
+    backend: str = "cpu"  # "cuda" when the tasks hold GPUs
 
 
 def _rows(job: TileJob, start: int, stop: int) -> np.ndarray:
@@ -68,6 +69,8 @@ def run_pair(job: TileJob, pair: tuple[int, int]) -> str:
     """Compute one block pair and write its partial sums; returns the file written."""
     from alignscope import _backend
 
+    # A task holding a GPU uses the CUDA engine when this node has one built and visible.
+    engine = "cuda" if job.backend == "cuda" and not _backend.cuda_status()[2] else "cpu"
     i, k = pair
     out = Path(job.work_dir) / f"pair_{i}_{k}.npz"
     if out.exists():
@@ -88,6 +91,7 @@ def run_pair(job: TileJob, pair: tuple[int, int]) -> str:
             c_label=job.c_label,
             tile=job.tile,
             threads=1,
+            backend=engine,
             row_labels=None if codes is None else codes[i0:i1],
         )
         col_sums = np.zeros(0)
@@ -101,6 +105,7 @@ def run_pair(job: TileJob, pair: tuple[int, int]) -> str:
             c_label=job.c_label,
             tile=job.tile,
             threads=1,
+            backend=engine,
             row_labels=None if codes is None else codes[i0:i1],
             col_labels=None if codes is None else codes[k0:k1],
         )
@@ -182,6 +187,7 @@ def ray_alignment_difficulty(
         codes,
         str(work),
         tuple(_fail_once),
+        "cuda" if num_gpus > 0 else "cpu",
     )
     pairs = block_pairs(n, block)
     todo = [p for p in pairs if not (work / f"pair_{p[0]}_{p[1]}.npz").exists()]

@@ -61,9 +61,20 @@ def local_structure_disagreement(view1: np.ndarray, view2: np.ndarray, k: int) -
     _, near2 = topk(view2, view2, kk, exclude=np.arange(n))
     both = np.concatenate([near1, near2], axis=1)
     a, b = _unit(view1), _unit(view2)
-    d1 = 1.0 - np.einsum("id,ikd->ik", a, a[both])
-    d2 = 1.0 - np.einsum("id,ikd->ik", b, b[both])
-    return np.abs(d1 - d2).mean(axis=1)
+    return np.abs(_neighbour_cos(a, a, both) - _neighbour_cos(b, b, both)).mean(axis=1)
+
+
+# Rows per chunk of neighbour gathers: memory stays at chunk * k * d, not N * k * d.
+_CHUNK = 8192
+
+
+def _neighbour_cos(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(N, k) cosines <x_i, y_idx[i, j]> of unit rows, in chunks of rows."""
+    out = np.empty(idx.shape)
+    for s in range(0, idx.shape[0], _CHUNK):
+        e = s + _CHUNK
+        out[s:e] = np.einsum("id,ikd->ik", x[s:e], y[idx[s:e]])
+    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -130,9 +141,9 @@ def compute_scores(
         if "concept_consistency" in scores:
             t = _unit(text_emb)  # type: ignore[arg-type]
             a = _unit(image_emb)
-            caption_agreement = np.einsum("id,ikd->ik", t, t[idx]).mean(axis=1)
+            caption_agreement = _neighbour_cos(t, t, idx).mean(axis=1)
             _, tidx = topk(text_emb, text_emb, kk, exclude=np.arange(n))
-            image_agreement = np.einsum("id,ikd->ik", a, a[tidx]).mean(axis=1)
+            image_agreement = _neighbour_cos(a, a, tidx).mean(axis=1)
             table.scores["concept_consistency"] = 1.0 - 0.5 * (caption_agreement + image_agreement)
             table.methods["concept_consistency"] = f"exact k-NN, k={kk}"
         dist = np.clip(1.0 - sims.astype(np.float64), 1e-12, None)  # cosine distances, ascending
