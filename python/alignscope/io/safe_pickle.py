@@ -1,39 +1,166 @@
 """Reading the pickle-per-pair format ({"img": HWC uint8 array, "text": str}) without letting
-the file run code.
+the file run code, or crash the interpreter.
 
 A pickle names the callables that rebuild its objects; a hostile one names os.system. The
-restricted unpickler resolves only what a numpy array, a dict and strings need and refuses
-every other global with an error that names it.
+restricted unpickler resolves only the few names a numpy array needs, and maps each to a
+stand-in written here: numpy's own reconstruction code never sees the file's bytes (a fuzzed
+pickle that reached it segfaulted the interpreter). The stand-ins validate shape, dtype and
+buffer length, then build the array with ``np.frombuffer``. Every other global is refused with
+an error that names it.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
-from typing import Any
+import struct
+from typing import Any, ClassVar
 
-# (module, name) pairs a pickled numpy array needs, across numpy 1.x and 2.x module paths.
-_ALLOWED = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("builtins", "bytearray"),
-}
+import numpy as np
+
+# Element types a pair image (or a simple array) can have.
+_DTYPES = {"u1", "i1", "b1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8"}
+_MAX_ELEMENTS = 1 << 31
 
 
 class UnsafePickleError(ValueError):
-    """The pickle asked for a global outside the pickle-per-pair format."""
+    """The pickle asked for a global outside the pickle-per-pair format, or its array data
+    is malformed."""
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _DType:
+    """Stands in for numpy.dtype while unpickling."""
+
+    def __init__(self, code: object = None, align: object = False, copy: object = False) -> None:
+        if not isinstance(code, str) or code not in _DTYPES:
+            raise UnsafePickleError(f"unsupported array dtype {code!r} in a pair pickle")
+        self.code = code
+        self.order = "|"
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise UnsafePickleError("malformed dtype state in a pair pickle")
+        self.order = state[1]
+
+    def numpy(self) -> np.dtype:
+        order = "=" if self.order in ("|", "=") else self.order
+        return np.dtype(order + self.code)
+
+
+def _array(raw: object, dtype: object, shape: object, order: str = "C") -> np.ndarray:
+    if isinstance(raw, pickle.PickleBuffer):
+        raw = bytes(raw.raw())
+    if not isinstance(raw, (bytes, bytearray)) or not isinstance(dtype, _DType):
+        raise UnsafePickleError("malformed array data in a pair pickle")
+    if not isinstance(shape, tuple) or not all(
+        isinstance(s, int) and 0 <= s < _MAX_ELEMENTS for s in shape
+    ):
+        raise UnsafePickleError(f"malformed array shape {shape!r} in a pair pickle")
+    dt = dtype.numpy()
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count > _MAX_ELEMENTS or count * dt.itemsize != len(raw):
+        raise UnsafePickleError("array data does not match its shape and dtype in a pair pickle")
+    if order not in ("C", "F"):
+        raise UnsafePickleError(f"malformed array order {order!r} in a pair pickle")
+    return np.frombuffer(bytes(raw), dtype=dt).reshape(shape, order=order).copy()
+
+
+class _ArrayShell:
+    """Stands in for numpy.ndarray under ``_reconstruct``: keeps the pickled state, which
+    :func:`_finish` turns into an array after validating it."""
+
+    def __init__(self) -> None:
+        self.state: object = None
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+    def build(self) -> np.ndarray:
+        s = self.state
+        if not isinstance(s, tuple) or len(s) != 5:
+            raise UnsafePickleError("malformed array state in a pair pickle")
+        _, shape, dtype, fortran, raw = s
+        return _array(raw, dtype, shape, "F" if fortran is True else "C")
+
+
+class _NDArrayMarker:
+    pass
+
+
+def _reconstruct(cls: object, shape: object, code: object) -> _ArrayShell:
+    if cls is not _NDArrayMarker:
+        raise UnsafePickleError("malformed array reconstruction in a pair pickle")
+    return _ArrayShell()
+
+
+def _frombuffer(buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    return _array(buf, dtype, shape, order if isinstance(order, str) else "?")
+
+
+def _scalar(dtype: object, data: object = b"") -> Any:
+    return _array(data, dtype, ())[()]
+
+
+def _latin1(text: object, encoding: object = "latin1") -> bytes:
+    """Protocol-2 pickles spell bytes as _codecs.encode(str, 'latin1')."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError("malformed bytes in a pair pickle")
+    return text.encode("latin-1")
+
+
+_ALLOWED = {
+    ("_codecs", "encode"): _latin1,
+    ("numpy", "ndarray"): _NDArrayMarker,
+    ("numpy", "dtype"): _DType,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+}
+
+
+def _load_bytearray8(self: Any) -> None:
+    """BYTEARRAY8 without pre-allocating the declared length (the stock loader allocates it
+    first: a fuzzed 700 GB length must be an error, not an allocation)."""
+    head = self.read(8)
+    if len(head) < 8:
+        raise UnsafePickleError("a pair pickle ends inside a length field")
+    (n,) = struct.unpack("<Q", head)
+    if n > self._size:
+        raise UnsafePickleError(f"a length of {n} bytes exceeds the pickle's {self._size} bytes")
+    data = self.read(n)
+    if len(data) < n:
+        raise UnsafePickleError("a pair pickle ends inside a bytearray")
+    self.append(bytearray(data))
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """The pure-Python unpickler (every step in Python: fuzzed input crashed the C one) with
+    a global allow-list, no out-of-band buffers or persistent ids, and a bounded BYTEARRAY8."""
+
+    dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+    for _code in (
+        pickle.NEXT_BUFFER,
+        pickle.READONLY_BUFFER,
+        pickle.PERSID,
+        pickle.BINPERSID,
+        pickle.EXT1,
+        pickle.EXT2,
+        pickle.EXT4,
+    ):
+        dispatch.pop(_code[0], None)
+
+    def __init__(self, data: bytes) -> None:
+        self._size = len(data)
+        super().__init__(io.BytesIO(data))
+
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
+        found = _ALLOWED.get((module, name))
+        if found is not None:
+            return found
         raise UnsafePickleError(
             f"refused to load global {module}.{name}: the pickle-per-pair format needs only "
             "numpy arrays, dicts and strings (pass trust_pickles=True / --trust-pickles only "
@@ -41,8 +168,43 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
+def _finish(obj: object, depth: int = 0) -> object:
+    """Replace array stand-ins by arrays (inside dicts, lists and tuples, a few levels deep)."""
+    if depth > 8:
+        raise UnsafePickleError("a pair pickle nested too deeply")
+    if isinstance(obj, _ArrayShell):
+        return obj.build()
+    if isinstance(obj, (_DType, _NDArrayMarker)) or obj is _NDArrayMarker:
+        raise UnsafePickleError("a bare dtype or array class in a pair pickle")
+    if isinstance(obj, dict):
+        return {k: _finish(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finish(v, depth + 1) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_finish(v, depth + 1) for v in obj)
+    return obj
+
+
 def load_pair_pickle(data: bytes, *, trust: bool = False) -> Any:
     """Unpickle one pair file; ``trust`` switches to the full (code-executing) unpickler."""
-    if trust:
+    if trust:  # the user's explicit choice: this runs whatever the file says
         return pickle.loads(data)
-    return _RestrictedUnpickler(io.BytesIO(data)).load()
+    try:
+        return _finish(_RestrictedUnpickler(bytes(data)).load())
+    except UnsafePickleError:
+        raise
+    except (
+        pickle.UnpicklingError,
+        struct.error,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        UnicodeDecodeError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as exc:
+        raise UnsafePickleError(f"unreadable pair pickle: {type(exc).__name__}: {exc}") from exc

@@ -31,7 +31,7 @@ def _open_npy(path: Path, what: str) -> np.ndarray:
     """Memory-map one .npy shard, with errors that name the file."""
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # np.load raises ValueError, OSError, EOFError, SyntaxError...
         raise ValueError(
             f"{what} {str(path)!r} is truncated or not a valid .npy file ({exc})"
         ) from exc
@@ -291,7 +291,7 @@ def _open_labels(path: str | os.PathLike[str], n: int) -> np.ndarray:
         raise FileNotFoundError(f"labels file {str(p)!r} does not exist")
     try:
         labels = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # any unreadable header or body
         raise ValueError(
             f"labels {str(p)!r} is truncated or not a valid .npy file ({exc})"
         ) from exc

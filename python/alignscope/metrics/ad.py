@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -357,6 +358,7 @@ def alignment_difficulty(
     d_s_se = None
     if method == "exact":
         if store is not None:
+            _check_fits_in_memory(n, d_a + d_b, store.source)
             image = store.read(0, n, "image")
             text = store.read(0, n, "text") if codes is None else None
         bounds, d_ab, d_s = _exact_terms(
@@ -470,6 +472,26 @@ def alignment_difficulty(
         seed=seed if (method == "sampled" or mode == "landmarks") else None,
         note=note,
     )
+
+
+def _available_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not every platform reports it
+        return None
+
+
+def _check_fits_in_memory(n: int, width: int, source: str) -> None:
+    """Exact AD of a store holds its rows as float32 (plus one stored-dtype copy): refuse,
+    with the way out, before the allocation would exhaust memory."""
+    need = n * width * (4 + 4)
+    available = _available_memory()
+    if available is not None and need > available:
+        raise ValueError(
+            f"exact AD of {source!r} holds {n:,} x {width} float32 rows in memory "
+            f"({need / 2**30:.1f} GiB) but {available / 2**30:.1f} GiB are available; use "
+            "method='sampled' (or 'auto'), or the Ray backend"
+        )
 
 
 def _source(

@@ -31,8 +31,13 @@ def load_truth(path: str | Path, n: int) -> np.ndarray:
             )
         flags[rows] = np.asarray(table["poisoned"], dtype=bool)
         return flags
-    data = np.load(p, allow_pickle=False)
-    flags = np.asarray(data["poisoned"] if p.suffix == ".npz" else data, dtype=bool)
+    try:
+        data = np.load(p, allow_pickle=False)
+        flags = np.asarray(data["poisoned"] if p.suffix == ".npz" else data, dtype=bool)
+    except Exception as exc:  # np.load raises many kinds on a damaged file
+        raise ValueError(
+            f"{p}: not a readable poison-flag file ({type(exc).__name__}: {exc})"
+        ) from exc
     if flags.shape != (n,):
         raise ValueError(f"{p}: expected {n} poison flags, got shape {flags.shape}")
     return flags

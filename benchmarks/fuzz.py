@@ -1,0 +1,179 @@
+"""Long fuzz runs of every reader and the command line (the test suite runs 60 seeded inputs
+of each; this runs many more). Prints, per target, the inputs tried and any failure: an
+exception other than the clear errors the target documents.
+
+    python benchmarks/fuzz.py [--seconds 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import pickle
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from alignscope.cli import main
+from alignscope.io import open_store
+from alignscope.io.datasets import BadImage, decode_image, open_dataset
+from alignscope.io.safe_pickle import load_pair_pickle
+
+PICKLE_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    UnicodeDecodeError,
+    OverflowError,
+    MemoryError,
+)
+
+
+def _image(rng: np.random.Generator, root: Path) -> None:
+    try:
+        decode_image(rng.bytes(int(rng.integers(0, 4096))))
+    except BadImage:
+        pass
+
+
+def _valid_png_mutated(rng: np.random.Generator, root: Path) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    for _ in range(int(rng.integers(1, 8))):
+        data[int(rng.integers(len(data)))] = int(rng.integers(256))
+    try:
+        decode_image(bytes(data))
+    except BadImage:
+        pass
+
+
+def _pickle(rng: np.random.Generator, root: Path) -> None:
+    base = bytearray(
+        pickle.dumps({"img": rng.integers(0, 255, (4, 4, 3), dtype=np.uint8), "text": "x"})
+    )
+    for _ in range(int(rng.integers(1, 6))):
+        base[int(rng.integers(len(base)))] = int(rng.integers(256))
+    try:
+        load_pair_pickle(bytes(base))
+    except PICKLE_ERRORS:
+        pass
+
+
+def _tar(rng: np.random.Generator, root: Path) -> None:
+    path = root / f"{rng.integers(1 << 30)}.tar"
+    with tarfile.open(path, "w") as tar:
+        for _ in range(int(rng.integers(0, 5))):
+            name = str(rng.choice(["a.jpg", "a.txt", "../b.png", "/c.png", "d.json", "e.png"]))
+            data = rng.bytes(int(rng.integers(0, 300)))
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = bytearray(path.read_bytes())
+    if raw and rng.random() < 0.5:
+        raw[int(rng.integers(len(raw)))] = int(rng.integers(256))
+        path.write_bytes(bytes(raw))
+    for record, _ in open_dataset(path).images():
+        assert ".." not in record.id
+
+
+def _store(rng: np.random.Generator, root: Path) -> None:
+    store = root / f"s{rng.integers(1 << 30)}"
+    (store / "img_emb").mkdir(parents=True)
+    buf = io.BytesIO()
+    np.save(buf, rng.normal(size=(int(rng.integers(1, 20)), 4)).astype(np.float16))
+    data = bytearray(buf.getvalue())
+    for _ in range(int(rng.integers(0, 6))):
+        data[int(rng.integers(len(data)))] = int(rng.integers(256))
+    (store / "img_emb" / "img_emb_0.npy").write_bytes(bytes(data))
+    try:
+        s = open_store(store)
+        s.read(0, s.n)
+    except (ValueError, FileNotFoundError):
+        pass
+
+
+WORDS = [
+    "ad",
+    "replicate",
+    "screen",
+    "poison",
+    "embed",
+    "info",
+    "--json",
+    "--images",
+    "x.npy",
+    "--texts",
+    "--alpha",
+    "2",
+    "nan",
+    "--profile",
+    "minmax",
+    "--method",
+    "sampled",
+    "--k",
+    "0",
+    "--out",
+    "/nonexistent",
+]
+
+
+def _cli(rng: np.random.Generator, root: Path) -> None:
+    argv = [str(w) for w in rng.choice(WORDS, size=int(rng.integers(0, 7)))]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code in (0, 2), (argv, code)
+
+
+TARGETS = {
+    "image bytes": _image,
+    "mutated PNG": _valid_png_mutated,
+    "pair pickle": _pickle,
+    "webdataset tar": _tar,
+    "store shard": _store,
+    "command line": _cli,
+}
+
+
+def main_fuzz() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=120.0, help="per target")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, target in TARGETS.items():
+            rng = np.random.default_rng(args.seed)
+            tried, start = 0, time.perf_counter()
+            while time.perf_counter() - start < args.seconds:
+                try:
+                    target(rng, Path(tmp))
+                except Exception:  # a failure: anything but the documented clear errors
+                    failures += 1
+                    print(
+                        f"FAILURE in {name} (input {tried}):\n{traceback.format_exc()}",
+                        file=sys.stderr,
+                    )
+                tried += 1
+            print(f"{name:16s} {tried:8,} inputs in {args.seconds:.0f} s")
+    print(f"failures: {failures}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_fuzz())

@@ -1,0 +1,173 @@
+"""Hostile inputs, generated here: each ends in a result or a clear error, never code
+execution, a crash, a hang or markup injected into a report."""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignscope.cli import main
+from alignscope.io.datasets import BadImage, decode_image, open_dataset
+
+
+def _png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (10, 20, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _lying_png(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose header claims width x height (CRC fixed up)."""
+    data = bytearray(_png(4, 4))
+    ihdr = 8  # after the signature: length(4) type(4) data(13) crc(4)
+    struct.pack_into(">II", data, ihdr + 8, width, height)
+    crc = zlib.crc32(bytes(data[ihdr + 4 : ihdr + 8 + 13])) & 0xFFFFFFFF
+    struct.pack_into(">I", data, ihdr + 8 + 13, crc)
+    return bytes(data)
+
+
+def test_a_50000_by_50000_png_is_skipped_without_decoding():
+    with pytest.raises(BadImage, match=r"exceeds the limit|cannot decode"):
+        decode_image(_lying_png(50_000, 50_000))
+
+
+def test_a_truncated_jpeg_is_skipped(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buf, format="JPEG")
+    (tmp_path / "a.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    ds = open_dataset(tmp_path)
+    assert list(ds.images()) == [] and ds.skipped[0][0] == "a.jpg"
+
+
+HOSTILE_CAPTION = '<script>alert(1)</script><a href="javascript:alert(2)">x</a>'
+
+
+def _attributes(page: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"]*)"', page)
+
+
+def test_reports_escape_captions_and_link_only_their_own_files(tmp_path, rng, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("pyarrow")
+    from alignscope.io import StoreWriter
+
+    writer = StoreWriter(tmp_path / "store", np.float32)
+    img = rng.normal(size=(30, 8)).astype(np.float32)
+    txt = rng.normal(size=(30, 8)).astype(np.float32)
+    writer.write_shard(
+        0,
+        {"image": img, "text": txt},
+        {
+            "id": [f"id-{i}" for i in range(30)],
+            "caption": [HOSTILE_CAPTION] * 30,
+            "extra": [""] * 30,
+        },
+    )
+    assert (
+        main(
+            [
+                "screen",
+                str(tmp_path / "store"),
+                "--out",
+                str(tmp_path / "s"),
+                "--scores",
+                "alignment",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "replicate",
+                str(tmp_path / "store"),
+                str(tmp_path / "store"),
+                "--out",
+                str(tmp_path / "r"),
+                "--view",
+                "image",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    for page_path in (tmp_path / "s" / "report.html", tmp_path / "r" / "report.html"):
+        page = page_path.read_text()
+        assert "<script>" not in page and 'href="javascript:' not in page
+        for value in _attributes(page):  # only our own data URIs and relative plot files
+            assert value.startswith("data:image/png;base64,") or re.fullmatch(
+                r"[\w/.-]+\.png", value
+            ), value
+    assert "&lt;script&gt;" in (tmp_path / "s" / "report.html").read_text()
+
+
+def test_manifest_rows_out_of_range(tmp_path, rng, capsys):
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    pytest.importorskip("matplotlib")
+    from alignscope.io import write_store
+
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x, x)
+    pq.write_table(pa.table({"row": [3, 99], "poisoned": [True, True]}), tmp_path / "m.parquet")
+    assert (
+        main(
+            [
+                "screen",
+                str(tmp_path / "s"),
+                "--out",
+                str(tmp_path / "o"),
+                "--scores",
+                "alignment",
+                "--manifest",
+                str(tmp_path / "m.parquet"),
+            ]
+        )
+        == 2
+    )
+    assert "manifest rows must be in [0, 10); got 3..99" in capsys.readouterr().err
+
+
+def test_exact_ad_of_a_store_too_large_for_memory_is_refused(tmp_path, monkeypatch):
+    from alignscope.io import open_store
+    from alignscope.metrics import ad
+
+    for view in ("img_emb", "text_emb"):
+        (tmp_path / view).mkdir()
+        np.save(tmp_path / view / f"{view}_0.npy", np.ones((10, 4), np.float16))
+    monkeypatch.setattr(ad, "_available_memory", lambda: 100)  # a machine with 100 bytes free
+    with pytest.raises(
+        ValueError, match=r"holds 10 x 8 float32 rows in memory .* use method='sampled'"
+    ):
+        ad.alignment_difficulty(open_store(tmp_path))
+
+
+def test_regressions_found_by_fuzzing(tmp_path):
+    """Inputs the fuzzer found: a pickle whose BYTEARRAY8 claims 700 GB (the C unpickler
+    crashed on this family), and a .npy whose header is not a Python literal (SyntaxError)."""
+    from alignscope.io import open_store
+    from alignscope.io.safe_pickle import UnsafePickleError, load_pair_pickle
+
+    payload = (
+        b"\x80\x05\x95\xbd\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x03img\x94\x8c\x13numpy._core.numeric"
+        b"\x94\x8c\x0b_frombuffer\x94\x93\x94(\x960\x00\x00\x00\xad\x00\x00\x00\xd3\xc7&\xf9`v"
+    )
+    assert payload.startswith(b"\x80\x05")  # a real protocol-5 pickle prefix
+    with pytest.raises(UnsafePickleError, match=r"exceeds the pickle|ends inside"):
+        load_pair_pickle(payload)
+    buf = io.BytesIO()
+    np.save(buf, np.ones((3, 4), np.float16))
+    data = bytearray(buf.getvalue())
+    data[10] = ord("$")  # the header's first character
+    (tmp_path / "img_emb").mkdir()
+    (tmp_path / "img_emb" / "img_emb_0.npy").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"is truncated or not a valid \.npy file"):
+        open_store(tmp_path)
