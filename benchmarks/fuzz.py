@@ -104,6 +104,48 @@ def _store(rng: np.random.Generator, root: Path) -> None:
         pass
 
 
+def _folder(rng: np.random.Generator, root: Path) -> None:
+    """An image folder with a fuzzed captions.jsonl / captions.csv and fuzzed image files."""
+    folder = root / f"f{rng.integers(1 << 30)}"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(rng.bytes(int(rng.integers(0, 200))))
+    table = "captions.jsonl" if rng.random() < 0.5 else "captions.csv"
+    (folder / table).write_bytes(rng.bytes(int(rng.integers(0, 200))))
+    try:
+        for _record, _image in open_dataset(folder).images():
+            pass
+    except ValueError:  # a caption table that cannot be read is a clear error
+        pass
+
+
+def _manifest(rng: np.random.Generator, root: Path) -> None:
+    from alignscope.screen.run import load_truth
+
+    path = root / f"m{rng.integers(1 << 30)}{rng.choice(['.npz', '.npy', '.parquet'])}"
+    path.write_bytes(rng.bytes(int(rng.integers(0, 400))))
+    try:
+        load_truth(path, 10)
+    except ValueError:
+        pass
+
+
+def _hf_dataset(rng: np.random.Generator, root: Path) -> None:
+    """A saved Hugging Face dataset with fuzzed image bytes and captions."""
+    try:
+        import datasets
+    except ImportError:
+        return
+    folder = root / f"h{rng.integers(1 << 30)}"
+    images = [{"bytes": rng.bytes(int(rng.integers(0, 100))), "path": None} for _ in range(3)]
+    captions = [rng.bytes(int(rng.integers(0, 50))).decode("latin-1") for _ in range(3)]
+    feats = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    datasets.Dataset.from_dict({"image": images, "text": captions}, features=feats).save_to_disk(
+        str(folder)
+    )
+    for _record, _image in open_dataset(folder).images():
+        pass
+
+
 WORDS = [
     "ad",
     "replicate",
@@ -144,6 +186,9 @@ TARGETS = {
     "pair pickle": _pickle,
     "webdataset tar": _tar,
     "store shard": _store,
+    "image folder": _folder,
+    "manifest": _manifest,
+    "HF dataset": _hf_dataset,
     "command line": _cli,
 }
 

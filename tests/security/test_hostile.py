@@ -171,3 +171,20 @@ def test_regressions_found_by_fuzzing(tmp_path):
     (tmp_path / "img_emb" / "img_emb_0.npy").write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"is truncated or not a valid \.npy file"):
         open_store(tmp_path)
+
+
+def test_corrupt_image_in_a_saved_hf_dataset_is_skipped(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    feats = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    good = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(good, format="PNG")
+    rows = {
+        "image": [
+            {"bytes": b"not an image", "path": None},
+            {"bytes": good.getvalue(), "path": None},
+        ],
+        "text": ["bad", "good"],
+    }
+    datasets.Dataset.from_dict(rows, features=feats).save_to_disk(str(tmp_path / "hf"))
+    ds = open_dataset(tmp_path / "hf")
+    assert [r.caption for r, _ in ds.images()] == ["good"] and ds.skipped[0][0] == "0"

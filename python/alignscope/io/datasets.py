@@ -293,6 +293,12 @@ class HFDiskDataset(Dataset):
                 f"{root}: no image column {image_column!r}; columns: {', '.join(names)}"
             )
         self.image_column = image_column
+        feature = self.data.features.get(image_column)
+        if feature is not None and type(feature).__name__ == "Image":
+            # Decode ourselves (size limits, corrupt files skipped), not inside datasets.
+            from datasets import Image as ImageFeature
+
+            self.data = self.data.cast_column(image_column, ImageFeature(decode=False))
         self.caption_column = caption_column or next(
             (c for c in ("caption", "text", "prompt") if c in names), None
         )
