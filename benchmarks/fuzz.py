@@ -22,20 +22,7 @@ import numpy as np
 from alignscope.cli import main
 from alignscope.io import open_store
 from alignscope.io.datasets import BadImage, decode_image, open_dataset
-from alignscope.io.safe_pickle import load_pair_pickle
-
-PICKLE_ERRORS = (
-    pickle.UnpicklingError,
-    EOFError,
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    AttributeError,
-    UnicodeDecodeError,
-    OverflowError,
-    MemoryError,
-)
+from alignscope.io.safe_pickle import UnsafePickleError, load_pair_pickle
 
 
 def _image(rng: np.random.Generator, root: Path) -> None:
@@ -67,7 +54,7 @@ def _pickle(rng: np.random.Generator, root: Path) -> None:
         base[int(rng.integers(len(base)))] = int(rng.integers(256))
     try:
         load_pair_pickle(bytes(base))
-    except PICKLE_ERRORS:
+    except UnsafePickleError:
         pass
 
 

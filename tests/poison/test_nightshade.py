@@ -182,59 +182,10 @@ def test_nightshade_end_to_end(tmp_path, rng, tiny_vae, capsys):
     assert json.loads(capsys.readouterr().out)["poisoned"] == 1
 
 
-def test_anchor_generated_once_with_a_tiny_pipeline(tmp_path, byte_vocab, tiny_vae):
-    transformers = pytest.importorskip("transformers")
+def test_anchor_generated_once_with_a_tiny_pipeline(tmp_path, tiny_sd_dir):
     from alignscope.poison.anchors import generate_anchor, load_pipeline
 
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        norm_num_groups=4,
-        attention_head_dim=4,
-    )
-    vocab_size = len(json.loads((byte_vocab / "vocab.json").read_text()))
-    text = transformers.CLIPTextModel(
-        transformers.CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=16,
-            intermediate_size=32,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            max_position_embeddings=32,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-        )
-    )
-    tokenizer = transformers.CLIPTokenizer(
-        str(byte_vocab / "vocab.json"), str(byte_vocab / "merges.txt"), model_max_length=32
-    )
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=tiny_vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=diffusers.DDIMScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-        ),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(tmp_path / "pipe")
-    loaded = load_pipeline(str(tmp_path / "pipe"))
+    loaded = load_pipeline(str(tiny_sd_dir))
     first = generate_anchor(loaded, "hot dog", tmp_path / "anchors", steps=2, size=16)
     assert first.shape == (16, 16, 3) and (tmp_path / "anchors" / "hot_dog.png").exists()
     again = generate_anchor(None, "hot dog", tmp_path / "anchors")  # cached: no pipeline needed
