@@ -166,14 +166,13 @@ def _export_onnx(torch, net, root: Path, files: dict[str, Path]) -> None:
     )
 
 
-def build_tiny_sd(byte_vocab: Path, seed: int = 0):
-    """A complete tiny Stable Diffusion pipeline (random weights) from configs."""
+def tiny_vae_model(seed: int = 0):
+    """A tiny AutoencoderKL (2 blocks, 4 latent channels, scale factor 2) with seeded weights."""
     diffusers = pytest.importorskip("diffusers")
-    transformers = pytest.importorskip("transformers")
     import torch
 
     torch.manual_seed(seed)
-    vae = diffusers.AutoencoderKL(
+    return diffusers.AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 2,
@@ -184,6 +183,21 @@ def build_tiny_sd(byte_vocab: Path, seed: int = 0):
         norm_num_groups=4,
         sample_size=32,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_vae():
+    return tiny_vae_model()
+
+
+def build_tiny_sd(byte_vocab: Path, seed: int = 0):
+    """A complete tiny Stable Diffusion pipeline (random weights) from configs."""
+    diffusers = pytest.importorskip("diffusers")
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    vae = tiny_vae_model(seed)
+    torch.manual_seed(seed)
     unet = diffusers.UNet2DConditionModel(
         sample_size=8,
         in_channels=4,

@@ -18,22 +18,6 @@ diffusers = pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def tiny_vae():
-    torch.manual_seed(0)
-    return diffusers.AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-
-
 def test_budget_holds_on_the_saved_image_and_latent_moves(rng, tiny_vae):
     image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     anchor = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)  # resized to the image
