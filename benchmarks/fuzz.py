@@ -76,8 +76,8 @@ def _tar(rng: np.random.Generator, root: Path) -> None:
 
 
 def _store(rng: np.random.Generator, root: Path) -> None:
-    store = root / f"s{rng.integers(1 << 30)}"
-    (store / "img_emb").mkdir(parents=True)
+    store = Path(tempfile.mkdtemp(prefix="s", dir=root))
+    (store / "img_emb").mkdir()
     buf = io.BytesIO()
     np.save(buf, rng.normal(size=(int(rng.integers(1, 20)), 4)).astype(np.float16))
     data = bytearray(buf.getvalue())
@@ -93,8 +93,7 @@ def _store(rng: np.random.Generator, root: Path) -> None:
 
 def _folder(rng: np.random.Generator, root: Path) -> None:
     """An image folder with a fuzzed captions.jsonl / captions.csv and fuzzed image files."""
-    folder = root / f"f{rng.integers(1 << 30)}"
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(prefix="f", dir=root))
     (folder / "a.png").write_bytes(rng.bytes(int(rng.integers(0, 200))))
     table = "captions.jsonl" if rng.random() < 0.5 else "captions.csv"
     (folder / table).write_bytes(rng.bytes(int(rng.integers(0, 200))))
@@ -122,7 +121,7 @@ def _hf_dataset(rng: np.random.Generator, root: Path) -> None:
         import datasets
     except ImportError:
         return
-    folder = root / f"h{rng.integers(1 << 30)}"
+    folder = Path(tempfile.mkdtemp(prefix="h", dir=root)) / "hf"
     images = [{"bytes": rng.bytes(int(rng.integers(0, 100))), "path": None} for _ in range(3)]
     captions = [rng.bytes(int(rng.integers(0, 50))).decode("latin-1") for _ in range(3)]
     feats = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})

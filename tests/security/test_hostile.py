@@ -188,3 +188,11 @@ def test_corrupt_image_in_a_saved_hf_dataset_is_skipped(tmp_path):
     datasets.Dataset.from_dict(rows, features=feats).save_to_disk(str(tmp_path / "hf"))
     ds = open_dataset(tmp_path / "hf")
     assert [r.caption for r, _ in ds.images()] == ["good"] and ds.skipped[0][0] == "0"
+
+
+def test_caption_table_line_that_is_not_an_object(tmp_path):
+    """Found by fuzzing: a captions.jsonl line holding a number raised AttributeError."""
+    (tmp_path / "a.png").write_bytes(_png(4, 4))
+    (tmp_path / "captions.jsonl").write_text("5\n")
+    with pytest.raises(ValueError, match=r"captions.jsonl line 1: expected"):
+        open_dataset(tmp_path)

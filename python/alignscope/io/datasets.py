@@ -133,6 +133,8 @@ class ImageFolder(Dataset):
                     continue
                 try:
                     row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise TypeError(f"a line holds {type(row).__name__}, not an object")
                     out[str(row["file"])] = clean_caption(row.get("caption", row.get("text")))
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ValueError(
