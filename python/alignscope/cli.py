@@ -273,14 +273,10 @@ def _demo_description(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from alignscope.embed import SSCDEncoder, embed_dataset, load_clip
-    from alignscope.io.datasets import open_dataset
 
     if args.clip is None and args.sscd is None:
         raise UsageError("give --clip SPEC and/or --sscd MODEL (see `alignscope embed --help`)")
-    try:
-        dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageError(f"DATASET: {exc}") from exc
+    dataset = _open_dataset(args.dataset, args.trust_pickles)
     if args.ray is not None:
         from alignscope.distributed.embedding import ray_embed
 
@@ -345,17 +341,13 @@ def _is_store(path: Path) -> bool:
 
 def _embed_for_replication(args: argparse.Namespace, name: str, path: Path) -> Path:
     from alignscope.embed import SSCDEncoder, embed_dataset
-    from alignscope.io.datasets import open_dataset
 
     if args.sscd is None:
         raise UsageError(
             f"{name}: {str(path)!r} is an image dataset; give --sscd MODEL to embed it (or pass "
             "a store written by `alignscope embed`)"
         )
-    try:
-        dataset = open_dataset(path, trust_pickles=args.trust_pickles)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageError(f"{name}: {exc}") from exc
+    dataset = _open_dataset(path, args.trust_pickles, name)
     out = Path(args.out) / f"{name.lower()}_store"
     embed_dataset(
         dataset,
@@ -439,7 +431,6 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
 
 def cmd_poison(args: argparse.Namespace) -> int:
-    from alignscope.io.datasets import open_dataset
     from alignscope.poison.run import poison_dataset
 
     ranks = None
@@ -449,10 +440,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--concept-ranks takes A-B, got {args.concept_ranks!r}") from exc
         ranks = (a, b)
-    try:
-        dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageError(f"DATASET: {exc}") from exc
+    dataset = _open_dataset(args.dataset, args.trust_pickles)
     vae = clip = pipeline = perceptual = None
     if args.anchor_pipeline and args.method == "dirty-label":
         from alignscope.poison.anchors import load_pipeline
@@ -541,11 +529,10 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 "(or pass a store written by `alignscope embed`)"
             )
         from alignscope.embed import embed_dataset, load_clip
-        from alignscope.io.datasets import open_dataset
 
         embedded = Path(args.out) / "store"
         embed_dataset(
-            open_dataset(path),
+            _open_dataset(path, False, "STORE"),
             embedded,
             clip=load_clip(args.clip, args.device),
             progress=not args.quiet,
@@ -607,35 +594,29 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 def _captions(path: Path, n: int) -> list[str] | None:
     """Captions of a store written by `alignscope embed` (its metadata), else None."""
-    meta = path / "metadata" if path.is_dir() else None
-    if meta is None or not meta.is_dir():
-        return None
+    from alignscope.report.thumbnails import metadata_column
+
+    captions = metadata_column(path, "caption") if path.is_dir() else None
+    return captions if captions is not None and len(captions) == n else None
+
+
+def _open_dataset(path: str | Path, trust_pickles: bool, name: str = "DATASET") -> Any:
+    """A dataset, or a one-line usage error naming the argument."""
+    from alignscope.io.datasets import open_dataset
+
     try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        return None
-    shards = sorted(meta.glob("metadata_*.parquet"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    captions: list[str] = []
-    for shard in shards:
-        if "caption" not in pq.read_schema(shard).names:
-            return None
-        captions.extend(
-            str(c) for c in pq.read_table(shard, columns=["caption"]).column("caption").to_pylist()
-        )
-    return captions if len(captions) == n else None
+        return open_dataset(path, trust_pickles=trust_pickles)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"{name}: {exc}") from exc
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from alignscope.io.datasets import open_dataset
     from alignscope.train import TrainConfig, train
     from alignscope.train.modes import with_preset
 
-    try:
-        dataset = open_dataset(args.dataset, trust_pickles=args.trust_pickles)
-    except (ValueError, FileNotFoundError) as exc:
-        raise UsageError(f"DATASET: {exc}") from exc
+    dataset = _open_dataset(args.dataset, args.trust_pickles)
     config = with_preset(TrainConfig(), args.preset)
     overrides = {
         "steps": args.steps,

@@ -68,7 +68,7 @@ def test_perceptual_penalty_path(rng, tiny_vae):
         with torch.no_grad():
             return float(perceptual(t(result.image), t(image)))
 
-    assert distance(tight) <= distance(loose) + 1e-6
+    assert distance(tight) < distance(loose)  # the penalty changed the optimisation
 
 
 class _FakeClip:

@@ -83,32 +83,22 @@ def run_pair(job: TileJob, pair: tuple[int, int]) -> str:
     k0, k1 = k * job.block, min(job.n, (k + 1) * job.block)
     rows = _rows(job, i0, i1)
     codes = job.codes
-    if i == k:
-        row_sums, _, _ = _backend.pair_abs_sum(
-            rows,
-            zscale=job.zscale,
-            c0=job.c0,
-            c_label=job.c_label,
-            tile=job.tile,
-            threads=1,
-            backend=engine,
-            row_labels=None if codes is None else codes[i0:i1],
-        )
+    # A diagonal pair is the symmetric form of one block; others the rectangular one.
+    diagonal = i == k
+    row_sums, _, col_sums = _backend.pair_abs_sum(
+        rows,
+        None if diagonal else _rows(job, k0, k1),
+        zscale=job.zscale,
+        c0=job.c0,
+        c_label=job.c_label,
+        tile=job.tile,
+        threads=1,
+        backend=engine,
+        row_labels=None if codes is None else codes[i0:i1],
+        col_labels=None if codes is None or diagonal else codes[k0:k1],
+    )
+    if col_sums is None:
         col_sums = np.zeros(0)
-    else:
-        cols = _rows(job, k0, k1)
-        row_sums, _, col_sums = _backend.pair_abs_sum(
-            rows,
-            cols,
-            zscale=job.zscale,
-            c0=job.c0,
-            c_label=job.c_label,
-            tile=job.tile,
-            threads=1,
-            backend=engine,
-            row_labels=None if codes is None else codes[i0:i1],
-            col_labels=None if codes is None else codes[k0:k1],
-        )
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, row_sums=row_sums, col_sums=col_sums)
     return str(out)

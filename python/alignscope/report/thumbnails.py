@@ -17,8 +17,9 @@ import numpy as np
 THUMBNAIL_PIXELS = 128
 
 
-def row_ids(store_root: Path) -> list[str] | None:
-    """Ids of all rows in order, from the store's metadata shards, or None."""
+def metadata_column(store_root: Path, name: str) -> list[str] | None:
+    """One metadata column of every row in order (as strings), from the store's metadata
+    shards; None when the store has no metadata, no such column, or no pyarrow."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -27,13 +28,17 @@ def row_ids(store_root: Path) -> list[str] | None:
     if not meta.is_dir():
         return None
     shards = sorted(meta.glob("metadata_*.parquet"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    ids: list[str] = []
+    values: list[str] = []
     for path in shards:
-        table = pq.read_table(path, columns=["id"]) if "id" in pq.read_schema(path).names else None
-        if table is None:
+        if name not in pq.read_schema(path).names:
             return None
-        ids.extend(str(v) for v in table.column("id").to_pylist())
-    return ids
+        values.extend(str(v) for v in pq.read_table(path, columns=[name]).column(name).to_pylist())
+    return values
+
+
+def row_ids(store_root: Path) -> list[str] | None:
+    """Ids of all rows in order, from the store's metadata shards, or None."""
+    return metadata_column(store_root, "id")
 
 
 def thumbnails(store_root: str | Path, rows: np.ndarray) -> dict[int, str]:
