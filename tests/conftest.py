@@ -248,6 +248,16 @@ def build_tiny_sd(byte_vocab: Path, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
+def tiny_sd_factory(byte_vocab):
+    """build_tiny_sd(seed=0) -> a fresh tiny pipeline, for tests that change its configs."""
+
+    def make(seed: int = 0):
+        return build_tiny_sd(byte_vocab, seed)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory, byte_vocab) -> Path:
     root = tmp_path_factory.mktemp("tiny_sd")
     build_tiny_sd(byte_vocab).save_pretrained(root / "sd")

@@ -86,6 +86,64 @@ def test_textual_inversion_trains_only_its_embedding(tmp_path, four_images, tiny
     assert all(not torch.allclose(after[i], initial) for i in ids)  # the new vectors moved
 
 
+@pytest.fixture
+def two_concepts(tmp_path, rng):
+    """Two concepts of two images each, captioned "a photo of a q" and "a photo of a x"."""
+    root = tmp_path / "concepts"
+    for word in ("q", "x"):
+        (root / word).mkdir(parents=True)
+        base = rng.integers(0, 255, (4, 4, 3))
+        for i in range(2):
+            pixels = np.clip(base + rng.integers(-10, 10, (4, 4, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).resize((16, 16), Image.BICUBIC).save(root / word / f"{i}.png")
+            (root / word / f"{i}.txt").write_text(f"a photo of a {word}")
+    both = root / "both"
+    both.mkdir()
+    for word in ("q", "x"):
+        for f in (root / word).iterdir():
+            (both / f"{word}{f.name}").write_bytes(f.read_bytes())
+    return root
+
+
+def test_textual_inversion_recovers_a_concept_the_model_knows(
+    tmp_path, two_concepts, tiny_sd_factory
+):
+    """The frozen model is first fine-tuned on concepts q and x; textual inversion on q's images,
+    started from x's token, must find q: its loss falls by at least half.
+
+    The model is the kind where conditioning carries the signal: v-prediction (SD 2.x) with
+    latents scaled to unit size, trained in SZT's high-noise window, where the noisy latent
+    alone no longer tells q from x.
+    """
+    pipe = tiny_sd_factory()
+    pipe.scheduler = diffusers.DDPMScheduler.from_config(
+        pipe.scheduler.config, prediction_type="v_prediction"
+    )
+    pipe.vae.register_to_config(scaling_factor=5.0)
+    pipe.save_pretrained(tmp_path / "sd")
+    window = {"batch_size": 4, "resolution": 16, "seed": 0, "timestep_min": 900}
+    train(
+        "finetune",
+        open_dataset(two_concepts / "both"),
+        tmp_path / "ft",
+        model=tmp_path / "sd",
+        config=TrainConfig(steps=300, learning_rate=1e-3, **window),
+        progress=False,
+    )
+    result = train(
+        "textual-inversion",
+        open_dataset(two_concepts / "q"),
+        tmp_path / "ti",
+        model=tmp_path / "ft" / "model",
+        config=TrainConfig(steps=200, learning_rate=5e-2, **window),
+        placeholder="<q-concept>",
+        initializer="x",
+        progress=False,
+    )
+    losses = np.array(result.losses)
+    assert losses[-20:].mean() < 0.5 * losses[:20].mean()
+
+
 def test_resume_gives_the_uninterrupted_weights(tmp_path, four_images, tiny_sd_dir):
     full = TrainConfig(
         steps=8, learning_rate=1e-3, batch_size=2, resolution=16, seed=3, checkpoint_every=3
