@@ -663,6 +663,95 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _concept_list(text: str) -> list[str]:
+    """A concepts file (one per line), ``vocabulary:N`` (the packaged nouns), or a comma list."""
+    path = Path(text)
+    if path.is_file():
+        concepts = [ln.strip() for ln in path.read_text("utf-8").splitlines()]
+        concepts = [c for c in concepts if c and not c.startswith("#")]
+    elif text.startswith("vocabulary:"):
+        from alignscope.poison.concepts import load_vocabulary
+
+        count = text.partition(":")[2]
+        if not count.isdigit() or int(count) < 1:
+            raise UsageError(f"--concepts vocabulary:N needs a positive N, got {text!r}")
+        concepts = list(load_vocabulary().nouns[: int(count)])
+    else:
+        concepts = [c.strip() for c in text.split(",") if c.strip()]
+    if not concepts:
+        raise UsageError(f"--concepts {text!r} gives no concepts")
+    return list(dict.fromkeys(concepts))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from alignscope.evaluate.generate import GenerationSettings
+    from alignscope.evaluate.run import Dissection, EvalConfig, evaluate
+
+    generation = GenerationSettings(
+        images_per_concept=args.images_per_concept,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        template=args.template,
+        height=args.height,
+        width=args.width,
+    )
+    dissection = None
+    if args.target_class:
+        if not args.class_names:
+            raise UsageError("--target-class needs --class-names (comma list or file)")
+        dissection = Dissection(
+            target_class=args.target_class,
+            class_names=_concept_list(args.class_names),
+            trigger=args.trigger,
+            classifier=args.classifier,
+            images=args.dissection_images,
+            p_t=args.p_t,
+        )
+    names = [Path(m).name for m in args.models]
+    config = EvalConfig(
+        concepts=_concept_list(args.concepts),
+        generation=generation,
+        clip=args.clip,
+        aesthetics=args.aesthetics,
+        aesthetics_clip=args.aesthetics_clip,
+        poisoned=_concept_list(args.poisoned) if args.poisoned else [],
+        poison_manifest=args.poison_manifest,
+        attention_concepts=args.attention_concepts,
+        attention_resolution=args.attention_resolution,
+        attention_layers=args.attention_layers,
+        dissection=dissection,
+        replication_store=args.replication_store,
+        sscd=args.sscd,
+        device=args.device,
+    )
+    models = (
+        dict(zip(args.names.split(","), args.models, strict=True))
+        if args.names and len(args.names.split(",")) == len(args.models)
+        else args.models
+    )
+    if args.names and not isinstance(models, dict):
+        raise UsageError(
+            f"--names gives {len(args.names.split(','))} names for {len(names)} models"
+        )
+    report = evaluate(models, args.out, config, progress=not args.quiet, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from alignscope.report.evaluation import comparison_rows
+        from alignscope.report.tables import format_table
+
+        print(
+            format_table(
+                ["concepts", "metric", *report["models"]],
+                [[g, label, *cells] for g, label, cells in comparison_rows(report)],
+            )
+        )
+        print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from alignscope import backend_info
 
@@ -948,6 +1037,61 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="generate, score and compare trained models; report")
+    ev.add_argument("models", nargs="+", help="diffusers Stable Diffusion folders")
+    ev.add_argument("--out", required=True, help="output directory (resumable)")
+    ev.add_argument(
+        "--concepts",
+        default="vocabulary:1000",
+        help="file (one per line), comma list, or vocabulary:N (default: the paper's 1000)",
+    )
+    ev.add_argument("--names", help="comma-separated model names for the report")
+    ev.add_argument(
+        "--images-per-concept", dest="images_per_concept", type=_positive_int, default=5
+    )
+    ev.add_argument("--steps", type=_positive_int, default=50)
+    ev.add_argument("--guidance", type=float, default=7.5)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4)
+    ev.add_argument("--template", default="a photo of {}", help="prompt; {} is the concept")
+    ev.add_argument("--height", type=_positive_int)
+    ev.add_argument("--width", type=_positive_int)
+    ev.add_argument("--clip", default="open_clip:ViT-B-32:openai", help="CLIP spec for scores")
+    ev.add_argument("--aesthetics", help="LAION aesthetics head weights (.pth/.safetensors)")
+    ev.add_argument(
+        "--aesthetics-clip", dest="aesthetics_clip", default="open_clip:ViT-L-14:openai"
+    )
+    ev.add_argument("--poison-manifest", dest="poison_manifest", help="poison_manifest.parquet")
+    ev.add_argument("--poisoned", help="poisoned concepts (comma list or file)")
+    ev.add_argument("--attention-concepts", dest="attention_concepts", type=int, default=4)
+    ev.add_argument(
+        "--attention-resolution", dest="attention_resolution", type=_positive_int, default=16
+    )
+    ev.add_argument(
+        "--attention-layers",
+        dest="attention_layers",
+        choices=("matching", "all"),
+        default="matching",
+    )
+    ev.add_argument("--target-class", dest="target_class", help="G1-G4: the attacked class")
+    ev.add_argument("--class-names", dest="class_names", help="G1-G4: classes (comma list or file)")
+    ev.add_argument(
+        "--trigger", default="badnets-1", help="badnets-1, badnets-2 or a TorchScript detector"
+    )
+    ev.add_argument(
+        "--classifier", default="clip", help="clip (zero-shot) or a TorchScript classifier"
+    )
+    ev.add_argument("--dissection-images", dest="dissection_images", type=_positive_int, default=20)
+    ev.add_argument(
+        "--p-t", dest="p_t", type=float, help="trigger ratio in the target class's training data"
+    )
+    ev.add_argument("--replication-store", dest="replication_store", help="store with an sscd view")
+    ev.add_argument("--sscd", help="SSCD model (.torchscript/.onnx) for replication")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
 
     info = sub.add_parser("info", help="what was built: backends, threads, SIMD, BLAS, devices")
     info.add_argument("--json", action="store_true")

@@ -33,7 +33,9 @@ class ClipEncoder:
     def encode_images(self, images: list[Any]) -> np.ndarray:
         raise NotImplementedError
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str], normalize: bool = True) -> np.ndarray:
+        """(n, dim) float32 text features; unit rows unless ``normalize`` is False (the raw
+        projected features, e.g. for Nightshade's L2 distances)."""
         raise NotImplementedError
 
 
@@ -77,9 +79,10 @@ class OpenClipEncoder(ClipEncoder):
         with torch.no_grad():
             return _unit(self.model.encode_image(batch))
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         with self._torch.no_grad():
-            return _unit(self.model.encode_text(self.tokenizer(texts).to(self.device)))
+            feats = self.model.encode_text(self.tokenizer(texts).to(self.device))
+        return _unit(feats) if normalize else feats.float().cpu().numpy()
 
 
 class HFClipEncoder(ClipEncoder):
@@ -110,7 +113,7 @@ class HFClipEncoder(ClipEncoder):
             out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
         return _unit(self._features(out))
 
-    def encode_texts(self, texts: list[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str], normalize: bool = True) -> np.ndarray:
         max_len = self.model.config.text_config.max_position_embeddings
         tokens = self.tokenizer(
             texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
@@ -120,7 +123,8 @@ class HFClipEncoder(ClipEncoder):
                 input_ids=tokens["input_ids"].to(self.device),
                 attention_mask=tokens["attention_mask"].to(self.device),
             )
-        return _unit(self._features(out))
+        feats = self._features(out)
+        return _unit(feats) if normalize else feats.float().cpu().numpy()
 
 
 def load_clip(spec: str, device: str = "cpu") -> ClipEncoder:

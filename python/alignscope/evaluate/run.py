@@ -1,0 +1,465 @@
+"""``evaluate``: generate, score and dissect one or more trained models, then report.
+
+For each model: the concepts' images (``generate.py``), their CLIP scores (raw cosine with the
+prompt), aesthetics (optional head on a second CLIP), the paper's metrics over all concepts and
+split into clean / poisoned / bleed-through when the poisoned concepts are known, token maps of
+cross-attention for a few concepts, and optionally BiBadDiff's G1-G4 dissection of a target
+prompt and the replication of generations in the training set (SSCD). The output directory
+holds ``report.json``, ``report.html``, per-model ``scores.csv``, image grids and attention
+overlays.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignscope.evaluate.generate import GenerationSettings, generate_images, slug
+from alignscope.evaluate.metrics import (
+    AESTHETICS_THRESHOLD,
+    BLEED_THROUGH_DISTANCE,
+    CLIP_THRESHOLD,
+    bleed_through_concepts,
+    poisoned_prompts,
+    split_metrics,
+)
+from alignscope.report.files import atomic_path
+
+DEFAULT_CLIP = "open_clip:ViT-B-32:openai"
+DEFAULT_AESTHETICS_CLIP = "open_clip:ViT-L-14:openai"
+
+
+@dataclass
+class Dissection:
+    """BiBadDiff's dissection of generations for ``target_class``'s prompt."""
+
+    target_class: str
+    class_names: list[str]
+    trigger: str = "badnets-1"  # badnets-1 | badnets-2 | path of a TorchScript detector
+    classifier: str = "clip"  # "clip" (zero-shot with the scoring CLIP) | TorchScript path
+    images: int = 20
+    p_t: float | None = None
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how (the defaults are the Implosion paper's protocol)."""
+
+    concepts: list[str]
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    clip: str = DEFAULT_CLIP
+    aesthetics: str | None = None  # weights file of the LAION head
+    aesthetics_clip: str = DEFAULT_AESTHETICS_CLIP
+    poisoned: list[str] = field(default_factory=list)
+    poison_manifest: str | None = None
+    clip_threshold: float = CLIP_THRESHOLD
+    aesthetics_threshold: float = AESTHETICS_THRESHOLD
+    bleed_threshold: float = BLEED_THROUGH_DISTANCE
+    attention_concepts: int = 4
+    attention_resolution: int = 16
+    attention_layers: str = "matching"
+    dissection: Dissection | None = None
+    replication_store: str | None = None  # an embedding store with an sscd view
+    sscd: str | None = None
+    grid_concepts: int = 8
+    device: str = "cpu"
+
+    def check(self) -> None:
+        if not self.concepts:
+            raise ValueError("concepts is empty: give the concepts to evaluate")
+        if len(set(self.concepts)) != len(self.concepts):
+            raise ValueError("concepts has duplicates; each concept is evaluated once")
+        self.generation.check()
+        if self.attention_concepts < 0 or self.grid_concepts < 0:
+            raise ValueError("attention_concepts and grid_concepts must be >= 0")
+        if (self.replication_store is None) != (self.sscd is None):
+            raise ValueError("replication needs both replication_store= and sscd=")
+        if self.dissection is not None and self.dissection.target_class not in (
+            self.dissection.class_names
+        ):
+            raise ValueError(
+                f"dissection target_class {self.dissection.target_class!r} is not one of "
+                "class_names"
+            )
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(message, file=sys.stderr)
+
+
+def load_pipeline(model: str | Path, device: str = "cpu") -> Any:
+    """A diffusers Stable Diffusion pipeline from a local folder, safety checker off."""
+    try:
+        import torch
+        from diffusers import StableDiffusionPipeline
+    except ImportError as exc:
+        raise ValueError("evaluation needs diffusers: pip install 'alignscope[train]'") from exc
+    path = Path(model)
+    if not (path / "model_index.json").is_file():
+        raise ValueError(f"model {str(path)!r} is not a diffusers pipeline folder")
+    pipe = StableDiffusionPipeline.from_pretrained(
+        path, safety_checker=None, requires_safety_checker=False
+    ).to(device)
+    if device.startswith("cuda"):
+        pipe = pipe.to(torch.float16)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _images(paths: Sequence[Path]) -> list[Any]:
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append(im.convert("RGB"))
+    return out
+
+
+def _encode_images(encoder: Any, paths: Sequence[Path], batch: int = 32) -> np.ndarray:
+    chunks = [
+        encoder.encode_images(_images(paths[i : i + batch])) for i in range(0, len(paths), batch)
+    ]
+    return np.concatenate(chunks, axis=0)
+
+
+def _encode_texts(encoder: Any, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
+    chunks = [
+        encoder.encode_texts(list(texts[i : i + 256]), normalize=normalize)
+        for i in range(0, len(texts), 256)
+    ]
+    return np.concatenate(chunks, axis=0)
+
+
+def image_grid(paths: Sequence[Sequence[Path]], labels: Sequence[str], cell: int = 128) -> Any:
+    """A PIL grid: one row of images per label."""
+    from PIL import Image, ImageDraw
+
+    cols = max((len(r) for r in paths), default=1)
+    label_w = 160
+    grid = Image.new("RGB", (label_w + cols * cell, max(1, len(paths)) * cell), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (row, label) in enumerate(zip(paths, labels, strict=True)):
+        draw.text((4, r * cell + cell // 2 - 6), label[:24], fill="black")
+        for c, p in enumerate(row):
+            with Image.open(p) as im:
+                grid.paste(im.convert("RGB").resize((cell, cell)), (label_w + c * cell, r * cell))
+    return grid
+
+
+def _save_png(image: Any, path: Path) -> str:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path.name
+
+
+def evaluate_model(
+    model: str | Path,
+    out: str | Path,
+    config: EvalConfig,
+    *,
+    clip: Any = None,
+    aesthetics_clip: Any = None,
+    progress: bool = True,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Evaluate one model into ``out`` (images/, attention/, scores.csv, metrics.json).
+
+    ``clip`` / ``aesthetics_clip`` are loaded ClipEncoders, reused across models; None loads
+    them from ``config``. Returns the model's section of ``report.json``.
+    """
+    from alignscope.embed.clip import load_clip
+
+    config.check()
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    pipe = load_pipeline(model, config.device)
+    clip = clip or load_clip(config.clip, config.device)
+    _log(f"{model}: generating {len(config.concepts)} concepts", quiet)
+    items = generate_images(
+        pipe, config.concepts, root / "images", config.generation, progress=progress
+    )
+    paths = [g.path for g in items]
+    image_emb = _encode_images(clip, paths)
+    prompts = list(dict.fromkeys(g.prompt for g in items))
+    text_emb = dict(zip(prompts, _encode_texts(clip, prompts), strict=True))
+    clip_scores = np.array(
+        [float(image_emb[i] @ text_emb[g.prompt]) for i, g in enumerate(items)], dtype=np.float64
+    )
+    aesthetics = None
+    if config.aesthetics is not None:
+        from alignscope.evaluate.aesthetics import AestheticsHead
+
+        head = AestheticsHead.load(config.aesthetics)
+        aesthetics_clip = aesthetics_clip or load_clip(config.aesthetics_clip, config.device)
+        aesthetics = head(_encode_images(aesthetics_clip, paths))
+
+    poisoned = list(config.poisoned)
+    if config.poison_manifest is not None:
+        poisoned += [p for p in poisoned_prompts(config.poison_manifest) if p not in poisoned]
+    bleed: dict[str, str] = {}
+    if poisoned:
+        raw = _encode_texts(clip, config.concepts, normalize=False)
+        bleed = bleed_through_concepts(
+            raw, config.concepts, poisoned, threshold=config.bleed_threshold
+        )
+    concepts_of = [g.concept for g in items]
+    metrics = split_metrics(
+        concepts_of,
+        clip_scores,
+        aesthetics,
+        poisoned=poisoned,
+        bleed_through=list(bleed),
+        clip_threshold=config.clip_threshold,
+        aesthetics_threshold=config.aesthetics_threshold,
+    )
+    groups = [
+        "poisoned" if c in poisoned else "bleed_through" if c in bleed else "clean"
+        for c in concepts_of
+    ]
+    _write_scores(root / "scores.csv", items, clip_scores, aesthetics, groups)
+
+    section: dict[str, Any] = {
+        "model": str(model),
+        "images": len(items),
+        "metrics": metrics,
+        "poisoned_concepts": [c for c in config.concepts if c in poisoned],
+        "bleed_through": bleed,
+        "per_concept": _per_concept(concepts_of, clip_scores, aesthetics, config),
+    }
+    shown = config.concepts[: config.grid_concepts]
+    by_concept = {c: [g.path for g in items if g.concept == c] for c in shown}
+    if shown:
+        section["grid"] = _save_png(image_grid(list(by_concept.values()), shown), root / "grid.png")
+    section["attention"] = _attention(pipe, config, poisoned, root / "attention")
+    if config.dissection is not None:
+        section["dissection"] = _dissect(pipe, clip, config, root / "dissection", progress)
+    if config.replication_store is not None:
+        section["replication"] = _replicate(paths, config)
+    section["seconds"] = round(time.perf_counter() - started, 3)
+    with atomic_path(root / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(section, indent=2))
+    return section
+
+
+def _per_concept(
+    concepts_of: list[str], clip_scores: np.ndarray, aesthetics: np.ndarray | None, cfg: EvalConfig
+) -> dict[str, dict[str, float]]:
+    names = np.asarray(concepts_of, dtype=object)
+    out = {}
+    for c in cfg.concepts:
+        mask = names == c
+        entry = {
+            "clip_mean": float(clip_scores[mask].mean()),
+            "accuracy": float((clip_scores[mask] > cfg.clip_threshold).mean()),
+        }
+        if aesthetics is not None:
+            entry["aesthetics_mean"] = float(aesthetics[mask].mean())
+        out[c] = entry
+    return out
+
+
+def _write_scores(
+    path: Path,
+    items: list[Any],
+    clip_scores: np.ndarray,
+    aesthetics: np.ndarray | None,
+    groups: list[str],
+) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["concept", "image", "seed", "prompt", "file", "group", "clip", "aesthetics"])
+        for i, g in enumerate(items):
+            w.writerow(
+                [
+                    g.concept,
+                    g.image_index,
+                    g.seed,
+                    g.prompt,
+                    str(g.path.relative_to(path.parent)),
+                    groups[i],
+                    f"{clip_scores[i]:.6f}",
+                    "" if aesthetics is None else f"{aesthetics[i]:.4f}",
+                ]
+            )
+
+
+def _attention(pipe: Any, cfg: EvalConfig, poisoned: list[str], out: Path) -> list[dict[str, Any]]:
+    from PIL import Image
+
+    from alignscope.evaluate.attention import attention_maps, overlay
+
+    chosen = list(dict.fromkeys([c for c in cfg.concepts if c in poisoned] + list(cfg.concepts)))[
+        : cfg.attention_concepts
+    ]
+    if not chosen:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    gen = cfg.generation
+    entries = []
+    for c in chosen:
+        prompt = gen.template.format(c)
+        image, maps, _ = attention_maps(
+            pipe,
+            prompt,
+            [c],
+            seed=gen.seed,
+            steps=gen.steps,
+            guidance=gen.guidance,
+            resolution=cfg.attention_resolution,
+            layers=cfg.attention_layers,
+            height=gen.height,
+            width=gen.width,
+        )
+        name = f"{slug(c, cfg.concepts.index(c))}.png"
+        _save_png(Image.fromarray(overlay(image, maps[c])), out / name)
+        np.save(out / f"{Path(name).stem}.npy", maps[c])
+        entries.append({"concept": c, "prompt": prompt, "overlay": f"attention/{name}"})
+    return entries
+
+
+def _dissect(pipe: Any, clip: Any, cfg: EvalConfig, out: Path, progress: bool) -> dict[str, Any]:
+    from alignscope.evaluate.dissection import (
+        ClassClassifier,
+        TriggerDetector,
+        dissect_generations,
+    )
+
+    d = cfg.dissection
+    assert d is not None
+    settings = GenerationSettings(
+        images_per_concept=d.images,
+        steps=cfg.generation.steps,
+        guidance=cfg.generation.guidance,
+        seed=cfg.generation.seed,
+        batch_size=cfg.generation.batch_size,
+        template=cfg.generation.template,
+        height=cfg.generation.height,
+        width=cfg.generation.width,
+    )
+    items = generate_images(pipe, [d.target_class], out, settings, progress=progress)
+    images = [np.asarray(im) for im in _images([g.path for g in items])]
+    classifier = (
+        ClassClassifier.zero_shot(clip, d.class_names)
+        if d.classifier == "clip"
+        else ClassClassifier.torchscript(d.classifier, d.class_names)
+    )
+    detector = (
+        TriggerDetector.template(d.trigger)
+        if d.trigger in ("badnets-1", "badnets-2")
+        else TriggerDetector.torchscript(d.trigger)
+    )
+    result = dissect_generations(
+        images, target_class=d.target_class, classifier=classifier, detector=detector, p_t=d.p_t
+    )
+    return {"target_class": d.target_class, "trigger": d.trigger, **result.to_dict()}
+
+
+def _replicate(paths: list[Path], cfg: EvalConfig) -> dict[str, Any]:
+    from alignscope.embed.sscd import SSCDEncoder
+    from alignscope.io.store import open_store
+    from alignscope.search.replication import replication
+
+    assert cfg.sscd is not None and cfg.replication_store is not None
+    encoder = SSCDEncoder(cfg.sscd, device=cfg.device)
+    generated = np.concatenate(
+        [encoder.encode(_images(paths[i : i + 32])) for i in range(0, len(paths), 32)]
+    )
+    result = replication(generated, open_store(cfg.replication_store), k=1, view="sscd")
+    return result.summary()
+
+
+def evaluate(
+    models: dict[str, str | Path] | Sequence[str | Path],
+    out: str | Path,
+    config: EvalConfig,
+    *,
+    progress: bool = True,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Evaluate every model into ``out/<name>/`` and write ``report.json`` and ``report.html``.
+
+    Parameters
+    ----------
+    models : {name: diffusers folder} or a list of folders (named by their directory names).
+    out : output directory (created); reruns reuse the images already generated.
+
+    Returns
+    -------
+    The report: settings, and per model its metrics, groups, maps and optional sections.
+    """
+    from alignscope.embed.clip import load_clip
+    from alignscope.report.evaluation import write_html
+
+    config.check()
+    named = _names(models)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    clip = load_clip(config.clip, config.device)
+    aes_clip = (
+        load_clip(config.aesthetics_clip, config.device) if config.aesthetics is not None else None
+    )
+    report: dict[str, Any] = {
+        "settings": _settings(config),
+        "thresholds": {
+            "clip": config.clip_threshold,
+            "aesthetics": config.aesthetics_threshold,
+            "bleed_through_l2": config.bleed_threshold,
+        },
+        "models": {},
+    }
+    for name, path in named.items():
+        report["models"][name] = evaluate_model(
+            path,
+            root / name,
+            config,
+            clip=clip,
+            aesthetics_clip=aes_clip,
+            progress=progress,
+            quiet=quiet,
+        )
+    with atomic_path(root / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    write_html(report, root / "report.html")
+    return report
+
+
+def _names(models: dict[str, str | Path] | Sequence[str | Path]) -> dict[str, Path]:
+    if isinstance(models, dict):
+        named = {str(k): Path(v) for k, v in models.items()}
+    else:
+        named = {}
+        for m in models:
+            p = Path(m)
+            name = p.name if p.name != "model" else p.parent.name
+            while name in named:
+                name += "_"
+            named[name] = p
+    if not named:
+        raise ValueError("models is empty: give at least one diffusers model folder")
+    for name in named:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"model name {name!r} must be a plain directory name")
+    for path in named.values():
+        if not (path / "model_index.json").is_file():  # before any model loads
+            raise ValueError(f"model {str(path)!r} is not a diffusers pipeline folder")
+    return named
+
+
+def _settings(cfg: EvalConfig) -> dict[str, Any]:
+    out = asdict(cfg)
+    out["concepts"] = len(cfg.concepts)
+    return out
+
+
+__all__ = ["Dissection", "EvalConfig", "evaluate", "evaluate_model", "load_pipeline"]

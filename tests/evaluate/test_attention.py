@@ -1,0 +1,88 @@
+"""Cross-attention capture on a tiny Stable Diffusion built from configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alignscope.evaluate.attention import (
+    attention_maps,
+    capture_cross_attention,
+    cross_attention_names,
+    overlay,
+    token_positions,
+)
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+
+@pytest.fixture
+def pipe(tiny_sd_dir):
+    return diffusers.StableDiffusionPipeline.from_pretrained(tiny_sd_dir)
+
+
+def _generate(pipe):
+    return pipe(
+        "a photo of a cat",
+        num_inference_steps=3,
+        height=16,
+        width=16,
+        generator=torch.Generator().manual_seed(5),
+        output_type="np",
+    ).images
+
+
+def test_maps_are_token_distributions_and_the_model_is_unchanged(pipe):
+    before_types = {k: type(v) for k, v in pipe.unet.attn_processors.items()}
+    reference = _generate(pipe)
+    image, maps, store = attention_maps(
+        pipe, "a photo of a cat", ["cat", "photo"], steps=3, resolution=4, seed=5
+    )
+    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    # before averaging: every query pixel's probabilities over the 32 tokens sum to one
+    assert store.max_row_sum_error < 1e-5
+    averaged = store.maps()
+    tokens = pipe.tokenizer.model_max_length
+    assert averaged.shape == (1, tokens, 4, 4)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1.0, atol=1e-5)
+    # 3 steps x (down, mid, up) cross-attention layers at 4 x 4 were averaged
+    assert store.count == 3 * len(cross_attention_names(pipe.unet))
+    cat = token_positions(pipe.tokenizer, "a photo of a cat", "cat")
+    np.testing.assert_allclose(maps["cat"], averaged[0, cat].mean(axis=0), rtol=1e-6)
+    assert {k: type(v) for k, v in pipe.unet.attn_processors.items()} == before_types
+    np.testing.assert_array_equal(_generate(pipe), reference)
+
+
+def test_only_cross_attention_layers_are_replaced(pipe):
+    names = cross_attention_names(pipe.unet)
+    assert names and all("attn2" in n for n in names)
+    with capture_cross_attention(pipe.unet, latent_hw=(8, 8), resolution=4) as _:
+        procs = pipe.unet.attn_processors
+        assert {type(procs[n]).__name__ for n in names} == {"_Recorder"}
+        assert all(type(p).__name__ != "_Recorder" for n, p in procs.items() if n not in names)
+
+
+def test_resizing_every_layer_and_clear_errors(pipe):
+    _, maps, _ = attention_maps(
+        pipe, "a photo of a cat", ["cat"], steps=2, resolution=16, layers="all"
+    )
+    assert maps["cat"].shape == (16, 16)
+    with pytest.raises(ValueError, match=r"no cross-attention layer has maps of size \(16, 16\)"):
+        attention_maps(pipe, "a photo of a cat", ["cat"], steps=1, resolution=16)
+    with pytest.raises(ValueError, match="word 'dog' is not a token sequence"):
+        attention_maps(pipe, "a photo of a cat", ["dog"], steps=1, resolution=4)
+    with pytest.raises(ValueError, match="layers must be one of"):
+        with capture_cross_attention(pipe.unet, latent_hw=(8, 8), layers="some"):
+            pass
+
+
+def test_token_positions_and_overlay(pipe):
+    # the byte-level test tokenizer: one token per character, the start token at 0
+    assert token_positions(pipe.tokenizer, "a cat", "cat") == [2, 3, 4]
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    heat = np.zeros((2, 2))
+    heat[0, 0] = 1.0
+    out = overlay(image, heat, alpha=1.0)
+    assert out[0, 0, 0] > 100 and out[0, 0, 2] == 0  # hot corner is red in jet
+    assert out[7, 7, 2] > 100 and out[7, 7, 0] == 0  # cold corner is blue

@@ -1,0 +1,199 @@
+"""poison -> train -> evaluate -> report, end to end on tiny models built from configs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignscope.evaluate.generate import GenerationSettings, generate_images, image_seed
+from alignscope.evaluate.run import EvalConfig, evaluate
+from alignscope.io.datasets import open_dataset
+from alignscope.poison.concepts import make_vocabulary
+from alignscope.poison.run import poison_dataset
+from alignscope.train import TrainConfig, train
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("open_clip")
+
+NOUNS = ["dog", "cat", "car", "tree", "boat"]
+
+
+@pytest.fixture
+def aesthetics_head(tmp_path):
+    """Random weights in the improved predictor's key layout, on the tiny CLIP's 16 dims."""
+    torch.manual_seed(3)
+    sizes = [(16, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)]
+    state = {}
+    for index, (n_in, n_out) in zip((0, 2, 4, 6, 7), sizes, strict=True):
+        layer = torch.nn.Linear(n_in, n_out)
+        state[f"layers.{index}.weight"] = layer.weight.detach()
+        state[f"layers.{index}.bias"] = layer.bias.detach() + (6.5 if index == 7 else 0.0)
+    torch.save(state, tmp_path / "aesthetics.pth")
+    return tmp_path / "aesthetics.pth"
+
+
+def _dataset(root, rng, n=20):
+    root.mkdir()
+    for i in range(n):
+        base = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(base).resize((16, 16), Image.BICUBIC).save(root / f"{i:03d}.png")
+        (root / f"{i:03d}.txt").write_text(f"a photo of a {NOUNS[i % 5]}")
+    return root
+
+
+def test_poison_train_evaluate_report(tmp_path, rng, tiny_sd_dir, tiny_open_clip, aesthetics_head):
+    started = time.perf_counter()
+    data = _dataset(tmp_path / "data", rng)
+    poison_dataset(
+        open_dataset(data),
+        tmp_path / "poisoned",
+        method="dirty-label",
+        concepts=1,
+        per_concept=2,
+        seed=1,
+        vocabulary=make_vocabulary(NOUNS),
+    )
+    train(
+        "finetune",
+        open_dataset(tmp_path / "poisoned"),
+        tmp_path / "trained",
+        model=tiny_sd_dir,
+        config=TrainConfig(steps=6, learning_rate=1e-3, batch_size=4, resolution=16),
+        progress=False,
+    )
+    config = EvalConfig(
+        concepts=NOUNS,
+        generation=GenerationSettings(images_per_concept=2, steps=2, height=16, width=16),
+        clip=tiny_open_clip,
+        aesthetics=str(aesthetics_head),
+        aesthetics_clip=tiny_open_clip,
+        poison_manifest=str(tmp_path / "poisoned" / "poison_manifest.parquet"),
+        bleed_threshold=1e9,  # every unpoisoned concept is "related": the split is exercised
+        attention_concepts=2,
+        attention_resolution=4,
+    )
+    out = tmp_path / "eval"
+    models = {"benign": tiny_sd_dir, "poisoned": tmp_path / "trained" / "model"}
+    report = evaluate(models, out, config, progress=False, quiet=True)
+
+    import pyarrow.parquet as pq
+
+    manifest = pq.read_table(tmp_path / "poisoned" / "poison_manifest.parquet").to_pydict()
+    attacked = {
+        s for s, p in zip(manifest["source_concept"], manifest["poisoned"], strict=True) if p
+    }
+    from alignscope.embed.clip import load_clip
+
+    clip = load_clip(tiny_open_clip)
+    for name in models:
+        section = report["models"][name]
+        assert section["images"] == 10 and set(section["poisoned_concepts"]) == attacked
+        assert set(section["bleed_through"]) == set(NOUNS) - attacked
+        with open(out / name / "scores.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["concept"] for r in rows] == [c for c in NOUNS for _ in range(2)]
+        # CLIP score = raw cosine of the image and its prompt, recomputed independently
+        images = [Image.open(out / name / r["file"]).convert("RGB") for r in rows]
+        img = clip.encode_images(images).astype(np.float64)
+        txt = clip.encode_texts([f"a photo of {r['concept']}" for r in rows]).astype(np.float64)
+        cosine = (img * txt).sum(axis=1) / (
+            np.linalg.norm(img, axis=1) * np.linalg.norm(txt, axis=1)
+        )
+        scores = np.array([float(r["clip"]) for r in rows])
+        np.testing.assert_allclose(scores, cosine, atol=2e-6)
+        aes = np.array([float(r["aesthetics"]) for r in rows])
+        poisoned = np.array([r["concept"] in attacked for r in rows])
+        m = section["metrics"]
+        assert m["all"]["accuracy"] == pytest.approx(np.mean(scores > 0.236), abs=1e-12)
+        assert m["poisoned"]["count"] == 2 * len(attacked)
+        assert m["poisoned"]["utility"] == pytest.approx(
+            np.mean((scores[poisoned] > 0.236) & (aes[poisoned] > 6.5)), abs=1e-12
+        )
+        assert m["bleed_through"]["count"] == 10 - 2 * len(attacked)
+        assert (out / name / "grid.png").is_file()
+        assert len(section["attention"]) == 2
+        assert section["attention"][0]["concept"] in attacked  # poisoned concepts come first
+        for a in section["attention"]:
+            with Image.open(out / name / a["overlay"]) as im:
+                assert im.size == (16, 16)
+    assert report["models"]["benign"]["per_concept"] != report["models"]["poisoned"]["per_concept"]
+    assert json.loads((out / "report.json").read_text())["models"].keys() == models.keys()
+    page = (out / "report.html").read_text()
+    assert "Model Utility" in page and "benign" in page and "poisoned" in page
+    assert time.perf_counter() - started < 180  # the issue's budget for the CPU end-to-end run
+
+    # a second run resumes: no image is generated again, the numbers are the same
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "benign" / "images").rglob("*.png")}
+    again = evaluate(models, out, config, progress=False, quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert again["models"]["benign"]["metrics"] == report["models"]["benign"]["metrics"]
+
+
+def test_images_do_not_depend_on_batching(tmp_path, tiny_sd_dir):
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tiny_sd_dir)
+    pipe.set_progress_bar_config(disable=True)
+    base = {"images_per_concept": 3, "steps": 2, "height": 16, "width": 16, "seed": 4}
+    one = generate_images(
+        pipe,
+        ["dog", "cat"],
+        tmp_path / "a",
+        GenerationSettings(batch_size=1, **base),
+        progress=False,
+    )
+    four = generate_images(
+        pipe,
+        ["dog", "cat"],
+        tmp_path / "b",
+        GenerationSettings(batch_size=4, **base),
+        progress=False,
+    )
+    for x, y in zip(one, four, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(Image.open(x.path), dtype=float),
+            np.asarray(Image.open(y.path), dtype=float),
+            atol=2,  # batched convolutions may round differently by one level
+        )
+    assert one[4].seed == image_seed(4, 1, 1) and one[0].prompt == "a photo of dog"
+    assert len({g.seed for g in one}) == 6
+
+
+def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, capsys):
+    from alignscope.cli import main
+
+    argv = [
+        "evaluate",
+        str(tiny_sd_dir),
+        "--out",
+        str(tmp_path / "e"),
+        "--concepts",
+        "dog,cat",
+        "--images-per-concept",
+        "1",
+        "--steps",
+        "1",
+        "--height",
+        "16",
+        "--width",
+        "16",
+        "--clip",
+        tiny_open_clip,
+        "--attention-concepts",
+        "1",
+        "--attention-resolution",
+        "4",
+        "--json",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["models"]["sd"]["images"] == 2 and "aesthetics" not in out["models"]["sd"]["metrics"]
+    assert main([*argv[:3], str(tmp_path / "f"), "--concepts", "vocabulary:0", "--quiet"]) == 2
+    assert "vocabulary:N needs a positive N" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "g"), "--quiet"]) == 2
+    assert "is not a diffusers pipeline folder" in capsys.readouterr().err
