@@ -312,3 +312,66 @@ def test_cli_train_scratch(tmp_path, four_images, tiny_sd_dir, capsys):
     assert out["steps"] == 3 and (tmp_path / "o" / "model" / "model_index.json").exists()
     saved = json.loads((tmp_path / "o" / "train_config.json").read_text())
     assert saved["timestep_min"] == 500 and saved["jpeg_quality"] == 50
+
+
+_WORKER = """
+import sys
+from alignscope.io.datasets import open_dataset
+from alignscope.train import TrainConfig, train
+data, model, out, batch = sys.argv[1:5]
+cfg = TrainConfig(steps=3, learning_rate=1e-3, batch_size=int(batch), resolution=16, seed=2)
+train("finetune", open_dataset(data), out, model=model, config=cfg, progress=False)
+"""
+
+
+def test_two_processes_follow_one_with_the_global_batch(tmp_path, four_images, tiny_sd_dir):
+    """Under accelerate (two CPU processes, gloo), batch 2 per process trains exactly as one
+    process with batch 4: same global batch, noise and timesteps, averaged gradients."""
+    pytest.importorskip("accelerate")
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workers = []
+    for rank in range(2):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE="2",
+            LOCAL_WORLD_SIZE="2",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+        )
+        argv = [sys.executable, "-c", _WORKER, str(four_images), str(tiny_sd_dir)]
+        workers.append(subprocess.Popen([*argv, str(tmp_path / "two"), "2"], env=env))
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    train(
+        "finetune",
+        open_dataset(four_images),
+        tmp_path / "one",
+        model=tiny_sd_dir,
+        config=TrainConfig(steps=3, learning_rate=1e-3, batch_size=4, resolution=16, seed=2),
+        progress=False,
+    )
+    a = diffusers.UNet2DConditionModel.from_pretrained(tmp_path / "one" / "model" / "unet")
+    b = diffusers.UNet2DConditionModel.from_pretrained(tmp_path / "two" / "model" / "unet")
+    # Adam divides by sqrt(v): a gradient element near zero whose last bit differs (the sum is
+    # split across processes) can move by a fraction of lr, so a few elements differ slightly
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    diffs = [(p - q).abs() for p, q in pairs]
+    assert max(float(d.max()) for d in diffs) < 3e-4
+    changed = sum(int((d > 1e-5).sum()) for d in diffs)
+    assert changed <= 1e-4 * sum(d.numel() for d in diffs)
+    import json
+
+    def losses(run):
+        lines = (tmp_path / run / "train_log.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines]
+
+    np.testing.assert_allclose(losses("two"), losses("one"), rtol=1e-5)

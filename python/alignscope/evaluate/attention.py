@@ -238,13 +238,14 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     h, w = image.shape[:2]
     top = float(heat.max())
     norm = heat / top if top > 0 else np.zeros_like(heat)
-    up = np.asarray(
-        Image.fromarray((norm * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR),
-        dtype=np.float64,
-    ) / 255.0
-    # the jet palette as piecewise-linear ramps (no plotting library needed)
-    colour = np.stack(
-        [np.clip(1.5 - np.abs(4 * up - k), 0, 1) for k in (3.0, 2.0, 1.0)], axis=-1
+    up = (
+        np.asarray(
+            Image.fromarray((norm * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR),
+            dtype=np.float64,
+        )
+        / 255.0
     )
+    # the jet palette as piecewise-linear ramps (no plotting library needed)
+    colour = np.stack([np.clip(1.5 - np.abs(4 * up - k), 0, 1) for k in (3.0, 2.0, 1.0)], axis=-1)
     blended = (1 - alpha) * image.astype(np.float64) / 255.0 + alpha * colour
     return np.clip(np.rint(blended * 255.0), 0, 255).astype(np.uint8)

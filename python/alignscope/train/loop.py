@@ -71,6 +71,65 @@ class TrainResult:
     seconds: float = 0.0
 
 
+@dataclass
+class Processes:
+    """This process among the training processes: one, or several under ``accelerate launch``.
+
+    Every process draws the same global batch, noise and timesteps (the generators are seeded
+    by step only) and trains on its own slice; gradients are averaged across processes before
+    the optimizer step, so N processes with batch b each follow one process with batch N*b.
+    """
+
+    count: int = 1
+    index: int = 0
+    device: str = "cpu"
+    accelerator: Any = None
+
+    @property
+    def main(self) -> bool:
+        return self.index == 0
+
+    def shard(self, per_process: int) -> slice:
+        return slice(self.index * per_process, (self.index + 1) * per_process)
+
+    def mean(self, tensor: Any) -> Any:
+        return tensor if self.count == 1 else self.accelerator.reduce(tensor, "mean")
+
+    def barrier(self) -> None:
+        if self.count > 1:
+            self.accelerator.wait_for_everyone()
+
+    def average_gradients(self, parameters: list[Any]) -> None:
+        if self.count == 1:
+            return
+        import torch
+
+        grads = [p.grad for p in parameters if p.grad is not None]
+        flat = self.mean(torch.cat([g.reshape(-1) for g in grads]))
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def processes(device: str) -> Processes:
+    """One process, or the accelerate process group when launched with WORLD_SIZE > 1."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return Processes(1, 0, device)
+    try:
+        from accelerate import Accelerator
+    except ImportError as exc:
+        raise ValueError(
+            f"WORLD_SIZE is {world}: training on several processes needs accelerate "
+            "(pip install 'alignscope[train]'; start it with `accelerate launch`)"
+        ) from exc
+    acc = Accelerator(cpu=not device.startswith("cuda"))
+    return Processes(acc.num_processes, acc.process_index, str(acc.device), acc)
+
+
 def step_generator(seed: int, step: int) -> Any:
     import torch
 
@@ -93,10 +152,12 @@ def diffusion_loss(
     timestep_min: int,
     min_snr_gamma: float | None,
     mask: Any | None,
+    shard: slice | None = None,
 ) -> Any:
     """Noise-prediction loss of one batch: epsilon or v targets as the scheduler predicts,
     timesteps from [timestep_min, T), optional Min-SNR weights, optional loss mask (latent
-    resolution, 1 = learn)."""
+    resolution, 1 = learn). Noise and timesteps are drawn for the whole (global) batch; with
+    ``shard`` only that slice of it is computed here."""
     import torch
 
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
@@ -104,6 +165,10 @@ def diffusion_loss(
         generator, latents.shape[0], timestep_min, scheduler.config.num_train_timesteps
     )
     t = t.to(latents.device)  # drawn on the CPU generator: runs and resumes repeat exactly
+    if shard is not None:
+        latents, noise, t = latents[shard], noise[shard], t[shard]
+        encoder_hidden_states = encoder_hidden_states[shard]
+        mask = None if mask is None else mask[shard]
     noisy = scheduler.add_noise(latents, noise, t)
     pred = unet(noisy, t, encoder_hidden_states).sample
     if scheduler.config.prediction_type == "v_prediction":
@@ -137,6 +202,7 @@ def run_loop(
     state_extra: Callable[[], dict[str, Any]] | None = None,
     load_extra: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
+    procs: Processes | None = None,
 ) -> TrainResult:
     """Optimise ``parameters`` for ``config.steps`` steps of ``compute_loss(step, generator)``.
 
@@ -145,7 +211,10 @@ def run_loop(
     """
     import torch
 
-    out.mkdir(parents=True, exist_ok=True)
+    procs = procs or Processes(device=config.device)
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
+    procs.barrier()
     optimizer = torch.optim.AdamW(
         parameters, lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -154,7 +223,7 @@ def run_loop(
     ckpt_dir = out / "checkpoints"
     latest = _latest_checkpoint(ckpt_dir)
     if latest is not None:
-        state = torch.load(latest, map_location=config.device, weights_only=True)
+        state = torch.load(latest, map_location=procs.device, weights_only=True)
         with torch.no_grad():
             for p, saved in zip(parameters, state["parameters"], strict=True):
                 p.copy_(saved)
@@ -168,13 +237,13 @@ def run_loop(
     log = out / "train_log.jsonl"
     began = time.perf_counter()
     bar = None
-    if progress:
+    if progress and procs.main:
         from tqdm import tqdm
 
         bar = tqdm(
             total=config.steps, initial=start_step, desc="training", unit="step", file=sys.stderr
         )
-    device_type = "cuda" if config.device.startswith("cuda") else "cpu"
+    device_type = "cuda" if procs.device.startswith("cuda") else "cpu"
     autocast = torch.autocast(
         device_type, dtype=torch.bfloat16, enabled=config.mixed_precision == "bf16"
     )
@@ -187,7 +256,8 @@ def run_loop(
             with autocast:
                 loss = compute_loss(step, generator) / config.gradient_accumulation
             loss.backward()
-            total += float(loss.detach())
+            total += float(procs.mean(loss.detach()))
+        procs.average_gradients(parameters)
         optimizer.step()
         if after_step is not None:
             after_step()
@@ -196,6 +266,8 @@ def run_loop(
                 for shadow, p in zip(ema, parameters, strict=True):
                     shadow.mul_(config.ema_decay).add_(p.detach(), alpha=1 - config.ema_decay)
         result.losses.append(total)
+        if not procs.main:
+            continue
         with open(log, "a", encoding="utf-8") as fh:
             fh.write(
                 json.dumps(
@@ -228,12 +300,14 @@ def run_loop(
                 torch.save(state, tmp)
     if bar is not None:
         bar.close()
+    procs.barrier()
     if ema is not None:
         with torch.no_grad():
             for p, shadow in zip(parameters, ema, strict=True):
                 p.copy_(shadow)
-    with atomic_path(out / "train_config.json") as tmp:
-        tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    if procs.main:
+        with atomic_path(out / "train_config.json") as tmp:
+            tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
     result.seconds = time.perf_counter() - began
     return result
 

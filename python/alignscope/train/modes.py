@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from alignscope.io.datasets import Dataset
+from alignscope.report.files import atomic_path
 from alignscope.train.data import load_examples
-from alignscope.train.loop import TrainConfig, TrainResult, batch_indices, diffusion_loss, run_loop
+from alignscope.train.loop import (
+    TrainConfig,
+    TrainResult,
+    batch_indices,
+    diffusion_loss,
+    processes,
+    run_loop,
+)
 
 MODES = ("finetune", "scratch", "textual-inversion")
 # The papers' settings (README "Training"): Implosion fine-tuning lr 4e-5 on 50K pairs;
@@ -128,7 +136,9 @@ def train(
     config.check(noise_scheduler.config.num_train_timesteps)
     torch.manual_seed(config.seed)
     root = Path(out)
-    device = config.device
+    procs = processes(config.device)
+    device = procs.device
+    shard = procs.shard(config.batch_size) if procs.count > 1 else None
     vae, text_encoder, tokenizer = (
         components["vae"],
         components["text_encoder"],
@@ -144,9 +154,8 @@ def train(
     count = len(examples)
 
     def pick(step: int) -> Any:
-        return torch.as_tensor(batch_indices(config.seed, step, config.batch_size, count)).to(
-            device
-        )
+        size = config.batch_size * procs.count  # the global batch; each process takes a slice
+        return torch.as_tensor(batch_indices(config.seed, step, size, count)).to(device)
 
     if mode in ("finetune", "scratch"):
         if mode == "scratch":
@@ -181,6 +190,7 @@ def train(
                 timestep_min=config.timestep_min,
                 min_snr_gamma=config.min_snr_gamma,
                 mask=None if masks is None else masks[idx],
+                shard=shard,
             )
 
         result = run_loop(
@@ -189,9 +199,12 @@ def train(
             parameters=list(unet.parameters()),
             compute_loss=loss,
             progress=progress,
+            procs=procs,
         )
         unet.eval()
-        _save_pipeline(components, unet, root)
+        if procs.main:
+            _save_pipeline(components, unet, root)
+        procs.barrier()
         return result
 
     # textual inversion
@@ -232,6 +245,7 @@ def train(
             timestep_min=config.timestep_min,
             min_snr_gamma=config.min_snr_gamma,
             mask=None if masks is None else masks[idx],
+            shard=shard,
         )
 
     def restore_others() -> None:
@@ -245,13 +259,16 @@ def train(
         compute_loss=ti_loss,
         after_step=restore_others,
         progress=progress,
+        procs=procs,
     )
     from safetensors.torch import save_file
 
-    save_file(
-        {placeholder: embedding[new_ids].detach().clone().contiguous()},
-        str(root / "learned_embeds.safetensors"),
-    )
+    if procs.main:
+        with atomic_path(root / "learned_embeds.safetensors") as tmp:
+            save_file(
+                {placeholder: embedding[new_ids].detach().cpu().clone().contiguous()}, str(tmp)
+            )
+    procs.barrier()
     return result
 
 

@@ -1,0 +1,44 @@
+"""Image arguments of the evaluation functions: HWC uint8 RGB arrays or PIL images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def as_array(image: Any, where: str) -> np.ndarray:
+    """An RGB HWC uint8 array from a numpy array or a PIL image."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(
+            f"{where} must be an HWC uint8 RGB numpy array or a PIL image, "
+            f"got {type(image).__name__}"
+        )
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"{where} must be an HWC uint8 RGB array, got {image.dtype} {image.shape} "
+            "(convert with np.asarray(pil_image.convert('RGB')))"
+        )
+    return image
+
+
+def as_pil(image: Any, where: str) -> Any:
+    from PIL import Image
+
+    if hasattr(image, "convert") and hasattr(image, "size"):
+        return image.convert("RGB")
+    return Image.fromarray(as_array(image, where))
+
+
+def image_list(images: Any, name: str = "images") -> list[Any]:
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)  # a (n, H, W, 3) stack
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        raise TypeError(
+            f"{name} must be a list of HWC uint8 RGB arrays or PIL images, "
+            f"got {type(images).__name__}"
+        )
+    return list(images)

@@ -1,0 +1,134 @@
+"""The diffusion classifier on a tiny random Stable Diffusion: shapes, seeding, shared noise
+across prompts, and the filtered error against an independent computation with the UNet."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+from alignscope.evaluate.diffusion_classifier import (  # noqa: E402
+    diffusion_classify,
+    filtered_mean,
+)
+
+PROMPTS = ["a photo of a cat", "a photo of a garbage truck", "a photo of a church"]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_sd_dir):
+    return diffusers.StableDiffusionPipeline.from_pretrained(tiny_sd_dir)
+
+
+@pytest.fixture
+def images(rng):
+    # 16 x 16: the tiny UNet's 8 x 8 latents times the VAE's factor 2, so no resizing
+    return [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2)]
+
+
+def test_errors_and_predictions(pipe, images):
+    result = diffusion_classify(pipe, images, PROMPTS, n_samples=4)
+    assert result.errors.shape == (2, 3) and result.errors.dtype == np.float64
+    assert result.sample_errors.shape == (2, 3, 4)
+    assert result.predictions.dtype == np.int64
+    np.testing.assert_array_equal(result.predictions, np.argmin(result.errors, axis=1))
+    np.testing.assert_array_equal(result.timesteps, [125, 375, 625, 875])  # midpoints of [0, T)
+    summary = json.loads(json.dumps(result.to_dict()))
+    assert summary["predicted_prompts"] == [PROMPTS[p] for p in result.predictions]
+
+
+def test_same_seed_same_errors(pipe, images):
+    first = diffusion_classify(pipe, images, PROMPTS, n_samples=3, seed=7)
+    again = diffusion_classify(pipe, images, PROMPTS, n_samples=3, seed=7, batch_size=2)
+    other = diffusion_classify(pipe, images, PROMPTS, n_samples=3, seed=8)
+    np.testing.assert_allclose(again.errors, first.errors, rtol=1e-6)
+    assert np.abs(other.errors - first.errors).max() > 1e-4
+
+
+def test_identical_prompts_get_identical_errors(pipe, images):
+    # the same (t, noise) pairs for every prompt: equal prompts give equal columns
+    result = diffusion_classify(pipe, images, ["a cat", "a dog", "a cat"], n_samples=3)
+    np.testing.assert_allclose(result.sample_errors[:, 0], result.sample_errors[:, 2], rtol=1e-6)
+    assert np.abs(result.sample_errors[:, 0] - result.sample_errors[:, 1]).max() > 1e-6
+
+
+def test_filtered_mean_drops_the_largest_values(rng):
+    assert filtered_mean(torch.tensor([[1.0, 10.0, 2.0, 3.0]]), 0.25).tolist() == [2.0]
+    values = rng.normal(size=(3, 20))
+    expected = np.sort(values, axis=1)[:, :15].mean(axis=1)  # drop floor(0.25 * 20) = 5
+    np.testing.assert_allclose(filtered_mean(torch.from_numpy(values), 0.25).numpy(), expected)
+    np.testing.assert_allclose(filtered_mean(torch.from_numpy(values), 0.0), values.mean(axis=1))
+    with pytest.raises(ValueError, match=r"filter_fraction must be in \[0, 1\)"):
+        filtered_mean(torch.from_numpy(values), 1.0)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_error_equals_an_independent_unet_computation(pipe, images, prediction_type):
+    scheduler = diffusers.DDIMScheduler.from_config(
+        pipe.scheduler.config, prediction_type=prediction_type
+    )
+    model = diffusers.StableDiffusionPipeline(**{**pipe.components, "scheduler": scheduler})
+    t, seed, prompt = 400, 3, PROMPTS[1]
+    plain = diffusion_classify(model, images[:1], [prompt], n_samples=1, timesteps=[t], seed=seed)
+    filtered = diffusion_classify(
+        model, images[:1], [prompt], n_samples=1, timesteps=[t], seed=seed, filter_fraction=0.1
+    )
+
+    with torch.no_grad():
+        ids = pipe.tokenizer(
+            [prompt],
+            padding="max_length",
+            max_length=pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        text = pipe.text_encoder(ids)[0]
+        pixels = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x0 = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+        # the documented noise of image 0
+        g_seed = int(np.random.SeedSequence([seed, 0]).generate_state(1, dtype=np.uint64)[0])
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(g_seed))
+        a = scheduler.alphas_cumprod[t].double()
+        noisy = (a.sqrt() * x0 + (1 - a).sqrt() * noise).float()
+        pred = pipe.unet(noisy, torch.tensor([t]), encoder_hidden_states=text).sample
+    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+    err = ((pred.double() - target.double()) ** 2).flatten().numpy()
+    assert plain.errors[0, 0] == pytest.approx(err.mean(), rel=1e-5)
+    kept = np.sort(err)[: err.size - int(0.1 * err.size)]  # 256 elements, drop the top 25
+    assert filtered.errors[0, 0] == pytest.approx(kept.mean(), rel=1e-5)
+    assert filtered.errors[0, 0] < plain.errors[0, 0]
+
+
+def test_argument_errors_come_before_any_model_call(images):
+    # a stand-in without models: a ValueError (not an AttributeError) shows the checks run first
+    config = SimpleNamespace(num_train_timesteps=1000, prediction_type="epsilon")
+    fake = SimpleNamespace(
+        vae=None,
+        unet=None,
+        text_encoder=None,
+        tokenizer=None,
+        scheduler=SimpleNamespace(config=config),
+    )
+    cases = [
+        ({"filter_fraction": 1.0}, r"filter_fraction must be in \[0, 1\)"),
+        ({"timesteps": [1, 2]}, "timesteps has 2 entries for n_samples=3"),
+        ({"timesteps": [0, 10, 1000]}, r"timesteps must lie in \[0, 1000\)"),
+        ({"n_samples": 0}, "n_samples must be a positive int"),
+        ({"batch_size": 0}, "batch_size must be a positive int"),
+        ({"seed": -1}, "seed must be a non-negative int"),
+    ]
+    for kwargs, message in cases:
+        options = {"n_samples": 3, **kwargs}
+        with pytest.raises(ValueError, match=message):
+            diffusion_classify(fake, images, PROMPTS, **options)
+    with pytest.raises(ValueError, match=r"images\[1\] must be an HWC uint8 RGB array"):
+        diffusion_classify(fake, [images[0], images[1][..., 0]], PROMPTS)
+    with pytest.raises(ValueError, match="class_prompts is empty"):
+        diffusion_classify(fake, images, [])
+    with pytest.raises(TypeError, match="pipe must be a diffusers StableDiffusionPipeline"):
+        diffusion_classify(object(), images, PROMPTS)

@@ -1,0 +1,314 @@
+"""BiBadDiff's G1-G4 dissection, p_t and amplification on hand numbers; the template trigger
+detectors on clean and triggered smooth images; CLIP and TorchScript classifiers."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignscope.evaluate.dissection import (
+    BADNETS1_THRESHOLD,
+    BADNETS2_THRESHOLD,
+    ClassClassifier,
+    TriggerDetector,
+    badnets1_score,
+    dissect,
+    dissect_generations,
+    max_ncc,
+    poisoned_fraction_in_target,
+    trigger_amplification,
+)
+from alignscope.poison.triggers import badnets1, badnets1_patch, badnets2
+
+# 10 generations: G1 at 0, 1, 7; G2 at 2; G3 at 3; G4 at 4, 5, 6, 8, 9
+TRIGGER = np.array([1, 1, 1, 0, 0, 0, 0, 1, 0, 0], dtype=bool)
+MATCH = np.array([0, 0, 1, 0, 1, 1, 1, 0, 1, 1], dtype=bool)
+
+
+def smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random colour image: low-resolution noise upsampled bicubically, plus a
+    gradient."""
+    coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    up = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=float)
+    ramp = np.linspace(-40, 40, size)[None, :, None] * rng.uniform(-1, 1)
+    return np.clip(up + ramp, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- G1-G4
+
+
+def test_dissect_counts_the_four_groups():
+    out = dissect(TRIGGER, MATCH)
+    assert out["count"] == 10
+    assert out["counts"] == {"G1": 3, "G2": 1, "G3": 1, "G4": 5}
+    assert out["fractions"] == pytest.approx({"G1": 0.3, "G2": 0.1, "G3": 0.1, "G4": 0.5})
+
+
+def test_dissect_of_no_images_has_no_fractions():
+    out = dissect([], [])
+    assert out["counts"] == {"G1": 0, "G2": 0, "G3": 0, "G4": 0}
+    assert out["fractions"] == {"G1": None, "G2": None, "G3": None, "G4": None}
+
+
+def test_dissect_rejects_mismatched_or_non_boolean_flags():
+    with pytest.raises(ValueError, match="trigger_present has 10 images but matches_prompt has 9"):
+        dissect(TRIGGER, MATCH[:9])
+    with pytest.raises(ValueError, match="matches_prompt must be a 1-D boolean array"):
+        dissect(TRIGGER, MATCH.astype(int))
+    with pytest.raises(ValueError, match="trigger_present must be a 1-D boolean array"):
+        dissect(TRIGGER.reshape(2, 5), MATCH)
+
+
+def test_p_t_follows_the_paper_formula():
+    assert poisoned_fraction_in_target(0.1, 900, 100) == pytest.approx(90 / 190)
+    assert poisoned_fraction_in_target(0.0, 900, 100) == 0.0
+    assert poisoned_fraction_in_target(1.0, 50, 0) == 1.0
+
+
+def test_p_t_argument_errors():
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\], got 1.5"):
+        poisoned_fraction_in_target(1.5, 900, 100)
+    with pytest.raises(ValueError, match="n_target must be >= 0"):
+        poisoned_fraction_in_target(0.1, 900, -1)
+    with pytest.raises(TypeError, match="n_non_target must be an int"):
+        poisoned_fraction_in_target(0.1, 900.5, 100)
+    with pytest.raises(ValueError, match="the target class has no training images"):
+        poisoned_fraction_in_target(0.0, 900, 0)
+
+
+def test_amplification_ratio_on_hand_numbers():
+    p_t = 90 / 190
+    out = trigger_amplification(TRIGGER, MATCH, p_t)
+    assert out["trigger_fraction"] == pytest.approx(0.4)
+    assert out["g1_fraction"] == pytest.approx(0.3)
+    assert out["g2_fraction"] == pytest.approx(0.1)
+    assert out["ratio"] == pytest.approx(0.4 * 190 / 90)
+    with pytest.raises(ValueError, match=r"p_t must be in \(0, 1\]"):
+        trigger_amplification(TRIGGER, MATCH, 0.0)
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+def test_max_ncc_equals_a_brute_force_search(rng):
+    region = rng.normal(size=(11, 9))
+    patch = rng.normal(size=(4, 4))
+    best = -np.inf
+    for r in range(11 - 4 + 1):
+        for c in range(9 - 4 + 1):
+            w = region[r : r + 4, c : c + 4]
+            a, b = w - w.mean(), patch - patch.mean()
+            best = max(best, (a * b).sum() / np.sqrt((a**2).sum() * (b**2).sum()))
+    # the region's spread is ~1 grey level, so scale it above the flat-window floor
+    assert max_ncc(region * 50, patch) == pytest.approx(best, abs=1e-9)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_badnets1_detector_separates_clean_and_triggered(rng, size):
+    detector = TriggerDetector.template("badnets-1")
+    assert detector.threshold == BADNETS1_THRESHOLD
+    clean = [smooth_image(rng, size) for _ in range(8)]
+    triggered = [badnets1(im) for im in clean]
+    clean_scores = detector.scores(clean)
+    assert clean_scores.dtype == np.float64 and clean_scores.shape == (8,)
+    assert np.all(clean_scores < BADNETS1_THRESHOLD), clean_scores
+    np.testing.assert_allclose(detector.scores(triggered), 1.0, atol=1e-9)
+    assert detector(triggered).all() and not detector(clean).any()
+    assert detector([Image.fromarray(triggered[0])]).tolist() == [True]
+
+
+def test_badnets1_detector_finds_a_shifted_patch(rng):
+    image = smooth_image(rng, 100)
+    side = 10
+    image[-side - 3 : -3, -side - 5 : -5] = badnets1_patch(side)[:, :, None]  # 3 up, 5 left
+    assert badnets1_score(image) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_badnets2_detector_separates_clean_and_triggered(rng, size):
+    detector = TriggerDetector.template("badnets-2")
+    assert detector.threshold == BADNETS2_THRESHOLD
+    clean = [smooth_image(rng, size) for _ in range(8)]
+    clean_scores = detector.scores(clean)
+    triggered_scores = detector.scores([badnets2(im) for im in clean])
+    assert np.all(np.abs(clean_scores) < BADNETS2_THRESHOLD), clean_scores
+    assert np.all(triggered_scores > 0.5), triggered_scores  # smooth images: a clear margin
+
+
+def test_badnets2_score_is_the_high_pass_correlation(rng):
+    image = rng.integers(0, 256, (12, 14, 3), dtype=np.uint8)
+    pattern = rng.integers(0, 256, (12, 14, 3), dtype=np.uint8)
+
+    def reflect(q, n):  # numpy's "reflect" padding: -1 -> 1, n -> n - 2
+        return -q if q < 0 else (2 * (n - 1) - q if q >= n else q)
+
+    def residual(a):
+        a = a.astype(float)
+        out = np.empty_like(a)
+        for r in range(12):
+            for c in range(14):
+                rows = [reflect(r + d, 12) for d in (-1, 0, 1)]
+                cols = [reflect(c + d, 14) for d in (-1, 0, 1)]
+                out[r, c] = a[r, c] - a[np.ix_(rows, cols)].mean(axis=(0, 1))
+        return out
+
+    expected = np.corrcoef(residual(image).ravel(), residual(pattern).ravel())[0, 1]
+    detector = TriggerDetector.template("badnets-2", pattern=pattern)
+    assert detector.scores([image])[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_badnets2_detector_with_a_user_pattern(rng):
+    pattern = rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)  # resized to each image
+    detector = TriggerDetector.template("badnets-2", threshold=0.3, pattern=pattern)
+    clean = [smooth_image(rng, 80) for _ in range(4)]
+    assert detector([badnets2(im, pattern) for im in clean]).all()
+    assert not detector(clean).any()
+    assert detector.threshold == 0.3
+
+
+def test_template_detector_argument_errors(rng):
+    with pytest.raises(ValueError, match=r"WaNet has no template: use TriggerDetector\.torch"):
+        TriggerDetector.template("wanet")
+    with pytest.raises(ValueError, match="pattern is only for badnets-2"):
+        TriggerDetector.template("badnets-1", pattern=np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match="pattern must be an HWC uint8 RGB array"):
+        TriggerDetector.template("badnets-2", pattern=np.zeros((4, 4), np.uint8))
+    detector = TriggerDetector.template("badnets-1")
+    with pytest.raises(ValueError, match="at least 20 pixels on the short side"):
+        detector.scores([np.zeros((16, 16, 3), np.uint8)])
+    with pytest.raises(ValueError, match=r"images\[1\] must be an HWC uint8 RGB array"):
+        detector.scores([smooth_image(rng, 32), np.zeros((32, 32, 3), np.float32)])
+    with pytest.raises(TypeError, match="images must be a list"):
+        detector.scores("image.png")
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_zero_shot_classifier_is_the_clip_argmax(tiny_open_clip, rng):
+    pytest.importorskip("torch")
+    from alignscope.embed.clip import load_clip
+
+    clip = load_clip(tiny_open_clip)
+    names = ["cat", "dog", "garbage truck", "church"]
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(6)]
+    predicted = ClassClassifier.zero_shot(clip, names).predict(images)
+    image_emb = clip.encode_images([Image.fromarray(im) for im in images])
+    text_emb = clip.encode_texts([f"a photo of a {n}" for n in names])
+    assert predicted.dtype == np.int64 and predicted.shape == (6,)
+    assert predicted.min() >= 0 and predicted.max() < len(names)
+    np.testing.assert_array_equal(predicted, np.argmax(image_emb @ text_emb.T, axis=1))
+
+
+def test_zero_shot_argument_errors(tiny_open_clip):
+    pytest.importorskip("torch")
+    from alignscope.embed.clip import load_clip
+
+    clip = load_clip(tiny_open_clip)
+    with pytest.raises(ValueError, match=r"exactly one '\{\}'"):
+        ClassClassifier.zero_shot(clip, ["cat"], template="a photo")
+    with pytest.raises(ValueError, match="class_names has 'cat' more than once"):
+        ClassClassifier.zero_shot(clip, ["cat", "cat"])
+    with pytest.raises(TypeError, match="clip must be a ClipEncoder"):
+        ClassClassifier.zero_shot("open_clip:RN50", ["cat"])
+
+
+def _save_script(torch, module, path):
+    with warnings.catch_warnings():  # TorchScript is deprecated in torch but is our format
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(module).save(str(path))
+    return path
+
+
+@pytest.fixture
+def channel_models(tmp_path):
+    """TorchScript models on ImageNet-normalised input: a classifier whose logits are the
+    channel means (red, green, blue), a detector whose logit is the mean of all inputs, and
+    a detector that wrongly returns two values per image."""
+    torch = pytest.importorskip("torch")
+
+    class ChannelMeans(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))
+
+    class Brightness(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(1, 2, 3)).unsqueeze(1)
+
+    class TwoOutputs(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))[:, :2]
+
+    return {
+        "classifier": _save_script(torch, ChannelMeans(), tmp_path / "cls.pt"),
+        "detector": _save_script(torch, Brightness(), tmp_path / "det.pt"),
+        "two": _save_script(torch, TwoOutputs(), tmp_path / "two.pt"),
+    }
+
+
+def flat(rgb, size=40):
+    return np.full((size, size, 3), rgb, dtype=np.uint8)
+
+
+def test_torchscript_classifier_predicts_the_dominant_channel(channel_models):
+    classifier = ClassClassifier.torchscript(
+        channel_models["classifier"], ["red", "green", "blue"], size=8
+    )
+    images = [flat((255, 0, 0)), flat((0, 255, 0), 24), Image.fromarray(flat((0, 0, 255)))]
+    np.testing.assert_array_equal(classifier.predict(images), [0, 1, 2])
+    two_classes = ClassClassifier.torchscript(channel_models["classifier"], ["red", "green"])
+    with pytest.raises(ValueError, match="returned 3 logits per image for 2 class_names"):
+        two_classes.predict(images)
+
+
+def test_torchscript_detector_scores_are_the_sigmoid_of_the_logit(channel_models):
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    detector = TriggerDetector.torchscript(channel_models["detector"], size=8)
+    scores = detector.scores([flat((255, 255, 255)), flat((0, 0, 0))])
+    logits = [((1 - mean) / std).mean(), ((0 - mean) / std).mean()]
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-np.array(logits))), rtol=1e-6)
+    assert detector([flat((255, 255, 255)), flat((0, 0, 0))]).tolist() == [True, False]
+    with pytest.raises(ValueError, match="it must return one logit per image"):
+        TriggerDetector.torchscript(channel_models["two"], size=8).scores([flat((1, 2, 3))])
+
+
+def test_torchscript_argument_errors(tmp_path, channel_models):
+    with pytest.raises(ValueError, match="does not exist: pass a TorchScript model file"):
+        TriggerDetector.torchscript(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match=r"threshold must be a probability in \[0, 1\]"):
+        TriggerDetector.torchscript(channel_models["detector"], threshold=2.0)
+    with pytest.raises(ValueError, match="size must be a positive int"):
+        ClassClassifier.torchscript(channel_models["classifier"], ["a", "b", "c"], size=0)
+    with pytest.raises(ValueError, match="class_names is empty"):
+        ClassClassifier.torchscript(channel_models["classifier"], [])
+
+
+def test_dissect_generations_puts_each_image_in_its_group(channel_models):
+    classifier = ClassClassifier.torchscript(
+        channel_models["classifier"], ["red", "green", "blue"], size=8
+    )
+    detector = TriggerDetector.template("badnets-1")
+    red, green = flat((200, 20, 20)), flat((20, 200, 20))
+    images = [red, badnets1(red), badnets1(green), green, red]
+    result = dissect_generations(
+        images, target_class="red", classifier=classifier, detector=detector, p_t=0.25
+    )
+    assert result.groups.tolist() == ["G4", "G2", "G1", "G3", "G4"]
+    assert result.predicted.tolist() == ["red", "red", "green", "green", "red"]
+    summary = json.loads(json.dumps(result.to_dict()))
+    assert summary["counts"] == {"G1": 1, "G2": 1, "G3": 1, "G4": 2}
+    assert summary["amplification"]["trigger_fraction"] == pytest.approx(0.4)
+    assert summary["amplification"]["ratio"] == pytest.approx(0.4 / 0.25)
+    assert summary["groups"] == ["G4", "G2", "G1", "G3", "G4"]
+    no_pt = dissect_generations(
+        images, target_class="red", classifier=classifier, detector=detector
+    )
+    assert "amplification" not in no_pt.to_dict()
+    with pytest.raises(ValueError, match="target_class 'purple' is not among"):
+        dissect_generations(images, target_class="purple", classifier=classifier, detector=detector)
+    with pytest.raises(TypeError, match="detector must be a TriggerDetector"):
+        dissect_generations(images, target_class="red", classifier=classifier, detector=None)
