@@ -685,7 +685,7 @@ def _concept_list(text: str) -> list[str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from alignscope.evaluate.generate import GenerationSettings
-    from alignscope.evaluate.run import Dissection, EvalConfig, evaluate
+    from alignscope.evaluate.run import Classification, Dissection, EvalConfig, evaluate
 
     generation = GenerationSettings(
         images_per_concept=args.images_per_concept,
@@ -709,6 +709,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             images=args.dissection_images,
             p_t=args.p_t,
         )
+    classification = None
+    if args.classify:
+        classes = args.classify_classes or args.class_names
+        if not classes:
+            raise UsageError("--classify needs --classify-classes or --class-names")
+        classification = Classification(
+            dataset=args.classify,
+            class_names=_concept_list(classes),
+            n_samples=args.classify_samples,
+            filter_fraction=args.classify_filter,
+            max_images=args.classify_max_images,
+            target_class=args.target_class,
+        )
     names = [Path(m).name for m in args.models]
     config = EvalConfig(
         concepts=_concept_list(args.concepts),
@@ -722,6 +735,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         attention_resolution=args.attention_resolution,
         attention_layers=args.attention_layers,
         dissection=dissection,
+        classification=classification,
         replication_store=args.replication_store,
         sscd=args.sscd,
         device=args.device,
@@ -1085,6 +1099,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dissection-images", dest="dissection_images", type=_positive_int, default=20)
     ev.add_argument(
         "--p-t", dest="p_t", type=float, help="trigger ratio in the target class's training data"
+    )
+    ev.add_argument("--classify", help="diffusion classifier on this labelled image dataset")
+    ev.add_argument(
+        "--classify-classes", dest="classify_classes", help="its classes (default: --class-names)"
+    )
+    ev.add_argument("--classify-samples", dest="classify_samples", type=_positive_int, default=32)
+    ev.add_argument(
+        "--classify-filter",
+        dest="classify_filter",
+        type=float,
+        default=0.0,
+        help="drop this top fraction of denoising errors (BiBadDiff)",
+    )
+    ev.add_argument(
+        "--classify-max-images", dest="classify_max_images", type=_positive_int, default=200
     )
     ev.add_argument("--replication-store", dest="replication_store", help="store with an sscd view")
     ev.add_argument("--sscd", help="SSCD model (.torchscript/.onnx) for replication")

@@ -197,3 +197,95 @@ def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, caps
     assert "vocabulary:N needs a positive N" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "g"), "--quiet"]) == 2
     assert "is not a diffusers pipeline folder" in capsys.readouterr().err
+
+
+def test_backdoor_dissection_classifier_and_replication(
+    tmp_path, rng, tiny_sd_dir, tiny_open_clip, tiny_sscd
+):
+    """BadNets-1 poison -> train -> evaluate with G1-G4, the diffusion classifier and replication;
+    each section is recomputed here from the files it left and the public functions."""
+    from alignscope.embed import SSCDEncoder, embed_dataset, load_clip
+    from alignscope.evaluate.diffusion_classifier import diffusion_classify
+    from alignscope.evaluate.dissection import (
+        ClassClassifier,
+        TriggerDetector,
+        dissect,
+        poisoned_fraction_in_target,
+    )
+    from alignscope.evaluate.run import Classification, Dissection
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(20):
+        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((32, 32), Image.BICUBIC).save(data / f"{i:03d}.png")
+        (data / f"{i:03d}.txt").write_text(f"a photo of a {NOUNS[i % 5]}")
+    poison_dataset(
+        open_dataset(data),
+        tmp_path / "poisoned",
+        method="badnets-1",
+        target="cat",
+        ratio=0.25,
+        seed=0,
+        vocabulary=make_vocabulary(NOUNS),
+    )
+    train(
+        "finetune",
+        open_dataset(tmp_path / "poisoned"),
+        tmp_path / "trained",
+        model=tiny_sd_dir,
+        config=TrainConfig(steps=4, learning_rate=1e-3, batch_size=4, resolution=32),
+        progress=False,
+    )
+    sscd = SSCDEncoder(tiny_sscd["onnx"])
+    embed_dataset(
+        open_dataset(tmp_path / "poisoned"), tmp_path / "store", sscd=sscd, progress=False
+    )
+    p_t = poisoned_fraction_in_target(0.25, 16, 4)
+    config = EvalConfig(
+        concepts=["cat", "dog"],
+        generation=GenerationSettings(images_per_concept=1, steps=2, height=32, width=32),
+        clip=tiny_open_clip,
+        attention_concepts=1,
+        attention_resolution=8,
+        dissection=Dissection(target_class="cat", class_names=NOUNS, images=4, p_t=p_t),
+        classification=Classification(
+            dataset=str(tmp_path / "poisoned"),
+            class_names=NOUNS,
+            n_samples=3,
+            max_images=6,
+            target_class="cat",
+        ),
+        replication_store=str(tmp_path / "store"),
+        sscd=str(tiny_sscd["onnx"]),
+    )
+    out = tmp_path / "eval"
+    section = evaluate([tmp_path / "trained" / "model"], out, config, progress=False, quiet=True)[
+        "models"
+    ]["trained"]
+
+    generated = sorted((out / "trained" / "dissection").rglob("*.png"))
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in generated]
+    clip = load_clip(tiny_open_clip)
+    matches = ClassClassifier.zero_shot(clip, NOUNS).predict(images) == NOUNS.index("cat")
+    triggered = TriggerDetector.template("badnets-1")(images)
+    expected = dissect(triggered, matches)
+    d = section["dissection"]
+    assert d["counts"] == expected["counts"] and sum(expected["counts"].values()) == 4
+    assert d["amplification"]["p_t"] == pytest.approx(p_t)
+
+    c = section["diffusion_classifier"]
+    records = list(open_dataset(tmp_path / "poisoned").images())[:6]
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(tmp_path / "trained" / "model")
+    direct = diffusion_classify(
+        pipe,
+        [np.asarray(im.convert("RGB")) for _, im in records],
+        [f"a photo of a {n}" for n in NOUNS],
+        n_samples=3,
+    )
+    labels = np.array([NOUNS.index(r.caption.split()[-1]) for r, _ in records])
+    assert c["images"] == 6
+    assert c["accuracy"] == pytest.approx(np.mean(direct.predictions == labels))
+
+    r = section["replication"]
+    assert r["n_generated"] == 2 and -1.0 <= r["generated_to_train"]["mean"] <= 1.0

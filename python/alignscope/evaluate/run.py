@@ -50,6 +50,24 @@ class Dissection:
 
 
 @dataclass
+class Classification:
+    """The model as a diffusion classifier (Li et al.) on a labelled image dataset.
+
+    A record's label is the class whose name its caption contains (longest name first); records
+    naming no class are skipped. ``target_class`` adds the rate at which images of other classes
+    are classified as it: the attack success rate when the dataset carries a trigger.
+    """
+
+    dataset: str
+    class_names: list[str]
+    template: str = "a photo of a {}"
+    n_samples: int = 32
+    filter_fraction: float = 0.0
+    max_images: int = 200
+    target_class: str | None = None
+
+
+@dataclass
 class EvalConfig:
     """What to evaluate and how (the defaults are the Implosion paper's protocol)."""
 
@@ -67,6 +85,7 @@ class EvalConfig:
     attention_resolution: int = 16
     attention_layers: str = "matching"
     dissection: Dissection | None = None
+    classification: Classification | None = None
     replication_store: str | None = None  # an embedding store with an sscd view
     sscd: str | None = None
     grid_concepts: int = 8
@@ -244,6 +263,8 @@ def evaluate_model(
     section["attention"] = _attention(pipe, config, poisoned, root / "attention")
     if config.dissection is not None:
         section["dissection"] = _dissect(pipe, clip, config, root / "dissection", progress)
+    if config.classification is not None:
+        section["diffusion_classifier"] = _classify(pipe, config.classification, progress)
     if config.replication_store is not None:
         section["replication"] = _replicate(paths, config)
     section["seconds"] = round(time.perf_counter() - started, 3)
@@ -365,6 +386,65 @@ def _dissect(pipe: Any, clip: Any, cfg: EvalConfig, out: Path, progress: bool) -
     return {"target_class": d.target_class, "trigger": d.trigger, **result.to_dict()}
 
 
+def caption_label(caption: str, class_names: Sequence[str]) -> int | None:
+    """Index of the class named in the caption (whole words, longest name first), or None."""
+    import re
+
+    text = caption.lower()
+    for i in sorted(range(len(class_names)), key=lambda k: -len(class_names[k])):
+        if re.search(rf"\b{re.escape(class_names[i].lower())}\b", text):
+            return i
+    return None
+
+
+def _classify(pipe: Any, task: Classification, progress: bool) -> dict[str, Any]:
+    from alignscope.evaluate.diffusion_classifier import diffusion_classify
+    from alignscope.io.datasets import open_dataset
+
+    if task.target_class is not None and task.target_class not in task.class_names:
+        raise ValueError(f"classification target_class {task.target_class!r} is not a class")
+    images, labels = [], []
+    dataset = open_dataset(task.dataset)
+    for record, image in dataset.images():
+        label = caption_label(record.caption, task.class_names)
+        if label is None:
+            continue
+        images.append(np.asarray(image.convert("RGB")))
+        labels.append(label)
+        if len(images) == task.max_images:
+            break
+    if not images:
+        raise ValueError(
+            f"no caption in {task.dataset!r} names one of the classes {task.class_names[:5]}..."
+        )
+    result = diffusion_classify(
+        pipe,
+        images,
+        [task.template.format(c) for c in task.class_names],
+        n_samples=task.n_samples,
+        filter_fraction=task.filter_fraction,
+        progress=progress,
+    )
+    truth = np.asarray(labels)
+    out: dict[str, Any] = {
+        "images": len(images),
+        "accuracy": float(np.mean(result.predictions == truth)),
+        "filter_fraction": task.filter_fraction,
+        "n_samples": task.n_samples,
+        "predicted_counts": {
+            c: int(np.sum(result.predictions == i)) for i, c in enumerate(task.class_names)
+        },
+    }
+    if task.target_class is not None:
+        target = task.class_names.index(task.target_class)
+        others = truth != target
+        out["target_class"] = task.target_class
+        out["target_rate_on_other_classes"] = (
+            float(np.mean(result.predictions[others] == target)) if others.any() else None
+        )
+    return out
+
+
 def _replicate(paths: list[Path], cfg: EvalConfig) -> dict[str, Any]:
     from alignscope.embed.sscd import SSCDEncoder
     from alignscope.io.store import open_store
@@ -462,4 +542,11 @@ def _settings(cfg: EvalConfig) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Dissection", "EvalConfig", "evaluate", "evaluate_model", "load_pipeline"]
+__all__ = [
+    "Classification",
+    "Dissection",
+    "EvalConfig",
+    "evaluate",
+    "evaluate_model",
+    "load_pipeline",
+]
