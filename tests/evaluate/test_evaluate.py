@@ -38,34 +38,31 @@ def aesthetics_head(tmp_path):
     return tmp_path / "aesthetics.pth"
 
 
-def _dataset(root, rng, n=20):
-    root.mkdir()
-    for i in range(n):
-        base = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        Image.fromarray(base).resize((16, 16), Image.BICUBIC).save(root / f"{i:03d}.png")
-        (root / f"{i:03d}.txt").write_text(f"a photo of a {NOUNS[i % 5]}")
-    return root
-
-
-def test_poison_train_evaluate_report(tmp_path, rng, tiny_sd_dir, tiny_open_clip, aesthetics_head):
-    started = time.perf_counter()
-    data = _dataset(tmp_path / "data", rng)
+def _poison_and_train(tmp_path, rng, tiny_sd_dir, size, steps, **attack):
+    """A generated 20-pair dataset of ``size`` px, poisoned by ``attack``, then fine-tuned on."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(20):
+        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.BICUBIC).save(data / f"{i:03d}.png")
+        (data / f"{i:03d}.txt").write_text(f"a photo of a {NOUNS[i % 5]}")
     poison_dataset(
-        open_dataset(data),
-        tmp_path / "poisoned",
-        method="dirty-label",
-        concepts=1,
-        per_concept=2,
-        seed=1,
-        vocabulary=make_vocabulary(NOUNS),
+        open_dataset(data), tmp_path / "poisoned", vocabulary=make_vocabulary(NOUNS), **attack
     )
     train(
         "finetune",
         open_dataset(tmp_path / "poisoned"),
         tmp_path / "trained",
         model=tiny_sd_dir,
-        config=TrainConfig(steps=6, learning_rate=1e-3, batch_size=4, resolution=16),
+        config=TrainConfig(steps=steps, learning_rate=1e-3, batch_size=4, resolution=size),
         progress=False,
+    )
+
+
+def test_poison_train_evaluate_report(tmp_path, rng, tiny_sd_dir, tiny_open_clip, aesthetics_head):
+    started = time.perf_counter()
+    _poison_and_train(
+        tmp_path, rng, tiny_sd_dir, 16, 6, method="dirty-label", concepts=1, per_concept=2, seed=1
     )
     config = EvalConfig(
         concepts=NOUNS,
@@ -214,28 +211,8 @@ def test_backdoor_dissection_classifier_and_replication(
     )
     from alignscope.evaluate.run import Classification, Dissection
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(20):
-        small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((32, 32), Image.BICUBIC).save(data / f"{i:03d}.png")
-        (data / f"{i:03d}.txt").write_text(f"a photo of a {NOUNS[i % 5]}")
-    poison_dataset(
-        open_dataset(data),
-        tmp_path / "poisoned",
-        method="badnets-1",
-        target="cat",
-        ratio=0.25,
-        seed=0,
-        vocabulary=make_vocabulary(NOUNS),
-    )
-    train(
-        "finetune",
-        open_dataset(tmp_path / "poisoned"),
-        tmp_path / "trained",
-        model=tiny_sd_dir,
-        config=TrainConfig(steps=4, learning_rate=1e-3, batch_size=4, resolution=32),
-        progress=False,
+    _poison_and_train(
+        tmp_path, rng, tiny_sd_dir, 32, 4, method="badnets-1", target="cat", ratio=0.25, seed=0
     )
     sscd = SSCDEncoder(tiny_sscd["onnx"])
     embed_dataset(
