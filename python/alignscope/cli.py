@@ -663,8 +663,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _concept_list(text: str) -> list[str]:
-    """A concepts file (one per line), ``vocabulary:N`` (the packaged nouns), or a comma list."""
+def _concept_list(text: str, flag: str = "--concepts") -> list[str]:
+    """A file (one per line), ``vocabulary:N`` (N packaged nouns), or a comma list."""
     path = Path(text)
     if path.is_file():
         concepts = [ln.strip() for ln in path.read_text("utf-8").splitlines()]
@@ -673,13 +673,18 @@ def _concept_list(text: str) -> list[str]:
         from alignscope.poison.concepts import load_vocabulary
 
         count = text.partition(":")[2]
-        if not count.isdigit() or int(count) < 1:
-            raise UsageError(f"--concepts vocabulary:N needs a positive N, got {text!r}")
-        concepts = list(load_vocabulary().nouns[: int(count)])
+        nouns = load_vocabulary().nouns
+        if not count.isdigit() or not 1 <= int(count) <= len(nouns):
+            raise UsageError(f"{flag} vocabulary:N needs N in [1, {len(nouns)}], got {text!r}")
+        # a seeded sample, not the alphabetical head: "abacus".."bell cote" is no test set
+        pick = np.random.default_rng(0).choice(len(nouns), size=int(count), replace=False)
+        concepts = [nouns[i] for i in sorted(pick)]
+    elif "/" in text or path.suffix in (".txt", ".tsv", ".csv"):
+        raise UsageError(f"{flag} file {text!r} does not exist")
     else:
         concepts = [c.strip() for c in text.split(",") if c.strip()]
     if not concepts:
-        raise UsageError(f"--concepts {text!r} gives no concepts")
+        raise UsageError(f"{flag} {text!r} gives no concepts")
     return list(dict.fromkeys(concepts))
 
 
@@ -703,8 +708,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UsageError("--target-class needs --class-names (comma list or file)")
         dissection = Dissection(
             target_class=args.target_class,
-            class_names=_concept_list(args.class_names),
+            class_names=_concept_list(args.class_names, "--class-names"),
             trigger=args.trigger,
+            template=args.dissection_template,
+            threshold=args.trigger_threshold,
             classifier=args.classifier,
             images=args.dissection_images,
             p_t=args.p_t,
@@ -716,20 +723,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UsageError("--classify needs --classify-classes or --class-names")
         classification = Classification(
             dataset=args.classify,
-            class_names=_concept_list(classes),
+            class_names=_concept_list(classes, "--classify-classes"),
             n_samples=args.classify_samples,
             filter_fraction=args.classify_filter,
             max_images=args.classify_max_images,
             target_class=args.target_class,
         )
-    names = [Path(m).name for m in args.models]
     config = EvalConfig(
         concepts=_concept_list(args.concepts),
         generation=generation,
         clip=args.clip,
         aesthetics=args.aesthetics,
         aesthetics_clip=args.aesthetics_clip,
-        poisoned=_concept_list(args.poisoned) if args.poisoned else [],
+        poisoned=_concept_list(args.poisoned, "--poisoned") if args.poisoned else [],
+        clip_threshold=args.clip_threshold,
+        aesthetics_threshold=args.aesthetics_threshold,
+        bleed_threshold=args.bleed_threshold,
         poison_manifest=args.poison_manifest,
         attention_concepts=args.attention_concepts,
         attention_resolution=args.attention_resolution,
@@ -740,15 +749,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sscd=args.sscd,
         device=args.device,
     )
-    models = (
-        dict(zip(args.names.split(","), args.models, strict=True))
-        if args.names and len(args.names.split(",")) == len(args.models)
-        else args.models
-    )
-    if args.names and not isinstance(models, dict):
-        raise UsageError(
-            f"--names gives {len(args.names.split(','))} names for {len(names)} models"
-        )
+    models: Any = args.models
+    if args.names:
+        labels = [n.strip() for n in args.names.split(",")]
+        if len(labels) != len(args.models) or len(set(labels)) != len(labels):
+            raise UsageError(
+                f"--names needs {len(args.models)} distinct names, one per model; got {labels}"
+            )
+        models = dict(zip(labels, args.models, strict=True))
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     report = evaluate(models, args.out, config, progress=not args.quiet, quiet=args.quiet)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -1058,7 +1068,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--concepts",
         default="vocabulary:1000",
-        help="file (one per line), comma list, or vocabulary:N (default: the paper's 1000)",
+        help="file (one per line), comma list, or vocabulary:N (the first N packaged "
+        "COCO/ImageNet nouns; default 1000, the paper's count)",
     )
     ev.add_argument("--names", help="comma-separated model names for the report")
     ev.add_argument(
@@ -1095,6 +1106,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--classifier", default="clip", help="clip (zero-shot) or a TorchScript classifier"
+    )
+    ev.add_argument(
+        "--dissection-template",
+        dest="dissection_template",
+        default="A photo of a {}",
+        help="G1-G4 prompt; {} is the target class (default: the poisoned captions')",
+    )
+    ev.add_argument("--trigger-threshold", dest="trigger_threshold", type=float)
+    ev.add_argument("--clip-threshold", dest="clip_threshold", type=float, default=0.236)
+    ev.add_argument("--aesthetics-threshold", dest="aesthetics_threshold", type=float, default=6.5)
+    ev.add_argument(
+        "--bleed-threshold",
+        dest="bleed_threshold",
+        type=float,
+        default=4.8,
+        help="L2 in the scoring CLIP's unnormalised text space (Nightshade: 4.8)",
     )
     ev.add_argument("--dissection-images", dest="dissection_images", type=_positive_int, default=20)
     ev.add_argument(

@@ -64,5 +64,5 @@ def test_linear_layout_and_bad_files(tmp_path, rng):
     with pytest.raises(FileNotFoundError, match="do not exist"):
         AestheticsHead.load(tmp_path / "missing.pth")
     (tmp_path / "head.txt").write_text("x")
-    with pytest.raises(ValueError, match=r"expected \.pth, \.pt, \.safetensors or \.npz"):
+    with pytest.raises(ValueError, match=r"expected \.pth, \.pt, \.bin, \.safetensors or \.npz"):
         AestheticsHead.load(tmp_path / "head.txt")

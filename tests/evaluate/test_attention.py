@@ -54,6 +54,18 @@ def test_maps_are_token_distributions_and_the_model_is_unchanged(pipe):
     np.testing.assert_array_equal(_generate(pipe), reference)
 
 
+def test_guidance_records_the_conditional_half(pipe):
+    """With classifier-free guidance the batch is [uncond, cond]: the maps kept are the
+    conditional ones, the same as without guidance after one step from the same noise."""
+    _, with_cfg, _ = attention_maps(
+        pipe, "a photo of a cat", ["cat"], steps=1, guidance=7.5, resolution=4, seed=2
+    )
+    _, without, _ = attention_maps(
+        pipe, "a photo of a cat", ["cat"], steps=1, guidance=1.0, resolution=4, seed=2
+    )
+    np.testing.assert_allclose(with_cfg["cat"], without["cat"], atol=1e-6)
+
+
 def test_only_cross_attention_layers_are_replaced(pipe):
     names = cross_attention_names(pipe.unet)
     assert names and all("attn2" in n for n in names)
@@ -80,6 +92,8 @@ def test_resizing_every_layer_and_clear_errors(pipe):
 def test_token_positions_and_overlay(pipe):
     # the byte-level test tokenizer: one token per character, the start token at 0
     assert token_positions(pipe.tokenizer, "a cat", "cat") == [2, 3, 4]
+    # a concept that also occurs in the template maps to its own (last) occurrence
+    assert token_positions(pipe.tokenizer, "a photo of a", "a") == [9]  # not [1]
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     heat = np.zeros((2, 2))
     heat[0, 0] = 1.0

@@ -113,13 +113,13 @@ def test_poison_train_evaluate_report(tmp_path, rng, tiny_sd_dir, tiny_open_clip
             np.mean((scores[poisoned] > 0.236) & (aes[poisoned] > 6.5)), abs=1e-12
         )
         assert m["bleed_through"]["count"] == 10 - 2 * len(attacked)
+        assert m["clean"]["count"] == 10 - 2 * len(attacked)  # every unpoisoned concept
         assert (out / name / "grid.png").is_file()
         assert len(section["attention"]) == 2
         assert section["attention"][0]["concept"] in attacked  # poisoned concepts come first
         for a in section["attention"]:
             with Image.open(out / name / a["overlay"]) as im:
                 assert im.size == (16, 16)
-    assert report["models"]["benign"]["per_concept"] != report["models"]["poisoned"]["per_concept"]
     assert json.loads((out / "report.json").read_text())["models"].keys() == models.keys()
     page = (out / "report.html").read_text()
     assert "Model Utility" in page and "benign" in page and "poisoned" in page
@@ -130,6 +130,12 @@ def test_poison_train_evaluate_report(tmp_path, rng, tiny_sd_dir, tiny_open_clip
     again = evaluate(models, out, config, progress=False, quiet=True)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again["models"]["benign"]["metrics"] == report["models"]["benign"]["metrics"]
+    # other settings into the same directory are refused, not mixed with the old images
+    from dataclasses import replace
+
+    changed = replace(config, generation=replace(config.generation, steps=3, guidance=1.0))
+    with pytest.raises(ValueError, match="generated with other steps, guidance"):
+        evaluate(models, out, changed, progress=False, quiet=True)
 
 
 def test_images_do_not_depend_on_batching(tmp_path, tiny_sd_dir):
@@ -191,9 +197,21 @@ def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, caps
     out = json.loads(capsys.readouterr().out)
     assert out["models"]["sd"]["images"] == 2 and "aesthetics" not in out["models"]["sd"]["metrics"]
     assert main([*argv[:3], str(tmp_path / "f"), "--concepts", "vocabulary:0", "--quiet"]) == 2
-    assert "vocabulary:N needs a positive N" in capsys.readouterr().err
+    assert "--concepts vocabulary:N needs N in [1, " in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "g"), "--quiet"]) == 2
     assert "is not a diffusers pipeline folder" in capsys.readouterr().err
+    two = [*argv[:2], str(tiny_sd_dir), "--names", "a,a", *argv[2:]]
+    assert main(two) == 2
+    assert "--names needs 2 distinct names" in capsys.readouterr().err
+    assert main([*argv, "--concepts", "missing/list.txt"]) == 2
+    assert "--concepts file 'missing/list.txt' does not exist" in capsys.readouterr().err
+    # bad options fail before any image is generated
+    bad = [*argv[:3], str(tmp_path / "h"), *argv[4:], "--target-class", "cat"]
+    assert main([*bad, "--class-names", "dog,cat", "--p-t", "1.5"]) == 2
+    assert "p_t must be in (0, 1], got 1.5" in capsys.readouterr().err
+    assert main([*bad, "--class-names", "dog,cat", "--trigger", "badnet-1"]) == 2
+    assert "trigger must be badnets-1, badnets-2 or a TorchScript" in capsys.readouterr().err
+    assert not (tmp_path / "h" / "sd" / "images").exists()
 
 
 def test_backdoor_dissection_classifier_and_replication(
@@ -249,7 +267,10 @@ def test_backdoor_dissection_classifier_and_replication(
     expected = dissect(triggered, matches)
     d = section["dissection"]
     assert d["counts"] == expected["counts"] and sum(expected["counts"].values()) == 4
-    assert d["amplification"]["p_t"] == pytest.approx(p_t)
+    assert d["prompt"] == "A photo of a cat"  # the poisoned captions' prompt
+    assert d["amplification"]["ratio"] == pytest.approx(
+        (expected["counts"]["G1"] + expected["counts"]["G2"]) / 4 / p_t
+    )
 
     c = section["diffusion_classifier"]
     records = list(open_dataset(tmp_path / "poisoned").images())[:6]

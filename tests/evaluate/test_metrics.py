@@ -38,7 +38,8 @@ def test_split_by_concept_groups():
     out = split_metrics(concepts, clip, None, poisoned=["dog"], bleed_through=["car"])
     assert out["all"]["accuracy"] == pytest.approx(3 / 6)
     assert out["poisoned"]["accuracy"] == pytest.approx(1 / 2)
-    assert out["clean"]["count"] == 2 and out["clean"]["accuracy"] == 1.0
+    # clean = every unpoisoned concept (the paper's column), bleed-through a subset of it
+    assert out["clean"]["count"] == 4 and out["clean"]["accuracy"] == 0.5
     assert out["bleed_through"]["count"] == 2 and out["bleed_through"]["accuracy"] == 0.0
     assert set(split_metrics(concepts, clip, None)) == {"all"}
 

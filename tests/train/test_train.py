@@ -375,3 +375,31 @@ def test_two_processes_follow_one_with_the_global_batch(tmp_path, four_images, t
         return [json.loads(line)["loss"] for line in lines]
 
     np.testing.assert_allclose(losses("two"), losses("one"), rtol=1e-5)
+
+
+def test_resume_refuses_another_process_count(tmp_path, four_images, tiny_sd_dir):
+    cfg = TrainConfig(
+        steps=3, learning_rate=1e-3, batch_size=2, resolution=16, seed=0, checkpoint_every=2
+    )
+    train(
+        "finetune",
+        open_dataset(four_images),
+        tmp_path / "r",
+        model=tiny_sd_dir,
+        config=cfg,
+        progress=False,
+    )
+    ckpt = tmp_path / "r" / "checkpoints" / "step_2.pt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["processes"] == 1
+    state["processes"] = 2  # as if two processes had written it
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match=r"written by 2 process\(es\) and this run has 1"):
+        train(
+            "finetune",
+            open_dataset(four_images),
+            tmp_path / "r",
+            model=tiny_sd_dir,
+            config=cfg,
+            progress=False,
+        )

@@ -47,7 +47,9 @@ def _load_tensors(path: Path) -> dict[str, np.ndarray]:
         if not isinstance(state, dict):
             raise ValueError(f"aesthetics weights {str(path)!r} hold no state dict")
         return {k: v.detach().float().numpy() for k, v in state.items() if hasattr(v, "detach")}
-    raise ValueError(f"aesthetics weights {str(path)!r}: expected .pth, .pt, .safetensors or .npz")
+    raise ValueError(
+        f"aesthetics weights {str(path)!r}: expected .pth, .pt, .bin, .safetensors or .npz"
+    )
 
 
 class AestheticsHead:

@@ -174,12 +174,15 @@ def capture_cross_attention(
 
 
 def token_positions(tokenizer: Any, prompt: str, word: str) -> list[int]:
-    """Positions of ``word``'s tokens in the tokenised ``prompt`` (with its start token)."""
+    """Positions of ``word``'s tokens in the tokenised ``prompt`` (with its start token).
+
+    The last occurrence wins: the evaluation templates put the concept after their own words
+    ("a photo of a {}"), so a concept such as "a" or "photo" still maps to itself."""
     ids = list(tokenizer(prompt).input_ids)
     sub = list(tokenizer(word, add_special_tokens=False).input_ids)
     if not sub:
         raise ValueError(f"word {word!r} gives no tokens")
-    for start in range(len(ids) - len(sub) + 1):
+    for start in reversed(range(len(ids) - len(sub) + 1)):
         if ids[start : start + len(sub)] == sub:
             return list(range(start, start + len(sub)))
     raise ValueError(f"word {word!r} is not a token sequence of the prompt {prompt!r}")

@@ -7,10 +7,14 @@ the files that are missing. Each PNG is written to a temp file and renamed.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +42,25 @@ class GenerationSettings:
         for name in ("images_per_concept", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {self.guidance}")
-        if "{}" not in self.template:
-            raise ValueError(f"template must contain {{}} for the concept, got {self.template!r}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.template.count("{}") != 1 or "{" in self.template.replace("{}", ""):
+            raise ValueError(
+                f"template must contain {{}} exactly once (the concept) and no other braces, "
+                f"got {self.template!r}"
+            )
+        for name in ("height", "width"):
+            size = getattr(self, name)
+            if size is not None and (size < 8 or size % 8):
+                raise ValueError(f"{name} must be a multiple of 8, got {size}")
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the images (the batch size does not)."""
+        out = asdict(self)
+        del out["batch_size"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,12 +99,60 @@ def plan(concepts: Sequence[str], out: Path, settings: GenerationSettings) -> li
     ]
 
 
+def model_fingerprint(model: str | os.PathLike[str]) -> str:
+    """A digest of a model folder: every file's path, size and first and last MiB.
+
+    Cheap on multi-GB weights, and it changes when a model is retrained or replaced."""
+    root = Path(model)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(root).as_posix()}\0{size}\0".encode())
+        with open(path, "rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                digest.update(fh.read())
+    return digest.hexdigest()
+
+
+MANIFEST = "generation.json"
+
+
+def _check_manifest(root: Path, settings: GenerationSettings, fingerprint: str | None) -> None:
+    """Images already in ``root`` must come from the same settings and model."""
+    wanted = {"settings": settings.identity(), "model": fingerprint}
+    path = root / MANIFEST
+    if path.exists():
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{str(path)!r} is unreadable ({exc}); delete {str(root)!r}") from exc
+        differ = [k for k, v in wanted["settings"].items() if found.get("settings", {}).get(k) != v]
+        if fingerprint is not None and found.get("model") != fingerprint:
+            differ.append("model weights")
+        if differ:
+            raise ValueError(
+                f"the images in {str(root)!r} were generated with other {', '.join(differ)}; "
+                "use a new output directory, or delete that one to regenerate"
+            )
+        return
+    if any(root.glob("*/*.png")):
+        raise ValueError(
+            f"{str(root)!r} holds images but no {MANIFEST}: use a new output directory"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(wanted, indent=2))
+
+
 def generate_images(
     pipe: Any,
     concepts: Sequence[str],
     out: str | Path,
     settings: GenerationSettings,
     *,
+    fingerprint: str | None = None,
     progress: bool = True,
 ) -> list[Generated]:
     """Generate the missing images of every concept; return the full list, in order.
@@ -94,7 +161,9 @@ def generate_images(
     ----------
     pipe : a diffusers text-to-image pipeline (StableDiffusionPipeline or alike).
     concepts : concept names; the prompt is ``settings.template.format(concept)``.
-    out : directory of ``NNNN_concept/k.png`` files (created).
+    out : directory of ``NNNN_concept/k.png`` files (created) and ``generation.json``, the
+        settings and model fingerprint (``model_fingerprint``) the images come from: a rerun
+        with other settings or weights is refused instead of mixing old and new images.
     """
     import torch
     from PIL import Image
@@ -103,6 +172,7 @@ def generate_images(
     if not concepts:
         raise ValueError("concepts is empty: give at least one concept to generate")
     root = Path(out)
+    _check_manifest(root, settings, fingerprint)
     items = plan(concepts, root, settings)
     todo = [g for g in items if not g.path.exists()]
     bar = None

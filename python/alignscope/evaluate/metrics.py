@@ -86,8 +86,10 @@ def bleed_through_concepts(
 
     Parameters
     ----------
-    text_features : (n_concepts, d) unnormalised CLIP text features of the concepts' prompts,
-        row i for ``concepts[i]``.
+    text_features : (n_concepts, d) unnormalised CLIP text features of the concept names
+        (the word itself, no prompt template), row i for ``concepts[i]``. The threshold is on
+        the scale of these features, so it belongs to one backbone (the 4.8 default: the
+        scoring CLIP, ViT-B/32 unless chosen otherwise).
     concepts : the evaluated concept names.
     poisoned : the poisoned concept names (a subset of ``concepts`` or not; those absent from
         ``concepts`` are ignored).
@@ -130,8 +132,9 @@ def split_metrics(
 ) -> dict[str, dict[str, Any]]:
     """The metrics over all images and split by concept group, as the paper's tables do.
 
-    Groups: ``all``; ``clean`` (neither poisoned nor bleed-through) and ``poisoned`` when
-    poisoned concepts are given; ``bleed_through`` when related concepts are given.
+    Groups: ``all``; ``clean`` (every unpoisoned concept, the paper's "Clean" column) and
+    ``poisoned`` when poisoned concepts are given; ``bleed_through`` (the unpoisoned concepts
+    related to a poisoned one, a subset of ``clean``) when related concepts are given.
     """
     n = len(image_concepts)
     clip = _scores("clip_scores", clip_scores, n)
@@ -141,7 +144,7 @@ def split_metrics(
     bleed = np.isin(names, list(bleed_through)) & ~pois
     groups = {"all": np.ones(n, dtype=bool)}
     if len(poisoned):
-        groups["clean"] = ~pois & ~bleed
+        groups["clean"] = ~pois
         groups["poisoned"] = pois
     if len(bleed_through):
         groups["bleed_through"] = bleed

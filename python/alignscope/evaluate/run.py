@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from alignscope.report.files import atomic_path
 
 DEFAULT_CLIP = "open_clip:ViT-B-32:openai"
 DEFAULT_AESTHETICS_CLIP = "open_clip:ViT-L-14:openai"
+DISSECTION_SEED_OFFSET = 1_000_003
 
 
 @dataclass
@@ -47,6 +49,30 @@ class Dissection:
     classifier: str = "clip"  # "clip" (zero-shot with the scoring CLIP) | TorchScript path
     images: int = 20
     p_t: float | None = None
+    template: str = "A photo of a {}"  # the poisoned captions' prompt (poison.methods)
+    threshold: float | None = None  # trigger detector threshold (None: the detector's default)
+
+    def check(self) -> None:
+        if self.target_class not in self.class_names:
+            raise ValueError(
+                f"dissection target_class {self.target_class!r} is not one of class_names"
+            )
+        if self.images < 1:
+            raise ValueError(f"dissection images must be >= 1, got {self.images}")
+        if self.p_t is not None and not 0.0 < self.p_t <= 1.0:
+            raise ValueError(f"p_t must be in (0, 1], got {self.p_t}")
+        if self.trigger not in ("badnets-1", "badnets-2") and not Path(self.trigger).is_file():
+            raise ValueError(
+                f"trigger must be badnets-1, badnets-2 or a TorchScript detector file; "
+                f"{self.trigger!r} is neither"
+            )
+        if self.classifier != "clip" and not Path(self.classifier).is_file():
+            raise ValueError(
+                f"classifier must be 'clip' or a TorchScript classifier file; "
+                f"{self.classifier!r} is neither"
+            )
+        if self.template.count("{}") != 1:
+            raise ValueError(f"dissection template must contain {{}} once, got {self.template!r}")
 
 
 @dataclass
@@ -65,6 +91,20 @@ class Classification:
     filter_fraction: float = 0.0
     max_images: int = 200
     target_class: str | None = None
+
+    def check(self) -> None:
+        if not Path(self.dataset).exists():
+            raise FileNotFoundError(f"classification dataset {self.dataset!r} does not exist")
+        if not self.class_names:
+            raise ValueError("classification class_names is empty")
+        if self.target_class is not None and self.target_class not in self.class_names:
+            raise ValueError(f"classification target_class {self.target_class!r} is not a class")
+        if self.n_samples < 1 or self.max_images < 1:
+            raise ValueError("classification n_samples and max_images must be >= 1")
+        if not 0.0 <= self.filter_fraction < 1.0:
+            raise ValueError(
+                f"classification filter_fraction must be in [0, 1), got {self.filter_fraction}"
+            )
 
 
 @dataclass
@@ -101,13 +141,19 @@ class EvalConfig:
             raise ValueError("attention_concepts and grid_concepts must be >= 0")
         if (self.replication_store is None) != (self.sscd is None):
             raise ValueError("replication needs both replication_store= and sscd=")
-        if self.dissection is not None and self.dissection.target_class not in (
-            self.dissection.class_names
-        ):
-            raise ValueError(
-                f"dissection target_class {self.dissection.target_class!r} is not one of "
-                "class_names"
-            )
+        for name in ("replication_store", "sscd", "aesthetics", "poison_manifest"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).exists():
+                raise FileNotFoundError(f"{name} {value!r} does not exist")
+        for name in ("clip_threshold", "aesthetics_threshold", "bleed_threshold"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        if self.attention_resolution < 1:
+            raise ValueError(f"attention_resolution must be >= 1, got {self.attention_resolution}")
+        if self.dissection is not None:
+            self.dissection.check()
+        if self.classification is not None:
+            self.classification.check()
 
 
 def _log(message: str, quiet: bool) -> None:
@@ -181,32 +227,71 @@ def _save_png(image: Any, path: Path) -> str:
     return path.name
 
 
+def resolve_poisoned(config: EvalConfig) -> list[str]:
+    """The poisoned concepts: those given, then those the poison manifest attacks."""
+    poisoned = list(dict.fromkeys(config.poisoned))
+    if config.poison_manifest is not None:
+        poisoned += [p for p in poisoned_prompts(config.poison_manifest) if p not in poisoned]
+    return poisoned
+
+
+def load_aesthetics(config: EvalConfig, clip: Any = None) -> tuple[Any, Any] | None:
+    """(head, its CLIP encoder), checked against each other, or None without a head."""
+    if config.aesthetics is None:
+        return None
+    from alignscope.embed.clip import load_clip
+    from alignscope.evaluate.aesthetics import AestheticsHead
+
+    head = AestheticsHead.load(config.aesthetics)
+    encoder = clip or load_clip(config.aesthetics_clip, config.device)
+    if encoder.dim != head.dim:
+        raise ValueError(
+            f"aesthetics head {config.aesthetics!r} takes {head.dim}-d embeddings but "
+            f"{encoder.spec!r} gives {encoder.dim}-d (the published heads need CLIP ViT-L/14)"
+        )
+    return head, encoder
+
+
 def evaluate_model(
     model: str | Path,
     out: str | Path,
     config: EvalConfig,
     *,
     clip: Any = None,
-    aesthetics_clip: Any = None,
+    aesthetics: tuple[Any, Any] | None = None,
+    poisoned: list[str] | None = None,
     progress: bool = True,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one model into ``out`` (images/, attention/, scores.csv, metrics.json).
 
-    ``clip`` / ``aesthetics_clip`` are loaded ClipEncoders, reused across models; None loads
-    them from ``config``. Returns the model's section of ``report.json``.
+    ``clip`` (a ClipEncoder) and ``aesthetics`` ((head, encoder) from ``load_aesthetics``) are
+    reused across models; None loads them from ``config``. ``poisoned`` defaults to
+    ``resolve_poisoned(config)``. Returns the model's section of ``report.json``.
     """
     from alignscope.embed.clip import load_clip
+    from alignscope.evaluate.generate import model_fingerprint
 
     config.check()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    pipe = load_pipeline(model, config.device)
+    poisoned = resolve_poisoned(config) if poisoned is None else poisoned
     clip = clip or load_clip(config.clip, config.device)
+    if aesthetics is None:
+        aesthetics = load_aesthetics(config)
+    pipe = load_pipeline(model, config.device)
+    # the attention pass is short (one image per chosen concept): run it first, so a bad
+    # resolution fails before the long generation
+    attention = _attention(pipe, config, poisoned, root / "attention")
     _log(f"{model}: generating {len(config.concepts)} concepts", quiet)
     items = generate_images(
-        pipe, config.concepts, root / "images", config.generation, progress=progress
+        pipe,
+        config.concepts,
+        root / "images",
+        config.generation,
+        fingerprint=model_fingerprint(model),
+        progress=progress,
     )
     paths = [g.path for g in items]
     image_emb = _encode_images(clip, paths)
@@ -215,17 +300,10 @@ def evaluate_model(
     clip_scores = np.array(
         [float(image_emb[i] @ text_emb[g.prompt]) for i, g in enumerate(items)], dtype=np.float64
     )
-    aesthetics = None
-    if config.aesthetics is not None:
-        from alignscope.evaluate.aesthetics import AestheticsHead
-
-        head = AestheticsHead.load(config.aesthetics)
-        aesthetics_clip = aesthetics_clip or load_clip(config.aesthetics_clip, config.device)
-        aesthetics = head(_encode_images(aesthetics_clip, paths))
-
-    poisoned = list(config.poisoned)
-    if config.poison_manifest is not None:
-        poisoned += [p for p in poisoned_prompts(config.poison_manifest) if p not in poisoned]
+    aes_scores = None
+    if aesthetics is not None:
+        head, encoder = aesthetics
+        aes_scores = head(_encode_images(encoder, paths))
     bleed: dict[str, str] = {}
     if poisoned:
         raw = _encode_texts(clip, config.concepts, normalize=False)
@@ -236,7 +314,7 @@ def evaluate_model(
     metrics = split_metrics(
         concepts_of,
         clip_scores,
-        aesthetics,
+        aes_scores,
         poisoned=poisoned,
         bleed_through=list(bleed),
         clip_threshold=config.clip_threshold,
@@ -246,7 +324,7 @@ def evaluate_model(
         "poisoned" if c in poisoned else "bleed_through" if c in bleed else "clean"
         for c in concepts_of
     ]
-    _write_scores(root / "scores.csv", items, clip_scores, aesthetics, groups)
+    _write_scores(root / "scores.csv", items, clip_scores, aes_scores, groups)
 
     section: dict[str, Any] = {
         "model": str(model),
@@ -254,15 +332,15 @@ def evaluate_model(
         "metrics": metrics,
         "poisoned_concepts": [c for c in config.concepts if c in poisoned],
         "bleed_through": bleed,
-        "per_concept": _per_concept(concepts_of, clip_scores, aesthetics, config),
+        "per_concept": _per_concept(concepts_of, clip_scores, aes_scores, config),
     }
     shown = config.concepts[: config.grid_concepts]
     by_concept = {c: [g.path for g in items if g.concept == c] for c in shown}
     if shown:
         section["grid"] = _save_png(image_grid(list(by_concept.values()), shown), root / "grid.png")
-    section["attention"] = _attention(pipe, config, poisoned, root / "attention")
+    section["attention"] = attention
     if config.dissection is not None:
-        section["dissection"] = _dissect(pipe, clip, config, root / "dissection", progress)
+        section["dissection"] = _dissect(pipe, clip, config, root / "dissection", model, progress)
     if config.classification is not None:
         section["diffusion_classifier"] = _classify(pipe, config.classification, progress)
     if config.replication_store is not None:
@@ -349,7 +427,9 @@ def _attention(pipe: Any, cfg: EvalConfig, poisoned: list[str], out: Path) -> li
     return entries
 
 
-def _dissect(pipe: Any, clip: Any, cfg: EvalConfig, out: Path, progress: bool) -> dict[str, Any]:
+def _dissect(
+    pipe: Any, clip: Any, cfg: EvalConfig, out: Path, model: str | Path, progress: bool
+) -> dict[str, Any]:
     from alignscope.evaluate.dissection import (
         ClassClassifier,
         TriggerDetector,
@@ -362,13 +442,22 @@ def _dissect(pipe: Any, clip: Any, cfg: EvalConfig, out: Path, progress: bool) -
         images_per_concept=d.images,
         steps=cfg.generation.steps,
         guidance=cfg.generation.guidance,
-        seed=cfg.generation.seed,
+        seed=cfg.generation.seed + DISSECTION_SEED_OFFSET,  # not the concept images' seeds
         batch_size=cfg.generation.batch_size,
-        template=cfg.generation.template,
+        template=d.template,
         height=cfg.generation.height,
         width=cfg.generation.width,
     )
-    items = generate_images(pipe, [d.target_class], out, settings, progress=progress)
+    from alignscope.evaluate.generate import model_fingerprint
+
+    items = generate_images(
+        pipe,
+        [d.target_class],
+        out,
+        settings,
+        fingerprint=model_fingerprint(model),
+        progress=progress,
+    )
     images = [np.asarray(im) for im in _images([g.path for g in items])]
     classifier = (
         ClassClassifier.zero_shot(clip, d.class_names)
@@ -376,14 +465,19 @@ def _dissect(pipe: Any, clip: Any, cfg: EvalConfig, out: Path, progress: bool) -
         else ClassClassifier.torchscript(d.classifier, d.class_names)
     )
     detector = (
-        TriggerDetector.template(d.trigger)
+        TriggerDetector.template(d.trigger, d.threshold)
         if d.trigger in ("badnets-1", "badnets-2")
-        else TriggerDetector.torchscript(d.trigger)
+        else TriggerDetector.torchscript(d.trigger, 0.5 if d.threshold is None else d.threshold)
     )
     result = dissect_generations(
         images, target_class=d.target_class, classifier=classifier, detector=detector, p_t=d.p_t
     )
-    return {"target_class": d.target_class, "trigger": d.trigger, **result.to_dict()}
+    return {
+        "target_class": d.target_class,
+        "prompt": d.template.format(d.target_class),
+        "trigger": d.trigger,
+        **result.to_dict(),
+    }
 
 
 def caption_label(caption: str, class_names: Sequence[str]) -> int | None:
@@ -483,12 +577,15 @@ def evaluate(
 
     config.check()
     named = _names(models)
+    poisoned = resolve_poisoned(config)
+    missing = [p for p in poisoned if p not in config.concepts]
+    if missing:  # the poisoned concepts are always evaluated (the paper's Poisoned column)
+        _log(f"adding the poisoned concepts {missing} to the evaluated concepts", quiet)
+        config = replace(config, concepts=[*config.concepts, *missing])
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     clip = load_clip(config.clip, config.device)
-    aes_clip = (
-        load_clip(config.aesthetics_clip, config.device) if config.aesthetics is not None else None
-    )
+    aesthetics = load_aesthetics(config, clip if config.aesthetics_clip == config.clip else None)
     report: dict[str, Any] = {
         "settings": _settings(config),
         "thresholds": {
@@ -504,7 +601,8 @@ def evaluate(
             root / name,
             config,
             clip=clip,
-            aesthetics_clip=aes_clip,
+            aesthetics=aesthetics,
+            poisoned=poisoned,
             progress=progress,
             quiet=quiet,
         )

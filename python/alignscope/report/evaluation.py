@@ -68,7 +68,7 @@ def write_html(report: dict[str, Any], path: Path) -> Path:
                 f'width="160" alt=""><figcaption>{e(a["prompt"])}</figcaption></figure>'
                 for a in m["attention"]
             )
-        for key in ("dissection", "replication"):
+        for key in ("dissection", "diffusion_classifier", "replication"):
             if m.get(key):
                 parts.append(f"<h3>{key}</h3><pre>{e(json.dumps(m[key], indent=1))}</pre>")
         sections.append("".join(parts))

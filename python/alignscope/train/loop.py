@@ -100,16 +100,15 @@ class Processes:
             self.accelerator.wait_for_everyone()
 
     def average_gradients(self, parameters: list[Any]) -> None:
+        """In place, one tensor at a time: no copy of all the gradients at once."""
         if self.count == 1:
             return
-        import torch
+        import torch.distributed as dist
 
-        grads = [p.grad for p in parameters if p.grad is not None]
-        flat = self.mean(torch.cat([g.reshape(-1) for g in grads]))
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+        for p in parameters:
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad.div_(self.count)
 
 
 def processes(device: str) -> Processes:
@@ -232,6 +231,12 @@ def run_loop(
             ema = [t.clone() for t in state["ema"]]
         if load_extra is not None:
             load_extra(state.get("extra", {}))
+        saved_processes = int(state.get("processes", 1))
+        if saved_processes != procs.count:
+            raise ValueError(
+                f"{str(latest)!r} was written by {saved_processes} process(es) and this run has "
+                f"{procs.count}: the global batch would change; resume with {saved_processes}"
+            )
         start_step = int(state["step"])
     result = TrainResult(str(out), config.steps, resumed_from=start_step)
     log = out / "train_log.jsonl"
@@ -295,6 +300,7 @@ def run_loop(
                 "optimizer": optimizer.state_dict(),
                 "ema": ema if ema is not None else [],
                 "extra": state_extra() if state_extra else {},
+                "processes": procs.count,
             }
             with atomic_path(ckpt_dir / f"step_{step + 1}.pt") as tmp:
                 torch.save(state, tmp)
@@ -307,7 +313,9 @@ def run_loop(
                 p.copy_(shadow)
     if procs.main:
         with atomic_path(out / "train_config.json") as tmp:
-            tmp.write_text(json.dumps(asdict(config), indent=2) + "\n")
+            tmp.write_text(
+                json.dumps({**asdict(config), "processes": procs.count}, indent=2) + "\n"
+            )
     result.seconds = time.perf_counter() - began
     return result
 
