@@ -28,6 +28,10 @@ TINY_UNET = {
 }
 
 
+def _finetune(data, out, model, config):
+    return train("finetune", open_dataset(data), out, model=model, config=config, progress=False)
+
+
 @pytest.fixture
 def four_images(tmp_path, rng):
     data = tmp_path / "data"
@@ -148,33 +152,12 @@ def test_resume_gives_the_uninterrupted_weights(tmp_path, four_images, tiny_sd_d
     full = TrainConfig(
         steps=8, learning_rate=1e-3, batch_size=2, resolution=16, seed=3, checkpoint_every=3
     )
-    train(
-        "finetune",
-        open_dataset(four_images),
-        tmp_path / "full",
-        model=tiny_sd_dir,
-        config=full,
-        progress=False,
-    )
+    _finetune(four_images, tmp_path / "full", tiny_sd_dir, full)
     part = TrainConfig(
         steps=5, learning_rate=1e-3, batch_size=2, resolution=16, seed=3, checkpoint_every=3
     )
-    train(
-        "finetune",
-        open_dataset(four_images),
-        tmp_path / "resumed",
-        model=tiny_sd_dir,
-        config=part,
-        progress=False,
-    )
-    result = train(
-        "finetune",
-        open_dataset(four_images),
-        tmp_path / "resumed",
-        model=tiny_sd_dir,
-        config=full,
-        progress=False,
-    )
+    _finetune(four_images, tmp_path / "resumed", tiny_sd_dir, part)
+    result = _finetune(four_images, tmp_path / "resumed", tiny_sd_dir, full)
     assert result.resumed_from == 3
     a = diffusers.UNet2DConditionModel.from_pretrained(tmp_path / "full" / "model" / "unet")
     b = diffusers.UNet2DConditionModel.from_pretrained(tmp_path / "resumed" / "model" / "unet")
@@ -381,25 +364,11 @@ def test_resume_refuses_another_process_count(tmp_path, four_images, tiny_sd_dir
     cfg = TrainConfig(
         steps=3, learning_rate=1e-3, batch_size=2, resolution=16, seed=0, checkpoint_every=2
     )
-    train(
-        "finetune",
-        open_dataset(four_images),
-        tmp_path / "r",
-        model=tiny_sd_dir,
-        config=cfg,
-        progress=False,
-    )
+    _finetune(four_images, tmp_path / "r", tiny_sd_dir, cfg)
     ckpt = tmp_path / "r" / "checkpoints" / "step_2.pt"
     state = torch.load(ckpt, weights_only=True)
     assert state["processes"] == 1
     state["processes"] = 2  # as if two processes had written it
     torch.save(state, ckpt)
     with pytest.raises(ValueError, match=r"written by 2 process\(es\) and this run has 1"):
-        train(
-            "finetune",
-            open_dataset(four_images),
-            tmp_path / "r",
-            model=tiny_sd_dir,
-            config=cfg,
-            progress=False,
-        )
+        _finetune(four_images, tmp_path / "r", tiny_sd_dir, cfg)
