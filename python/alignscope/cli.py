@@ -1105,7 +1105,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--trigger", default="badnets-1", help="badnets-1, badnets-2 or a TorchScript detector"
     )
     ev.add_argument(
-        "--classifier", default="clip", help="clip (zero-shot) or a TorchScript classifier"
+        "--classifier",
+        default="clip",
+        help="clip (zero-shot), torchvision:NAME:WEIGHTS, timm:NAME:WEIGHTS or TorchScript file",
     )
     ev.add_argument(
         "--dissection-template",

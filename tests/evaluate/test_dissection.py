@@ -312,3 +312,28 @@ def test_dissect_generations_puts_each_image_in_its_group(channel_models):
         dissect_generations(images, target_class="purple", classifier=classifier, detector=detector)
     with pytest.raises(TypeError, match="detector must be a TriggerDetector"):
         dissect_generations(images, target_class="red", classifier=classifier, detector=None)
+
+
+def test_torchvision_checkpoint_classifier_matches_the_scripted_model(tmp_path, rng):
+    """A torchvision architecture with saved weights predicts what the same model scripted
+    predicts (same preprocessing), and bad specs are named."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    names = ["dog", "cat", "car"]
+    torch.manual_seed(0)
+    net = torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=3).eval()
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "w.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch
+        torch.jit.script(net).save(str(tmp_path / "net.pt"))
+    images = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(6)]
+    spec = f"torchvision:mobilenet_v3_small:{tmp_path / 'w.pth'}"
+    got = ClassClassifier.checkpoint(spec, names, size=64).predict(images)
+    want = ClassClassifier.torchscript(tmp_path / "net.pt", names, size=64).predict(images)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="do not fit torchvision:mobilenet_v3_small with 2"):
+        ClassClassifier.checkpoint(spec, names[:2])
+    with pytest.raises(ValueError, match="must be torchvision:NAME:WEIGHTS or timm"):
+        ClassClassifier.checkpoint("resnet50", names)
+    with pytest.raises(ValueError, match="torchvision has no model 'nonet'"):
+        ClassClassifier.checkpoint(f"torchvision:nonet:{tmp_path / 'w.pth'}", names)

@@ -366,7 +366,8 @@ def _check_class_names(class_names: Any) -> tuple[str, ...]:
 class ClassClassifier:
     """Predicts which of ``class_names`` an image shows.
 
-    Build one with :meth:`zero_shot` (CLIP) or :meth:`torchscript`.
+    Build one with :meth:`zero_shot` (CLIP), :meth:`checkpoint` (torchvision / timm) or
+    :meth:`torchscript`.
     """
 
     def __init__(
@@ -423,9 +424,66 @@ class ClassClassifier:
         std; it returns (n, len(class_names)) logits (or probabilities) in the order of
         ``class_names``.
         """
+        model = _load_torchscript(path, device)
+        return cls._from_module(model, class_names, size, device, f"torchscript:{Path(path).name}")
+
+    @classmethod
+    def checkpoint(
+        cls, spec: str, class_names: Sequence[str], size: int = 224, device: str = "cpu"
+    ) -> ClassClassifier:
+        """A torchvision or timm architecture with the user's trained weights.
+
+        ``spec`` is ``torchvision:NAME:WEIGHTS`` or ``timm:NAME:WEIGHTS``: the architecture is
+        built with ``num_classes=len(class_names)`` and the state dict (a ``.pth``, read with
+        ``weights_only=True``; a ``state_dict`` or ``model`` entry and ``module.`` prefixes are
+        accepted) is loaded strictly. Inputs are prepared as for :meth:`torchscript`.
+        """
+        library, _, rest = str(spec).partition(":")
+        name, _, weights = rest.partition(":")
+        if library not in ("torchvision", "timm") or not name or not weights:
+            raise ValueError(
+                f"classifier spec must be torchvision:NAME:WEIGHTS or timm:NAME:WEIGHTS, "
+                f"got {spec!r}"
+            )
+        if not Path(weights).is_file():
+            raise ValueError(f"classifier weights {weights!r} do not exist")
+        names = _check_class_names(class_names)
+        import torch
+
+        try:
+            if library == "torchvision":
+                import torchvision
+
+                model = torchvision.models.get_model(name, weights=None, num_classes=len(names))
+            else:
+                import timm
+
+                model = timm.create_model(name, pretrained=False, num_classes=len(names))
+        except ImportError as exc:
+            raise ValueError(f"classifier spec {spec!r} needs: pip install {library}") from exc
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"{library} has no model {name!r}: {exc}") from exc
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"classifier weights {weights!r} do not fit {library}:{name} with "
+                f"{len(names)} classes: {str(exc).splitlines()[0]}"
+            ) from exc
+        model = model.to(device).eval()
+        return cls._from_module(model, names, size, device, f"{library}:{name}")
+
+    @classmethod
+    def _from_module(
+        cls, model: Any, class_names: Sequence[str], size: int, device: str, kind: str
+    ) -> ClassClassifier:
         names = _check_class_names(class_names)
         side = _check_size(size)
-        model = _load_torchscript(path, device)
 
         def predict_images(images: list[Any]) -> np.ndarray:
             out = _run_torchscript(model, images, side, device)
@@ -436,7 +494,7 @@ class ClassClassifier:
                 )
             return np.argmax(out, axis=1).astype(np.int64)
 
-        return cls(names, predict_images, f"torchscript:{Path(path).name}")
+        return cls(names, predict_images, kind)
 
     def predict(self, images: Sequence[Any]) -> np.ndarray:
         """Class indices.

@@ -46,7 +46,8 @@ class Dissection:
     target_class: str
     class_names: list[str]
     trigger: str = "badnets-1"  # badnets-1 | badnets-2 | path of a TorchScript detector
-    classifier: str = "clip"  # "clip" (zero-shot with the scoring CLIP) | TorchScript path
+    # "clip" (zero-shot with the scoring CLIP) | torchvision:NAME:WEIGHTS | timm:... | TorchScript
+    classifier: str = "clip"
     images: int = 20
     p_t: float | None = None
     template: str = "A photo of a {}"  # the poisoned captions' prompt (poison.methods)
@@ -66,10 +67,11 @@ class Dissection:
                 f"trigger must be badnets-1, badnets-2 or a TorchScript detector file; "
                 f"{self.trigger!r} is neither"
             )
-        if self.classifier != "clip" and not Path(self.classifier).is_file():
+        checkpoint = self.classifier.startswith(("torchvision:", "timm:"))
+        if self.classifier != "clip" and not checkpoint and not Path(self.classifier).is_file():
             raise ValueError(
-                f"classifier must be 'clip' or a TorchScript classifier file; "
-                f"{self.classifier!r} is neither"
+                f"classifier must be 'clip', torchvision:NAME:WEIGHTS, timm:NAME:WEIGHTS or a "
+                f"TorchScript classifier file; {self.classifier!r} is none of them"
             )
         if self.template.count("{}") != 1:
             raise ValueError(f"dissection template must contain {{}} once, got {self.template!r}")
@@ -459,11 +461,12 @@ def _dissect(
         progress=progress,
     )
     images = [np.asarray(im) for im in _images([g.path for g in items])]
-    classifier = (
-        ClassClassifier.zero_shot(clip, d.class_names)
-        if d.classifier == "clip"
-        else ClassClassifier.torchscript(d.classifier, d.class_names)
-    )
+    if d.classifier == "clip":
+        classifier = ClassClassifier.zero_shot(clip, d.class_names)
+    elif d.classifier.startswith(("torchvision:", "timm:")):
+        classifier = ClassClassifier.checkpoint(d.classifier, d.class_names, device=cfg.device)
+    else:
+        classifier = ClassClassifier.torchscript(d.classifier, d.class_names, device=cfg.device)
     detector = (
         TriggerDetector.template(d.trigger, d.threshold)
         if d.trigger in ("badnets-1", "badnets-2")
