@@ -243,7 +243,8 @@ def test_backdoor_dissection_classifier_and_replication(
         clip=tiny_open_clip,
         attention_concepts=1,
         attention_resolution=8,
-        dissection=Dissection(target_class="cat", class_names=NOUNS, images=4, p_t=p_t),
+        dissection=Dissection(target_class="cat", class_names=NOUNS, images=4),
+        poison_manifest=str(tmp_path / "poisoned" / "poison_manifest.parquet"),
         classification=Classification(
             dataset=str(tmp_path / "poisoned"),
             class_names=NOUNS,
@@ -268,6 +269,8 @@ def test_backdoor_dissection_classifier_and_replication(
     d = section["dissection"]
     assert d["counts"] == expected["counts"] and sum(expected["counts"].values()) == 4
     assert d["prompt"] == "A photo of a cat"  # the poisoned captions' prompt
+    # p_t read off the poisoned set: 4 of the 16 other-class rows relabelled, 4 true cats
+    assert d["amplification"]["p_t"] == pytest.approx(p_t) == pytest.approx(0.5)
     assert d["amplification"]["ratio"] == pytest.approx(
         (expected["counts"]["G1"] + expected["counts"]["G2"]) / 4 / p_t
     )

@@ -472,8 +472,11 @@ def _dissect(
         if d.trigger in ("badnets-1", "badnets-2")
         else TriggerDetector.torchscript(d.trigger, 0.5 if d.threshold is None else d.threshold)
     )
+    p_t = d.p_t
+    if p_t is None and cfg.poison_manifest is not None:
+        p_t = p_t_from_manifest(cfg.poison_manifest, d.target_class, d.class_names)
     result = dissect_generations(
-        images, target_class=d.target_class, classifier=classifier, detector=detector, p_t=d.p_t
+        images, target_class=d.target_class, classifier=classifier, detector=detector, p_t=p_t
     )
     return {
         "target_class": d.target_class,
@@ -492,6 +495,42 @@ def caption_label(caption: str, class_names: Sequence[str]) -> int | None:
         if re.search(rf"\b{re.escape(class_names[i].lower())}\b", text):
             return i
     return None
+
+
+def p_t_from_manifest(manifest: str | Path, target_class: str, class_names: Sequence[str]) -> float:
+    """BiBadDiff's p_t measured on a poisoned dataset: of the rows whose caption names the
+    target class, the fraction that carry a trigger (poisoned rows relabelled as the target).
+
+    The dataset is the manifest's folder (``alignscope poison`` writes it there)."""
+    import pyarrow.parquet as pq
+
+    from alignscope.io.datasets import open_dataset
+
+    table = pq.read_table(str(manifest)).to_pydict()
+    poisoned_ids = {
+        name
+        for name, flag, target in zip(
+            table["written_as"], table["poisoned"], table["target_concept"], strict=True
+        )
+        if flag and target == target_class
+    }
+    if not poisoned_ids:
+        raise ValueError(
+            f"the poison manifest {str(manifest)!r} relabels no row as {target_class!r}"
+        )
+    target = class_names.index(target_class)
+    labelled = [
+        r.id
+        for r in open_dataset(Path(manifest).parent)
+        if caption_label(r.caption, class_names) == target
+    ]
+    carrying = sum(1 for i in labelled if i in poisoned_ids)
+    if not carrying:
+        raise ValueError(
+            f"no record of {str(Path(manifest).parent)!r} that names {target_class!r} matches a "
+            "poisoned row of its manifest: give p_t (--p-t) yourself"
+        )
+    return carrying / len(labelled)
 
 
 def _classify(pipe: Any, task: Classification, progress: bool) -> dict[str, Any]:
