@@ -66,6 +66,20 @@ def test_guidance_records_the_conditional_half(pipe):
     np.testing.assert_allclose(with_cfg["cat"], without["cat"], atol=1e-6)
 
 
+def test_non_square_images_keep_their_layout(pipe):
+    # 16 x 32 px -> latents 8 x 16 -> cross-attention at 4 x 8 (after one downsampling)
+    image, maps, store = attention_maps(
+        pipe, "a photo of a cat", ["cat"], steps=1, height=16, width=32, resolution=(4, 8)
+    )
+    assert image.shape == (16, 32, 3) and maps["cat"].shape == (4, 8)
+    assert store.seen == {(4, 8)}
+    np.testing.assert_allclose(store.maps().sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"this UNet's are \[\(4, 8\)\]"):
+        attention_maps(
+            pipe, "a photo of a cat", ["cat"], steps=1, height=16, width=32, resolution=(8, 4)
+        )
+
+
 def test_only_cross_attention_layers_are_replaced(pipe):
     names = cross_attention_names(pipe.unet)
     assert names and all("attn2" in n for n in names)

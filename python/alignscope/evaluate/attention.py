@@ -196,7 +196,7 @@ def attention_maps(
     seed: int = 0,
     steps: int = 50,
     guidance: float = 7.5,
-    resolution: int = 16,
+    resolution: int | tuple[int, int] = 16,
     layers: str = "matching",
     height: int | None = None,
     width: int | None = None,
@@ -205,7 +205,8 @@ def attention_maps(
 
     Returns
     -------
-    image : (H, W, 3) uint8; maps : {word: (r, r) float32}; the store (for its diagnostics).
+    image : (H, W, 3) uint8; maps : {word: (h, w) float32} at ``resolution`` (a side or
+    (h, w), e.g. (16, 24) for 512 x 768 images); the store (for its diagnostics).
     """
     import torch
 
