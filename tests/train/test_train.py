@@ -92,12 +92,12 @@ def test_textual_inversion_trains_only_its_embedding(tmp_path, four_images, tiny
 
 @pytest.fixture
 def two_concepts(tmp_path, rng):
-    """Two concepts of two images each, captioned "a photo of a q" and "a photo of a x"."""
+    """Two concepts of four images each, captioned "a photo of a q" and "a photo of a x"."""
     root = tmp_path / "concepts"
     for word in ("q", "x"):
         (root / word).mkdir(parents=True)
         base = rng.integers(0, 255, (4, 4, 3))
-        for i in range(2):
+        for i in range(4):
             pixels = np.clip(base + rng.integers(-10, 10, (4, 4, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).resize((16, 16), Image.BICUBIC).save(root / word / f"{i}.png")
             (root / word / f"{i}.txt").write_text(f"a photo of a {word}")
@@ -112,8 +112,8 @@ def two_concepts(tmp_path, rng):
 def test_textual_inversion_recovers_a_concept_the_model_knows(
     tmp_path, two_concepts, tiny_sd_factory
 ):
-    """The frozen model is first fine-tuned on concepts q and x; textual inversion on q's images,
-    started from x's token, must find q: its loss falls by at least half.
+    """The frozen model is first fine-tuned on concepts q and x; textual inversion on q's four
+    images, started from x's token, must find q: its loss falls by at least half.
 
     The model is the kind where conditioning carries the signal: v-prediction (SD 2.x) with
     latents scaled to unit size, trained in SZT's high-noise window, where the noisy latent
