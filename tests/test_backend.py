@@ -176,3 +176,38 @@ def test_backend_info_reports_the_build():
     assert set(info["cuda"]) >= {"built", "devices", "reason"}
     if not info["cuda"]["built"]:
         assert info["cuda"]["devices"] == 0
+
+
+def test_float16_rows_pack_exactly_as_their_float32_values():
+    """Every finite half bit pattern (subnormals included), widened in C++ (F16C or the
+    portable path), packs bit for bit as numpy's float32 conversion of it does."""
+    halves = np.arange(65536, dtype=np.uint16).view(np.float16)
+    values = halves[np.isfinite(halves) & (halves != 0)]
+    a = np.stack([values, np.ones_like(values)], axis=1)
+    b = np.stack([np.ones_like(values), values], axis=1)
+    got = np.empty((values.size, 4), np.float32)
+    want = np.empty_like(got)
+    r16 = _backend.pack_unit_rows(a, b, got, with_cos=True)
+    r32 = _backend.pack_unit_rows(a.astype(np.float32), b.astype(np.float32), want, with_cos=True)
+    assert r16[:3] == r32[:3] == (0, -1, -1)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(r16[3], r32[3])
+    # rows wider than the 8-lane F16C step, odd tails
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 77)).astype(np.float16)
+    got, want = np.empty((300, 77), np.float32), np.empty((300, 77), np.float32)
+    _backend.pack_unit_rows(x, None, got, with_cos=False, threads=2)
+    _backend.pack_unit_rows(x.astype(np.float32), None, want, with_cos=False)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(("value", "problem"), [(np.inf, 1), (np.nan, 1), (0.0, 2)])
+def test_float16_rows_report_the_first_bad_row(value, problem):
+    x = np.ones((600, 9), np.float16)
+    y = np.ones((600, 9), np.float16)
+    if problem == 2:
+        y[417] = 0.0
+    else:
+        y[417, 8] = value
+    out = _backend.pack_unit_rows(x, y, np.empty((600, 18), np.float32), with_cos=True, threads=2)
+    assert out[:3] == (problem, 1, 417)

@@ -86,6 +86,9 @@ py::tuple pack_rows(const py::array_t<T, py::array::c_style>& a, std::optional<p
 void register_pairs(py::module_& m) {
   m.def("pack_unit_rows", &pack_rows<float>, py::arg("a").noconvert(), py::arg("b").noconvert(),
         py::arg("dst").noconvert(), py::arg("with_cos"), py::arg("threads") = 0);
+  m.def("pack_unit_rows_f16", &pack_rows<uint16_t>, py::arg("a").noconvert(),
+        py::arg("b").noconvert(), py::arg("dst").noconvert(), py::arg("with_cos"),
+        py::arg("threads") = 0, "pack_unit_rows for float16 inputs passed as their uint16 bits.");
   m.def("pack_unit_rows", &pack_rows<double>, py::arg("a").noconvert(), py::arg("b").noconvert(),
         py::arg("dst").noconvert(), py::arg("with_cos"), py::arg("threads") = 0,
         "Unit-normalise rows of a (and b) into dst (float32, side by side); returns "

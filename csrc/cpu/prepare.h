@@ -14,7 +14,8 @@ struct PackStatus {
   int64_t row = -1;  // first offending row (in this chunk)
 };
 
-// a: n x d_a, b: n x d_b (or null), both row-major T (float or double). Writes unit rows
+// a: n x d_a, b: n x d_b (or null), both row-major T (float, double, or uint16_t holding IEEE
+// half-precision bits). Writes unit rows
 // [a_i / |a_i|, b_i / |b_i|] into dst (n x (d_a + d_b), float32) and, when cos is not null
 // (requires d_a == d_b), cos[i] = <a_i, b_i> / (|a_i| |b_i|) in float64.
 template <typename T>

@@ -281,7 +281,16 @@ def pack_unit_rows(
     (problem, view, row, cos): problem 0 = fine, 1 = NaN/inf, 2 = zero row, at ``row`` of view
     ``view`` (0 = a, 1 = b); cos is (n,) float64 or None.
     """
-    dtype = np.float64 if np.float64 in (a.dtype, None if b is None else b.dtype) else np.float32
+    dtypes = {a.dtype, a.dtype if b is None else b.dtype}
+    if dtypes == {np.dtype(np.float16)}:
+        # widened row by row in C++ (F16C where the CPU has it): no float32 copy of the input
+        a16 = np.ascontiguousarray(a).view(np.uint16)
+        b16 = None if b is None else np.ascontiguousarray(b).view(np.uint16)
+        problem, view, row, cos = _core.pack_unit_rows_f16(
+            a16, b16, dst, bool(with_cos), resolve_threads(threads)
+        )
+        return int(problem), int(view), int(row), cos
+    dtype = np.float64 if np.dtype(np.float64) in dtypes else np.float32
     a = np.ascontiguousarray(a, dtype=dtype)
     b = None if b is None else np.ascontiguousarray(b, dtype=dtype)
     problem, view, row, cos = _core.pack_unit_rows(
