@@ -703,6 +703,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         width=args.width,
     )
     dissection = None
+    if not args.target_class:
+        stray = [f for f, v in (("--p-t", args.p_t), ("--class-names", args.class_names)) if v]
+        if stray:
+            raise UsageError(f"{' and '.join(stray)} only apply with --target-class (G1-G4)")
     if args.target_class:
         if not args.class_names:
             raise UsageError("--target-class needs --class-names (comma list or file)")
@@ -1068,7 +1072,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--concepts",
         default="vocabulary:1000",
-        help="file (one per line), comma list, or vocabulary:N (the first N packaged "
+        help="file (one per line), comma list, or vocabulary:N (a seeded sample of N packaged "
         "COCO/ImageNet nouns; default 1000, the paper's count)",
     )
     ev.add_argument("--names", help="comma-separated model names for the report")
@@ -1165,7 +1169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"alignscope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ValueError, TypeError, FileNotFoundError, IndexError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+        IndexError,
+    ) as exc:
         print(f"alignscope: error: {_to_flags(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -162,8 +162,21 @@ def test_images_do_not_depend_on_batching(tmp_path, tiny_sd_dir):
             np.asarray(Image.open(y.path), dtype=float),
             atol=2,  # batched convolutions may round differently by one level
         )
-    assert one[4].seed == image_seed(4, 1, 1) and one[0].prompt == "a photo of dog"
+    assert one[4].seed == image_seed(4, "cat", 1) and one[0].prompt == "a photo of dog"
     assert len({g.seed for g in one}) == 6
+    # seeds follow the concept's name: adding a concept changes no other concept's images
+    more = generate_images(
+        pipe,
+        ["bird", "cat"],
+        tmp_path / "c",
+        GenerationSettings(batch_size=4, **base),
+        progress=False,
+    )
+    for x, y in zip(one[3:], more[3:], strict=True):
+        assert x.seed == y.seed and x.path.name == y.path.name
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(x.path)), np.asarray(Image.open(y.path))
+        )
 
 
 def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, capsys):
@@ -212,6 +225,14 @@ def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, caps
     assert main([*bad, "--class-names", "dog,cat", "--trigger", "badnet-1"]) == 2
     assert "trigger must be badnets-1, badnets-2 or a TorchScript" in capsys.readouterr().err
     assert not (tmp_path / "h" / "sd" / "images").exists()
+    assert main([*argv[:3], str(tmp_path / "i"), *argv[4:], "--p-t", "0.5"]) == 2
+    assert "--p-t only apply with --target-class" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main([*argv[:3], str(tmp_path / "file"), *argv[4:]]) == 2  # --out is a file
+    assert "alignscope: error:" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*argv[:3], str(tmp_path / "j"), *argv[4:], "--device", "cuda"]) == 2
+        assert "torch sees no CUDA device here" in capsys.readouterr().err
 
 
 def test_backdoor_dissection_classifier_and_replication(

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._devices import check_device
+
 
 def _unit(x: Any) -> np.ndarray:
     arr = x.float().cpu().numpy() if hasattr(x, "cpu") else np.asarray(x, dtype=np.float32)
@@ -47,7 +49,7 @@ class OpenClipEncoder(ClipEncoder):
         except ImportError as exc:
             raise ValueError("open_clip specs need: pip install open_clip_torch") from exc
         self.spec = spec
-        self.device = device
+        self.device = check_device(device)
         if name.endswith(".json") and Path(name).is_file():
             # a model config file: register it (in every process that loads this spec)
             open_clip.add_model_config(Path(name))
@@ -60,9 +62,16 @@ class OpenClipEncoder(ClipEncoder):
         if pretrained is None:
             # random weights (tests, smoke runs): seeded, so every process builds the same model
             torch.manual_seed(0)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, device=device
-        )
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, device=device
+            )
+        except (RuntimeError, OSError) as exc:  # a hub download that failed, a bad checkpoint
+            raise ValueError(
+                f"{spec}: could not load the weights {pretrained!r} "
+                f"({str(exc).splitlines()[0][:200]}); offline, give a local checkpoint: "
+                f"open_clip:{name}:/path/to/weights.pt"
+            ) from exc
         self.model = model.eval()
         if device.startswith("cuda"):
             self.model = self.model.half()
@@ -93,9 +102,15 @@ class HFClipEncoder(ClipEncoder):
         except ImportError as exc:
             raise ValueError("hf specs need: pip install transformers") from exc
         self.spec = spec
-        self.device = device
+        self.device = check_device(device)
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        self.model = CLIPModel.from_pretrained(source, dtype=dtype).to(device).eval()
+        try:
+            self.model = CLIPModel.from_pretrained(source, dtype=dtype).to(device).eval()
+        except OSError as exc:  # not a local folder and no hub access
+            raise ValueError(
+                f"{spec}: could not load {source!r} ({str(exc).splitlines()[0][:200]}); "
+                "offline, give a local folder saved with save_pretrained: hf:/path/to/clip"
+            ) from exc
         self.tokenizer = CLIPTokenizer.from_pretrained(source)
         self.processor = CLIPImageProcessor.from_pretrained(source)
         self._torch = torch

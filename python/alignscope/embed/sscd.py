@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._devices import check_device
 from alignscope.embed.preprocess import Preset, geometry, get_preset, normalise
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".torchscript")
@@ -41,7 +42,7 @@ class SSCDEncoder:
         if not self.path.is_file():
             raise FileNotFoundError(f"SSCD model {str(self.path)!r} does not exist")
         self.preset: Preset = get_preset(preset)
-        self.device = device
+        self.device = check_device(device)
         suffix = self.path.suffix.lower()
         if suffix in TORCHSCRIPT_SUFFIXES:
             import torch

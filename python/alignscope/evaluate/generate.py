@@ -1,6 +1,6 @@
 """Generation of the evaluation prompts: ``images_per_concept`` images of "a photo of {C}".
 
-Every image has its own seed, drawn from (seed, concept index, image index), so an image does
+Every image has its own seed, drawn from (seed, concept name, image index), so an image does
 not depend on the batch it was generated in and an interrupted run resumes by generating only
 the files that are missing. Each PNG is written to a temp file and renamed.
 """
@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,15 +74,22 @@ class Generated:
     path: Path
 
 
-def image_seed(seed: int, concept_index: int, image_index: int) -> int:
-    """The seed of one image: independent streams per (seed, concept, image)."""
-    return int(np.random.SeedSequence([seed, concept_index, image_index]).generate_state(1)[0])
+def _name_key(concept: str) -> int:
+    return zlib.crc32(concept.encode("utf-8"))
 
 
-def slug(concept: str, index: int) -> str:
-    """A directory name for a concept: its index (unique) and a filesystem-safe form."""
+def image_seed(seed: int, concept: str, image_index: int) -> int:
+    """The seed of one image: independent streams per (seed, concept name, image), so adding or
+    reordering concepts changes no other concept's images."""
+    key = [seed, _name_key(concept), image_index]
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
+
+
+def slug(concept: str) -> str:
+    """A directory name for a concept: a filesystem-safe form and a checksum of the name (two
+    names with the same safe form still differ)."""
     safe = re.sub(r"[^A-Za-z0-9_-]+", "_", concept).strip("_")[:40]
-    return f"{index:04d}_{safe or 'concept'}"
+    return f"{safe or 'concept'}-{_name_key(concept):08x}"
 
 
 def plan(concepts: Sequence[str], out: Path, settings: GenerationSettings) -> list[Generated]:
@@ -91,8 +99,8 @@ def plan(concepts: Sequence[str], out: Path, settings: GenerationSettings) -> li
             concept_index=ci,
             image_index=k,
             prompt=settings.template.format(c),
-            seed=image_seed(settings.seed, ci, k),
-            path=out / slug(c, ci) / f"{k}.png",
+            seed=image_seed(settings.seed, c, k),
+            path=out / slug(c) / f"{k}.png",
         )
         for ci, c in enumerate(concepts)
         for k in range(settings.images_per_concept)
@@ -161,7 +169,7 @@ def generate_images(
     ----------
     pipe : a diffusers text-to-image pipeline (StableDiffusionPipeline or alike).
     concepts : concept names; the prompt is ``settings.template.format(concept)``.
-    out : directory of ``NNNN_concept/k.png`` files (created) and ``generation.json``, the
+    out : directory of ``<concept>-<crc32>/k.png`` files (created) and ``generation.json``, the
         settings and model fingerprint (``model_fingerprint``) the images come from: a rerun
         with other settings or weights is refused instead of mixing old and new images.
     """

@@ -134,6 +134,9 @@ class EvalConfig:
     device: str = "cpu"
 
     def check(self) -> None:
+        from alignscope._devices import check_device
+
+        check_device(self.device)
         if not self.concepts:
             raise ValueError("concepts is empty: give the concepts to evaluate")
         if len(set(self.concepts)) != len(self.concepts):
@@ -422,7 +425,7 @@ def _attention(pipe: Any, cfg: EvalConfig, poisoned: list[str], out: Path) -> li
             height=gen.height,
             width=gen.width,
         )
-        name = f"{slug(c, cfg.concepts.index(c))}.png"
+        name = f"{slug(c)}.png"
         _save_png(Image.fromarray(overlay(image, maps[c])), out / name)
         np.save(out / f"{Path(name).stem}.npy", maps[c])
         entries.append({"concept": c, "prompt": prompt, "overlay": f"attention/{name}"})

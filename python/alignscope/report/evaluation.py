@@ -70,7 +70,11 @@ def write_html(report: dict[str, Any], path: Path) -> Path:
             )
         for key in ("dissection", "diffusion_classifier", "replication"):
             if m.get(key):
-                parts.append(f"<h3>{key}</h3><pre>{e(json.dumps(m[key], indent=1))}</pre>")
+                # the summary; per-image lists stay in report.json
+                brief = {
+                    k: v for k, v in m[key].items() if not (isinstance(v, list) and len(v) > 8)
+                }
+                parts.append(f"<h3>{key}</h3><pre>{e(json.dumps(brief, indent=1))}</pre>")
         sections.append("".join(parts))
     t = report["thresholds"]
     page = f"""<!doctype html>

@@ -57,6 +57,8 @@ def load_examples(
     import torch
     from PIL import Image
 
+    if mask_dir is not None and not Path(mask_dir).is_dir():
+        raise ValueError(f"loss-mask directory {str(mask_dir)!r} does not exist")
     examples = []
     for record in dataset:
         try:
@@ -76,7 +78,14 @@ def load_examples(
             if path.exists():
                 m = _square(Image.open(path).convert("L"), resolution)
                 mask = torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
+        if not examples:
+            first_id = record.id
         examples.append(Example(pixels.contiguous(), record.caption, mask))
     if not examples:
         raise ValueError(f"no usable training images in {dataset.source!r}")
+    if mask_dir is not None and all(e.mask is None for e in examples):
+        raise ValueError(
+            f"no loss mask in {str(mask_dir)!r} matches a training image: masks are named "
+            f"<image stem>.png (e.g. {Path(first_id).stem}.png)"
+        )
     return examples

@@ -48,6 +48,9 @@ class TrainConfig:
     device: str = "cpu"
 
     def check(self, num_timesteps: int) -> None:
+        from alignscope._devices import check_device
+
+        check_device(self.device)
         if self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
             raise ValueError("steps, batch_size and gradient_accumulation must be >= 1")
         if not 0 <= self.timestep_min < num_timesteps:
@@ -231,6 +234,15 @@ def run_loop(
             ema = [t.clone() for t in state["ema"]]
         if load_extra is not None:
             load_extra(state.get("extra", {}))
+        saved = state.get("config", {})
+        now = _resumable_config(config)
+        changed = sorted(k for k in now if k in saved and saved[k] != now[k])
+        if changed:
+            raise ValueError(
+                f"{str(latest)!r} was trained with other {', '.join(changed)} "
+                f"({', '.join(f'{k}={saved[k]!r}' for k in changed)}): resume with the same "
+                "settings, or start in a new output directory"
+            )
         saved_processes = int(state.get("processes", 1))
         if saved_processes != procs.count:
             raise ValueError(
@@ -240,6 +252,8 @@ def run_loop(
         start_step = int(state["step"])
     result = TrainResult(str(out), config.steps, resumed_from=start_step)
     log = out / "train_log.jsonl"
+    if procs.main and log.exists():
+        _truncate_log(log, start_step)  # steps after the checkpoint are trained again
     began = time.perf_counter()
     bar = None
     if progress and procs.main:
@@ -301,6 +315,7 @@ def run_loop(
                 "ema": ema if ema is not None else [],
                 "extra": state_extra() if state_extra else {},
                 "processes": procs.count,
+                "config": _resumable_config(config),
             }
             with atomic_path(ckpt_dir / f"step_{step + 1}.pt") as tmp:
                 torch.save(state, tmp)
@@ -318,6 +333,27 @@ def run_loop(
             )
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _resumable_config(config: TrainConfig) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues (steps may grow, the device
+    and the checkpoint interval may change)."""
+    out = asdict(config)
+    for key in ("steps", "checkpoint_every", "device"):
+        del out[key]
+    return out
+
+
+def _truncate_log(log: Path, last_step: int) -> None:
+    kept = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= last_step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by an interruption
+    with atomic_path(log) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
 def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
