@@ -30,9 +30,21 @@ class UsageError(Exception):
     """Bad input detected by the CLI itself; printed as one line, exit code 2."""
 
 
+# keyword-argument spellings in API messages -> the flags (literal replacements)
+_KEYWORD_FLAGS = (
+    ("unet_config=", "--unet-config"),
+    ("placeholder=", "--placeholder"),
+    ("initializer=", "--initializer"),
+    ("target=", "--target"),
+    ("layers='all'", "--attention-layers all"),
+)
+
+
 def _to_flags(message: str) -> str:
     for api, flag in _FLAG_NAMES:
         message = re.sub(rf"(?<![\w-]){api}\b", flag, message)
+    for keyword, flag in _KEYWORD_FLAGS:
+        message = message.replace(keyword, flag)
     return message
 
 
@@ -610,12 +622,25 @@ def _open_dataset(path: str | Path, trust_pickles: bool, name: str = "DATASET") 
         raise UsageError(f"{name}: {exc}") from exc
 
 
+def _quiet_model_libraries() -> None:
+    """--quiet also silences the loading bars and notices of diffusers and transformers."""
+    for name in ("diffusers", "transformers"):
+        try:
+            logging = __import__(f"{name}.utils", fromlist=["logging"]).logging
+        except ImportError:
+            continue
+        logging.disable_progress_bar()
+        logging.set_verbosity_error()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from alignscope.train import TrainConfig, train
     from alignscope.train.modes import with_preset
 
+    if args.quiet:
+        _quiet_model_libraries()
     dataset = _open_dataset(args.dataset, args.trust_pickles)
     config = with_preset(TrainConfig(), args.preset)
     overrides = {
@@ -692,6 +717,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from alignscope.evaluate.generate import GenerationSettings
     from alignscope.evaluate.run import Classification, Dissection, EvalConfig, evaluate
 
+    if args.quiet:
+        _quiet_model_libraries()
     generation = GenerationSettings(
         images_per_concept=args.images_per_concept,
         steps=args.steps,

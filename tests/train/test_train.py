@@ -259,6 +259,20 @@ def test_bad_configs(tmp_path, four_images, tiny_sd_dir):
             config=TrainConfig(steps=1, resolution=16),
             progress=False,
         )
+    with pytest.raises(ValueError, match="resolution must be a multiple of 8"):
+        _finetune(four_images, tmp_path / "x", tiny_sd_dir, TrainConfig(steps=1, resolution=30))
+
+
+def test_cli_names_the_flags(tmp_path, four_images, tiny_sd_dir, capsys):
+    from alignscope.cli import main
+
+    common = [str(four_images), "--model", str(tiny_sd_dir), "--out", str(tmp_path / "o")]
+    common += ["--steps", "1", "--resolution", "16", "--quiet"]
+    argv = ["train", "scratch", *common, "--unet-config", str(tmp_path / "none.json")]
+    assert main(argv) == 2
+    assert "--unet-config file" in capsys.readouterr().err
+    assert main(["train", "textual-inversion", *common]) == 2
+    assert "needs --placeholder (e.g. '<cat-toy>') and --initializer" in capsys.readouterr().err
 
 
 def test_cli_train_scratch(tmp_path, four_images, tiny_sd_dir, capsys):

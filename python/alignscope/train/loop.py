@@ -51,6 +51,11 @@ class TrainConfig:
         from alignscope._devices import check_device
 
         check_device(self.device)
+        if self.resolution < 8 or self.resolution % 8:
+            raise ValueError(
+                "resolution must be a multiple of 8 (the VAE's downsampling), "
+                f"got {self.resolution}"
+            )
         if self.steps < 1 or self.batch_size < 1 or self.gradient_accumulation < 1:
             raise ValueError("steps, batch_size and gradient_accumulation must be >= 1")
         if not 0 <= self.timestep_min < num_timesteps:

@@ -165,11 +165,16 @@ def train(
                 raise ValueError(
                     "scratch needs unet_config= (a UNet2DConditionModel config, JSON or dict)"
                 )
-            cfg = (
-                unet_config
-                if isinstance(unet_config, dict)
-                else json.loads(Path(unet_config).read_text())
-            )
+            if not isinstance(unet_config, dict) and not Path(unet_config).is_file():
+                raise FileNotFoundError(f"unet_config= file {str(unet_config)!r} does not exist")
+            try:
+                cfg = (
+                    unet_config
+                    if isinstance(unet_config, dict)
+                    else json.loads(Path(unet_config).read_text())
+                )
+            except ValueError as exc:
+                raise ValueError(f"unet_config= {str(unet_config)!r} is not JSON: {exc}") from exc
             unet = UNet2DConditionModel.from_config(cfg)
         else:
             unet = components["unet"]
