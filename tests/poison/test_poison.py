@@ -137,4 +137,4 @@ def test_cli_poison_webdataset(tmp_path, rng, capsys):
     back = open_dataset(tmp_path / "o" / "00000.tar")
     assert sum(1 for _ in back) == 40
     assert main(["poison", str(data), "--out", str(tmp_path / "p"), "--method", "wanet"]) == 2
-    assert "all-to-one attack: give target=" in capsys.readouterr().err
+    assert "all-to-one attack: give --target (a class name)" in capsys.readouterr().err
