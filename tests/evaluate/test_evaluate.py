@@ -106,6 +106,8 @@ def test_poison_train_evaluate_report(tmp_path, rng, tiny_sd_dir, tiny_open_clip
         np.testing.assert_allclose(scores, cosine, atol=2e-6)
         aes = np.array([float(r["aesthetics"]) for r in rows])
         poisoned = np.array([r["concept"] in attacked for r in rows])
+        np.testing.assert_array_equal(poisoned, [r["poisoned"] == "1" for r in rows])
+        assert {r["bleed_through"] for r in rows if r["poisoned"] == "0"} <= attacked
         m = section["metrics"]
         assert m["all"]["accuracy"] == pytest.approx(np.mean(scores > 0.236), abs=1e-12)
         assert m["poisoned"]["count"] == 2 * len(attacked)

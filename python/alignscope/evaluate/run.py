@@ -195,10 +195,15 @@ def _images(paths: Sequence[Path]) -> list[Any]:
     return out
 
 
-def _encode_images(encoder: Any, paths: Sequence[Path], batch: int = 32) -> np.ndarray:
-    chunks = [
-        encoder.encode_images(_images(paths[i : i + batch])) for i in range(0, len(paths), batch)
-    ]
+def _encode_images(
+    encoder: Any, paths: Sequence[Path], batch: int = 32, progress: bool = False
+) -> np.ndarray:
+    starts = range(0, len(paths), batch)
+    if progress and len(paths) > batch:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="score", unit="batch", file=sys.stderr, leave=False)
+    chunks = [encoder.encode_images(_images(paths[i : i + batch])) for i in starts]
     return np.concatenate(chunks, axis=0)
 
 
@@ -299,7 +304,7 @@ def evaluate_model(
         progress=progress,
     )
     paths = [g.path for g in items]
-    image_emb = _encode_images(clip, paths)
+    image_emb = _encode_images(clip, paths, progress=progress)
     prompts = list(dict.fromkeys(g.prompt for g in items))
     text_emb = dict(zip(prompts, _encode_texts(clip, prompts), strict=True))
     clip_scores = np.array(
@@ -308,7 +313,7 @@ def evaluate_model(
     aes_scores = None
     if aesthetics is not None:
         head, encoder = aesthetics
-        aes_scores = head(_encode_images(encoder, paths))
+        aes_scores = head(_encode_images(encoder, paths, progress=progress))
     bleed: dict[str, str] = {}
     if poisoned:
         raw = _encode_texts(clip, config.concepts, normalize=False)
@@ -325,11 +330,7 @@ def evaluate_model(
         clip_threshold=config.clip_threshold,
         aesthetics_threshold=config.aesthetics_threshold,
     )
-    groups = [
-        "poisoned" if c in poisoned else "bleed_through" if c in bleed else "clean"
-        for c in concepts_of
-    ]
-    _write_scores(root / "scores.csv", items, clip_scores, aes_scores, groups)
+    _write_scores(root / "scores.csv", items, clip_scores, aes_scores, set(poisoned), bleed)
 
     section: dict[str, Any] = {
         "model": str(model),
@@ -378,11 +379,26 @@ def _write_scores(
     items: list[Any],
     clip_scores: np.ndarray,
     aesthetics: np.ndarray | None,
-    groups: list[str],
+    poisoned: set[str],
+    bleed: dict[str, str],
 ) -> None:
+    """One row per image; ``poisoned`` and ``bleed_through`` (the related poisoned concept, or
+    empty) say which of the report's groups it counts in (clean = not poisoned)."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["concept", "image", "seed", "prompt", "file", "group", "clip", "aesthetics"])
+        w.writerow(
+            [
+                "concept",
+                "image",
+                "seed",
+                "prompt",
+                "file",
+                "poisoned",
+                "bleed_through",
+                "clip",
+                "aesthetics",
+            ]
+        )
         for i, g in enumerate(items):
             w.writerow(
                 [
@@ -391,7 +407,8 @@ def _write_scores(
                     g.seed,
                     g.prompt,
                     str(g.path.relative_to(path.parent)),
-                    groups[i],
+                    int(g.concept in poisoned),
+                    bleed.get(g.concept, ""),
                     f"{clip_scores[i]:.6f}",
                     "" if aesthetics is None else f"{aesthetics[i]:.4f}",
                 ]
