@@ -277,6 +277,9 @@ def test_backdoor_dissection_classifier_and_replication(
     d = section["dissection"]
     assert d["counts"] == expected["counts"] and sum(expected["counts"].values()) == 4
     assert d["prompt"] == "A photo of a cat"  # the poisoned captions' prompt
+    with Image.open(out / "trained" / d["grid"]) as grid:  # one row per group, G1..G4
+        assert grid.size[1] == 4 * 128
+    assert d["grid"] in (out / "report.html").read_text()
     # p_t read off the poisoned set: 4 of the 16 other-class rows relabelled, 4 true cats
     assert d["amplification"]["p_t"] == pytest.approx(p_t) == pytest.approx(0.5)
     assert d["amplification"]["ratio"] == pytest.approx(

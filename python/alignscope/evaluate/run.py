@@ -498,10 +498,18 @@ def _dissect(
     result = dissect_generations(
         images, target_class=d.target_class, classifier=classifier, detector=detector, p_t=p_t
     )
+    # one row of images per group, as the paper's Fig. 2 shows them
+    rows = [
+        [g.path for g, group in zip(items, result.groups, strict=True) if group == name]
+        for name in ("G1", "G2", "G3", "G4")
+    ]
+    labels = [f"{name} ({len(r)})" for name, r in zip(("G1", "G2", "G3", "G4"), rows, strict=True)]
+    grid = _save_png(image_grid(rows, labels), out.parent / "dissection_grid.png")
     return {
         "target_class": d.target_class,
         "prompt": d.template.format(d.target_class),
         "trigger": d.trigger,
+        "grid": grid,
         **result.to_dict(),
     }
 

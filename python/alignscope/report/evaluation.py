@@ -75,6 +75,10 @@ def write_html(report: dict[str, Any], path: Path) -> Path:
                     k: v for k, v in m[key].items() if not (isinstance(v, list) and len(v) > 8)
                 }
                 parts.append(f"<h3>{key}</h3><pre>{e(json.dumps(brief, indent=1))}</pre>")
+                if m[key].get("grid"):
+                    parts.append(
+                        f'<img src="{e(name)}/{e(m[key]["grid"])}" alt="{e(key)}" width="700">'
+                    )
         sections.append("".join(parts))
     t = report["thresholds"]
     page = f"""<!doctype html>
