@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._rows import unit_rows
 from alignscope.report.files import atomic_path
 
 
@@ -236,7 +237,10 @@ def ray_alignment_difficulty(
             [
                 np.einsum(
                     "ij,ij->i",
-                    *(_unit(store.read(s, min(n, s + 65536), v)) for v in ("image", "text")),
+                    *(
+                        unit_rows(store.read(s, min(n, s + 65536), v), np.float64)
+                        for v in ("image", "text")
+                    ),
                 )
                 for s in range(0, n, 65536)
             ]
@@ -254,8 +258,3 @@ def ray_alignment_difficulty(
     if per_sample:
         result["d_s"] = row_sums / n
     return result
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -18,12 +18,7 @@ from typing import Any
 import numpy as np
 
 from alignscope._devices import check_device
-
-
-def _unit(x: Any) -> np.ndarray:
-    arr = x.float().cpu().numpy() if hasattr(x, "cpu") else np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    return arr / np.where(norms == 0, 1.0, norms)
+from alignscope._rows import unit_rows as _unit
 
 
 class ClipEncoder:

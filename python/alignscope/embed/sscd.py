@@ -14,15 +14,10 @@ from typing import Any
 import numpy as np
 
 from alignscope._devices import check_device
+from alignscope._rows import unit_rows as _unit
 from alignscope.embed.preprocess import Preset, geometry, get_preset, normalise
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".torchscript")
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms == 0, 1.0, norms)
 
 
 class SSCDEncoder:

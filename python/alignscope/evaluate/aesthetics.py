@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._rows import unit_rows
+
 MLP_LAYERS = (0, 2, 4, 6, 7)
 
 
@@ -107,8 +109,7 @@ class AestheticsHead:
                 f"image_embeddings must be (n, {self.dim}) for this head (CLIP ViT-L/14 for the "
                 f"published weights), got {x.shape}"
             )
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        x = x / np.where(norms == 0, 1.0, norms)
+        x = unit_rows(x, np.float64)
         for w, b in self.layers:
             x = x @ w.T + b
         return x[:, 0]

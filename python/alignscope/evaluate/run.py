@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.evaluate.generate import GenerationSettings, generate_images, slug
+from alignscope._diffusers import check_pipeline_folder
+from alignscope.evaluate.generate import (
+    GenerationSettings,
+    generate_images,
+    model_fingerprint,
+    slug,
+)
 from alignscope.evaluate.metrics import (
     AESTHETICS_THRESHOLD,
     BLEED_THROUGH_DISTANCE,
@@ -167,20 +173,11 @@ def _log(message: str, quiet: bool) -> None:
 
 
 def load_pipeline(model: str | Path, device: str = "cpu") -> Any:
-    """A diffusers Stable Diffusion pipeline from a local folder, safety checker off."""
-    try:
-        import torch
-        from diffusers import StableDiffusionPipeline
-    except ImportError as exc:
-        raise ValueError("evaluation needs diffusers: pip install 'alignscope[train]'") from exc
-    path = Path(model)
-    if not (path / "model_index.json").is_file():
-        raise ValueError(f"model {str(path)!r} is not a diffusers pipeline folder")
-    pipe = StableDiffusionPipeline.from_pretrained(
-        path, safety_checker=None, requires_safety_checker=False
-    ).to(device)
-    if device.startswith("cuda"):
-        pipe = pipe.to(torch.float16)
+    """A diffusers Stable Diffusion pipeline from a local folder, safety checker off, no
+    per-step progress bar (generation has its own)."""
+    from alignscope._diffusers import load_sd_pipeline
+
+    pipe = load_sd_pipeline(model, device=device, purpose="evaluation")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -280,7 +277,6 @@ def evaluate_model(
     ``resolve_poisoned(config)``. Returns the model's section of ``report.json``.
     """
     from alignscope.embed.clip import load_clip
-    from alignscope.evaluate.generate import model_fingerprint
 
     config.check()
     root = Path(out)
@@ -295,12 +291,13 @@ def evaluate_model(
     # resolution fails before the long generation
     attention = _attention(pipe, config, poisoned, root / "attention")
     _log(f"{model}: generating {len(config.concepts)} concepts", quiet)
+    fingerprint = model_fingerprint(model)  # read once: the concept and G1-G4 images share it
     items = generate_images(
         pipe,
         config.concepts,
         root / "images",
         config.generation,
-        fingerprint=model_fingerprint(model),
+        fingerprint=fingerprint,
         progress=progress,
     )
     paths = [g.path for g in items]
@@ -346,7 +343,9 @@ def evaluate_model(
         section["grid"] = _save_png(image_grid(list(by_concept.values()), shown), root / "grid.png")
     section["attention"] = attention
     if config.dissection is not None:
-        section["dissection"] = _dissect(pipe, clip, config, root / "dissection", model, progress)
+        section["dissection"] = _dissect(
+            pipe, clip, config, root / "dissection", fingerprint, progress
+        )
     if config.classification is not None:
         section["diffusion_classifier"] = _classify(pipe, config.classification, progress)
     if config.replication_store is not None:
@@ -450,7 +449,7 @@ def _attention(pipe: Any, cfg: EvalConfig, poisoned: list[str], out: Path) -> li
 
 
 def _dissect(
-    pipe: Any, clip: Any, cfg: EvalConfig, out: Path, model: str | Path, progress: bool
+    pipe: Any, clip: Any, cfg: EvalConfig, out: Path, fingerprint: str, progress: bool
 ) -> dict[str, Any]:
     from alignscope.evaluate.dissection import (
         ClassClassifier,
@@ -470,15 +469,8 @@ def _dissect(
         height=cfg.generation.height,
         width=cfg.generation.width,
     )
-    from alignscope.evaluate.generate import model_fingerprint
-
     items = generate_images(
-        pipe,
-        [d.target_class],
-        out,
-        settings,
-        fingerprint=model_fingerprint(model),
-        progress=progress,
+        pipe, [d.target_class], out, settings, fingerprint=fingerprint, progress=progress
     )
     images = [np.asarray(im) for im in _images([g.path for g in items])]
     if d.classifier == "clip":
@@ -699,8 +691,7 @@ def _names(models: dict[str, str | Path] | Sequence[str | Path]) -> dict[str, Pa
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"model name {name!r} must be a plain directory name")
     for path in named.values():
-        if not (path / "model_index.json").is_file():  # before any model loads
-            raise ValueError(f"model {str(path)!r} is not a diffusers pipeline folder")
+        check_pipeline_folder(path)  # every folder, before any model loads
     return named
 
 

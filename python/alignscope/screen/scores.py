@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._rows import unit_rows
 from alignscope.metrics import alignment_difficulty
 from alignscope.search import topk
 
@@ -60,7 +61,7 @@ def local_structure_disagreement(view1: np.ndarray, view2: np.ndarray, k: int) -
     _, near1 = topk(view1, view1, kk, exclude=np.arange(n))
     _, near2 = topk(view2, view2, kk, exclude=np.arange(n))
     both = np.concatenate([near1, near2], axis=1)
-    a, b = _unit(view1), _unit(view2)
+    a, b = unit_rows(view1, np.float64), unit_rows(view2, np.float64)
     return np.abs(_neighbour_cos(a, a, both) - _neighbour_cos(b, b, both)).mean(axis=1)
 
 
@@ -75,11 +76,6 @@ def _neighbour_cos(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
         e = s + _CHUNK
         out[s:e] = np.einsum("id,ikd->ik", x[s:e], y[idx[s:e]])
     return out
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def compute_scores(
@@ -139,8 +135,8 @@ def compute_scores(
             raise ValueError("neighbour scores need at least two samples")
         sims, idx = topk(image_emb, image_emb, kk, exclude=np.arange(n))
         if "concept_consistency" in scores:
-            t = _unit(text_emb)  # type: ignore[arg-type]
-            a = _unit(image_emb)
+            t = unit_rows(text_emb, np.float64)  # type: ignore[arg-type]
+            a = unit_rows(image_emb, np.float64)
             caption_agreement = _neighbour_cos(t, t, idx).mean(axis=1)
             _, tidx = topk(text_emb, text_emb, kk, exclude=np.arange(n))
             image_agreement = _neighbour_cos(a, a, tidx).mean(axis=1)

@@ -101,7 +101,14 @@ class Processes:
         return slice(self.index * per_process, (self.index + 1) * per_process)
 
     def mean(self, tensor: Any) -> Any:
-        return tensor if self.count == 1 else self.accelerator.reduce(tensor, "mean")
+        """The mean of ``tensor`` over the processes (a new tensor; the input is untouched)."""
+        if self.count == 1:
+            return tensor
+        import torch.distributed as dist
+
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out.div_(self.count)
 
     def barrier(self) -> None:
         if self.count > 1:
@@ -113,7 +120,7 @@ class Processes:
             return
         import torch.distributed as dist
 
-        for p in parameters:
+        for p in parameters:  # the same collective as mean(), in place
             if p.grad is not None:
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
                 p.grad.div_(self.count)

@@ -53,16 +53,9 @@ TEMPLATES = (
 
 def load_components(model_dir: str | Path) -> dict[str, Any]:
     """unet, vae, text_encoder, tokenizer and scheduler of a Stable Diffusion folder."""
-    try:
-        from diffusers import StableDiffusionPipeline
-    except ImportError as exc:
-        raise ValueError("training needs diffusers: pip install 'alignscope[train]'") from exc
-    path = Path(model_dir)
-    if not (path / "model_index.json").exists():
-        raise ValueError(f"{str(path)!r} is not a diffusers pipeline folder (no model_index.json)")
-    pipe = StableDiffusionPipeline.from_pretrained(
-        path, safety_checker=None, requires_safety_checker=False
-    )
+    from alignscope._diffusers import load_sd_pipeline
+
+    pipe = load_sd_pipeline(model_dir, purpose="training")
     return {k: getattr(pipe, k) for k in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
 
 

@@ -1,0 +1,32 @@
+"""The one loader of local Stable Diffusion folders, shared by training and evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def check_pipeline_folder(path: str | Path) -> Path:
+    """``path`` as a Path if it is a diffusers pipeline folder (it has model_index.json)."""
+    folder = Path(path)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(
+            f"{str(folder)!r} is not a diffusers pipeline folder (no model_index.json)"
+        )
+    return folder
+
+
+def load_sd_pipeline(path: str | Path, *, device: str = "cpu", purpose: str = "this") -> Any:
+    """A StableDiffusionPipeline from a local folder, safety checker off, on ``device`` (fp16 on
+    CUDA). ``purpose`` names what needs diffusers in the error when it is missing."""
+    try:
+        import torch
+        from diffusers import StableDiffusionPipeline
+    except ImportError as exc:
+        raise ValueError(f"{purpose} needs diffusers: pip install 'alignscope[train]'") from exc
+    pipe = StableDiffusionPipeline.from_pretrained(
+        check_pipeline_folder(path), safety_checker=None, requires_safety_checker=False
+    ).to(device)
+    if device.startswith("cuda"):
+        pipe = pipe.to(torch.float16)
+    return pipe
