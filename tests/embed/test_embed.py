@@ -72,28 +72,24 @@ def test_embed_writes_a_store_and_resumes(tmp_path, rng, tiny_open_clip, tiny_ss
     (data / "007.png").write_bytes(b"\x89PNG broken")  # a corrupt image is skipped, listed
     clip = load_clip(tiny_open_clip)
     sscd = SSCDEncoder(tiny_sscd["torchscript"], "sscd-square")
-    report = embed_dataset(
-        open_dataset(data),
-        tmp_path / "store",
-        clip=clip,
-        sscd=sscd,
-        batch_size=2,
-        shard_rows=3,
-        progress=False,
-    )
+
+    def embed():
+        return embed_dataset(
+            open_dataset(data),
+            tmp_path / "store",
+            clip=clip,
+            sscd=sscd,
+            batch_size=2,
+            shard_rows=3,
+            progress=False,
+        )
+
+    report = embed()
     assert report.images == 7 and report.shards_written == [0, 1, 2]
     assert [s[0] for s in report.skipped] == ["007.png"]
     store = open_store(tmp_path / "store")
     assert store.n == 7 and store.has_view("sscd") and store.dim("image") == clip.dim
-    again = embed_dataset(
-        open_dataset(data),
-        tmp_path / "store",
-        clip=clip,
-        sscd=sscd,
-        batch_size=2,
-        shard_rows=3,
-        progress=False,
-    )
+    again = embed()
     assert again.shards_skipped == [0, 1, 2] and again.images == 0
     saved = json.loads((tmp_path / "store" / "embed_report.json").read_text())
     assert saved["shards_skipped"] == [0, 1, 2]

@@ -232,33 +232,20 @@ def test_szt_jpeg_is_applied_at_the_given_quality(four_images):
 
 
 def test_bad_configs(tmp_path, four_images, tiny_sd_dir):
+    one_step = TrainConfig(steps=1, resolution=16)
     with pytest.raises(ValueError, match=r"timestep_min must be in \[0, 1000\)"):
-        train(
-            "finetune",
-            open_dataset(four_images),
-            tmp_path / "x",
-            model=tiny_sd_dir,
-            config=TrainConfig(timestep_min=1000, resolution=16),
-            progress=False,
-        )
+        _finetune(four_images, tmp_path / "x", tiny_sd_dir, TrainConfig(timestep_min=1000))
     with pytest.raises(ValueError, match="scratch needs unet_config="):
         train(
             "scratch",
             open_dataset(four_images),
             tmp_path / "x",
             model=tiny_sd_dir,
-            config=TrainConfig(steps=1, resolution=16),
+            config=one_step,
             progress=False,
         )
     with pytest.raises(ValueError, match="not a diffusers pipeline folder"):
-        train(
-            "finetune",
-            open_dataset(four_images),
-            tmp_path / "x",
-            model=tmp_path,
-            config=TrainConfig(steps=1, resolution=16),
-            progress=False,
-        )
+        _finetune(four_images, tmp_path / "x", tmp_path, one_step)
     with pytest.raises(ValueError, match="resolution must be a multiple of 8"):
         _finetune(four_images, tmp_path / "x", tiny_sd_dir, TrainConfig(steps=1, resolution=30))
 
