@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignscope.report.files import atomic_path
+from alignscope._files import atomic_path
 
 
 class _Worker:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._files import atomic_path
 from alignscope._rows import unit_rows
-from alignscope.report.files import atomic_path
 
 
 def block_pairs(n: int, block: int) -> list[tuple[int, int]]:

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._files import atomic_path
 from alignscope.embed.clip import ClipEncoder
 from alignscope.embed.sscd import SSCDEncoder
 from alignscope.io.datasets import Dataset, Record
 from alignscope.io.write import StoreWriter
-from alignscope.report.files import atomic_path
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.report.files import atomic_path
+from alignscope._files import atomic_path
 
 TEMPLATE = "a photo of {}"  # the Implosion paper's evaluation prompt
 

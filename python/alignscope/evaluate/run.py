@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from alignscope._diffusers import check_pipeline_folder
+from alignscope._files import atomic_path
 from alignscope.evaluate.generate import (
     GenerationSettings,
     generate_images,
@@ -38,7 +39,6 @@ from alignscope.evaluate.metrics import (
     poisoned_prompts,
     split_metrics,
 )
-from alignscope.report.files import atomic_path
 
 DEFAULT_CLIP = "open_clip:ViT-B-32:openai"
 DEFAULT_AESTHETICS_CLIP = "open_clip:ViT-L-14:openai"

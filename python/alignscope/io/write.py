@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.report.files import atomic_path
+from alignscope._files import atomic_path
 
 _VIEW_FILES = {
     "image": ("img_emb", "img_emb_"),

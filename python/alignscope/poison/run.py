@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._files import atomic_path
 from alignscope.io.datasets import BadImage, Dataset
 from alignscope.poison.concepts import (
     Vocabulary,
@@ -30,7 +31,6 @@ from alignscope.poison.methods import (
 from alignscope.poison.nightshade import candidate_filter, shade
 from alignscope.poison.plans import PoisonPlan, plan_all_to_one, plan_concepts
 from alignscope.poison.writers import DatasetWriter
-from alignscope.report.files import atomic_path
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignscope.report.files import atomic_path
+from alignscope._files import atomic_path
 
 FORMATS = ("folder", "webdataset", "pickle")
 

@@ -1,1 +1,1 @@
-"""Human- and machine-readable outputs: tables, JSON, atomic files."""
+"""Human-readable outputs: tables, plots, HTML reports (nothing below this package imports it)."""

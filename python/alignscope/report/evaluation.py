@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alignscope.report.files import atomic_path
+from alignscope._files import atomic_path
 
 METRICS = (
     ("accuracy", "Generation Accuracy"),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from alignscope._files import atomic_path
 from alignscope.metrics.result import PerSample
-from alignscope.report.files import atomic_path
 
 PER_SAMPLE_SUFFIXES = (".npy", ".parquet")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.report.files import atomic_path
+from alignscope._files import atomic_path
 
 TOP_SUSPICIOUS = 50
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.report.files import atomic_path
+from alignscope._files import atomic_path
 
 
 @dataclass

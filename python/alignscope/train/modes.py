@@ -19,8 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from alignscope._files import atomic_path
 from alignscope.io.datasets import Dataset
-from alignscope.report.files import atomic_path
 from alignscope.train.data import load_examples
 from alignscope.train.loop import (
     TrainConfig,

@@ -1,4 +1,5 @@
-"""Output files written atomically: a temp file in the target directory, then a rename."""
+"""Files written atomically (a temp file in the target directory, then a rename): the one
+place every layer writes outputs through."""
 
 from __future__ import annotations
 
