@@ -183,7 +183,11 @@ def test_info_json(capsys):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_stops_promptly_and_writes_nothing(tmp_path, rng):
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, b"alignscope: interrupted"), (signal.SIGTERM, 143, b"terminated")],
+)
+def test_ctrl_c_stops_promptly_and_writes_nothing(tmp_path, rng, signum, code, said):
     n = 60_000
     a = rng.normal(size=(n, 256)).astype(np.float32)
     np.save(tmp_path / "img.npy", a)
@@ -210,11 +214,11 @@ def test_ctrl_c_stops_promptly_and_writes_nothing(tmp_path, rng):
     time.sleep(3.0)  # imports, validation, then the O(N^2) pass (tens of seconds here)
     assert proc.poll() is None, proc.communicate()
     sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert time.monotonic() - sent < 5.0
-    assert proc.returncode == 130
-    assert b"alignscope: interrupted" in err
+    assert proc.returncode == code
+    assert said in err
     assert not out.exists()
     assert {p.name for p in tmp_path.iterdir()} == {"img.npy", "txt.npy"}  # no temp files
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import numpy as np
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process stopped by it
 DEMO_POISONED = (0, 100, 250, 500)
 
 # API argument names -> the CLI flags a user typed, so messages name what they can fix.
@@ -304,6 +307,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             workers=args.workers,
             address=args.ray or None,
             trust_pickles=args.trust_pickles,
+            trust_models=args.trust_models,
             num_gpus=1.0 if args.device.startswith("cuda") else 0.0,
             progress=not args.quiet,
         )
@@ -317,7 +321,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
             )
         return 0
     clip = load_clip(args.clip, args.device) if args.clip else None
-    sscd = SSCDEncoder(args.sscd, args.sscd_preset, args.device) if args.sscd else None
+    sscd = (
+        SSCDEncoder(args.sscd, args.sscd_preset, args.device, trust_models=args.trust_models)
+        if args.sscd
+        else None
+    )
     report = embed_dataset(
         dataset,
         args.out,
@@ -364,7 +372,7 @@ def _embed_for_replication(args: argparse.Namespace, name: str, path: Path) -> P
     embed_dataset(
         dataset,
         out,
-        sscd=SSCDEncoder(args.sscd, args.sscd_preset, args.device),
+        sscd=SSCDEncoder(args.sscd, args.sscd_preset, args.device, trust_models=args.trust_models),
         batch_size=args.batch_size,
         progress=not args.quiet,
     )
@@ -562,8 +570,15 @@ def cmd_screen(args: argparse.Namespace) -> int:
             )
         if args.second_view in ("sscd", "image", "text") and store.has_view(args.second_view):
             second = store.read(0, store.n, args.second_view)
+        elif args.second_view in ("sscd", "image", "text") and not Path(args.second_view).exists():
+            raise UsageError(f"--second-view: the store has no {args.second_view} view")
         else:
             second = _load_npy(args.second_view, "--second-view")
+        if second.ndim != 2 or second.shape[0] != store.n:
+            raise UsageError(
+                f"--second-view: expected ({store.n}, d) rows, one per pair, got shape "
+                f"{tuple(second.shape)}"
+            )
     truth = None
     if args.manifest:
         try:
@@ -610,6 +625,15 @@ def _captions(path: Path, n: int) -> list[str] | None:
 
     captions = metadata_column(path, "caption") if path.is_dir() else None
     return captions if captions is not None and len(captions) == n else None
+
+
+def _add_trust_models(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-models",
+        dest="trust_models",
+        action="store_true",
+        help="run TorchScript model files without checking their operators (trusted files only)",
+    )
 
 
 def _open_dataset(path: str | Path, trust_pickles: bool, name: str = "DATASET") -> Any:
@@ -779,6 +803,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         replication_store=args.replication_store,
         sscd=args.sscd,
         device=args.device,
+        trust_models=args.trust_models,
     )
     models: Any = args.models
     if args.names:
@@ -947,6 +972,7 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
     emb.add_argument("--shard-rows", dest="shard_rows", type=_positive_int, default=100_000)
     emb.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    _add_trust_models(emb)
     emb.add_argument(
         "--trust-pickles",
         dest="trust_pickles",
@@ -987,6 +1013,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
     rep.add_argument("--device", default="cpu")
     rep.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
+    _add_trust_models(rep)
     rep.add_argument("--threads", type=_positive_int, default=None)
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--quiet", action="store_true")
@@ -1177,6 +1204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--replication-store", dest="replication_store", help="store with an sscd view")
     ev.add_argument("--sscd", help="SSCD model (.torchscript/.onnx) for replication")
+    _add_trust_models(ev)
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--quiet", action="store_true")
@@ -1188,11 +1216,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop), raised where Python next runs so the same
+    clean-up as Ctrl-C happens: temporaries removed, nothing half-written."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args))
+    except Terminated:
+        print("alignscope: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except UsageError as exc:
         print(f"alignscope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -1211,6 +1254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("alignscope: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,11 +14,13 @@ from alignscope._files import atomic_path
 
 
 class _Worker:
-    def __init__(self, clip: str | None, sscd: str | None, preset: str, device: str) -> None:
+    def __init__(
+        self, clip: str | None, sscd: str | None, preset: str, device: str, trust_models: bool
+    ) -> None:
         from alignscope.embed import SSCDEncoder, load_clip
 
         self.clip = load_clip(clip, device) if clip else None
-        self.sscd = SSCDEncoder(sscd, preset, device) if sscd else None
+        self.sscd = SSCDEncoder(sscd, preset, device, trust_models=trust_models) if sscd else None
 
     def run(self, dataset: str, trust: bool, out: str, index: int, rows: int, batch: int) -> Any:
         from alignscope.embed.embedder import embed_shard
@@ -50,6 +52,7 @@ def ray_embed(
     num_gpus: float = 0.0,
     address: str | None = None,
     trust_pickles: bool = False,
+    trust_models: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Embed ``dataset`` into the store ``out`` with ``workers`` Ray actors (``num_gpus`` each).
@@ -62,11 +65,15 @@ def ray_embed(
         raise ValueError("the Ray backend needs: pip install 'alignscope[distributed]'") from exc
     from ray.util import ActorPool
 
+    from alignscope.embed import SSCDEncoder
     from alignscope.embed.embedder import _complete_shards
     from alignscope.io.datasets import open_dataset
 
     if clip is None and sscd is None:
         raise ValueError("give a CLIP spec, an SSCD model, or both")
+    if sscd is not None:
+        # the driver checks the file once, so a refused model fails here, not in every actor
+        SSCDEncoder(sscd, sscd_preset, "cpu", trust_models=trust_models)
     source = open_dataset(dataset, trust_pickles=trust_pickles)
     count = sum(1 for _ in source)
     shards = -(-count // shard_rows)
@@ -89,7 +96,7 @@ def ray_embed(
         )
         pool = ActorPool(
             [
-                actor.remote(clip, sscd, sscd_preset, device)
+                actor.remote(clip, sscd, sscd_preset, device, trust_models)
                 for _ in range(max(1, min(workers, len(todo))))
             ]
         )

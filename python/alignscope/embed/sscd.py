@@ -1,13 +1,15 @@
 """SSCD copy-detection descriptors from the official TorchScript files or ONNX exports.
 
 Formats and what loading them can do: TorchScript (``.pt``, ``.torchscript``) is a
-serialized program run by torch's interpreter, not a pickle of arbitrary Python objects;
-ONNX (``.onnx``) is a graph for onnxruntime. Neither runs Python code from the file.
+serialized program run by torch's interpreter, not a pickle; its operators could still read or
+write files, so it is loaded through :func:`alignscope._torchscript.load_torchscript`, which
+refuses any operator outside an allow-list of pure tensor operators unless the user trusts the
+file. ONNX (``.onnx``) is a graph for onnxruntime (which refuses external-data paths outside the
+model's folder).
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from alignscope._devices import check_device
 from alignscope._rows import unit_rows as _unit
+from alignscope._torchscript import load_torchscript
 from alignscope.embed.preprocess import Preset, geometry, get_preset, normalise
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".torchscript")
@@ -30,9 +33,17 @@ class SSCDEncoder:
         a fixed input size gets images resized to it.
     device : torch device for TorchScript ("cpu", "cuda"); ONNX uses onnxruntime's CPU or
         CUDA provider accordingly.
+    trust_models : run a TorchScript file without checking its operators (trusted files only).
     """
 
-    def __init__(self, path: str | Path, preset: str = "sscd", device: str = "cpu") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        preset: str = "sscd",
+        device: str = "cpu",
+        *,
+        trust_models: bool = False,
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"SSCD model {str(self.path)!r} does not exist")
@@ -40,13 +51,8 @@ class SSCDEncoder:
         self.device = check_device(device)
         suffix = self.path.suffix.lower()
         if suffix in TORCHSCRIPT_SUFFIXES:
-            import torch
-
             self.kind = "torchscript"
-            with warnings.catch_warnings():
-                # torch deprecates TorchScript, but the official SSCD models ship in it
-                warnings.simplefilter("ignore", FutureWarning)
-                self.model = torch.jit.load(str(self.path), map_location=device).eval()
+            self.model = load_torchscript(self.path, device, trust=trust_models)
             self.layout, self.size = "float-nchw", None
         elif suffix == ".onnx":
             self.kind = "onnx"
@@ -66,7 +72,14 @@ class SSCDEncoder:
             if self.device.startswith("cuda")
             else ["CPUExecutionProvider"]
         )
-        self.session = ort.InferenceSession(str(self.path), providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own types with long messages
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ValueError(
+                f"model file {str(self.path)!r} cannot be loaded as ONNX: "
+                f"{first or type(exc).__name__}"
+            ) from exc
         spec = self.session.get_inputs()[0]
         self.input_name = spec.name
         shape = list(spec.shape)

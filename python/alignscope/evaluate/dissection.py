@@ -47,7 +47,6 @@ measure and pass a threshold for it.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._torchscript import load_torchscript
 from alignscope.embed.clip import ClipEncoder
 from alignscope.embed.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preset, geometry, normalise
 from alignscope.evaluate._images import as_array, as_pil, image_list
@@ -172,18 +172,11 @@ class _Badnets2Scorer:
 # --------------------------------------------------------------------------- TorchScript
 
 
-def _load_torchscript(path: str | Path, device: str) -> Any:
+def _load_torchscript(path: str | Path, device: str, trust: bool) -> Any:
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"path {str(file)!r} does not exist: pass a TorchScript model file")
-    try:
-        import torch
-    except ImportError as exc:
-        raise ValueError("TorchScript models need torch: pip install torch") from exc
-    with warnings.catch_warnings():
-        # torch deprecates TorchScript, but it is a safe format for user models (no pickle)
-        warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(file), map_location=device).eval()
+    return load_torchscript(file, device, trust=trust)
 
 
 def _is_number(value: Any) -> bool:
@@ -288,7 +281,13 @@ class TriggerDetector:
 
     @classmethod
     def torchscript(
-        cls, path: str | Path, threshold: float = 0.5, size: int = 224, device: str = "cpu"
+        cls,
+        path: str | Path,
+        threshold: float = 0.5,
+        size: int = 224,
+        device: str = "cpu",
+        *,
+        trust_models: bool = False,
     ) -> TriggerDetector:
         """A user's TorchScript binary classifier (trigger vs no trigger).
 
@@ -304,11 +303,12 @@ class TriggerDetector:
         threshold : probability above which the trigger is present, in [0, 1].
         size : input side of the model.
         device : torch device to run on.
+        trust_models : run the file without checking its operators (trusted files only).
         """
         if not (_is_number(threshold) and 0.0 <= threshold <= 1.0):
             raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
         side = _check_size(size)
-        model = _load_torchscript(path, device)
+        model = _load_torchscript(path, device, trust_models)
 
         def score_images(images: list[Any]) -> np.ndarray:
             out = _run_torchscript(model, images, side, device)
@@ -415,16 +415,22 @@ class ClassClassifier:
 
     @classmethod
     def torchscript(
-        cls, path: str | Path, class_names: Sequence[str], size: int = 224, device: str = "cpu"
+        cls,
+        path: str | Path,
+        class_names: Sequence[str],
+        size: int = 224,
+        device: str = "cpu",
+        *,
+        trust_models: bool = False,
     ) -> ClassClassifier:
         """A user's TorchScript classifier (e.g. the paper's ResNet-50).
 
         The model takes a (n, 3, size, size) float32 batch: RGB images resized to size x size
         (bilinear, aspect not kept), scaled to [0, 1], normalised with the ImageNet mean and
         std; it returns (n, len(class_names)) logits (or probabilities) in the order of
-        ``class_names``.
+        ``class_names``; ``trust_models`` runs the file without checking its operators.
         """
-        model = _load_torchscript(path, device)
+        model = _load_torchscript(path, device, trust_models)
         return cls._from_module(model, class_names, size, device, f"torchscript:{Path(path).name}")
 
     @classmethod

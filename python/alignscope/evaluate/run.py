@@ -138,6 +138,7 @@ class EvalConfig:
     sscd: str | None = None
     grid_concepts: int = 8
     device: str = "cpu"
+    trust_models: bool = False  # run TorchScript files without checking their operators
 
     def check(self) -> None:
         from alignscope._devices import check_device
@@ -163,8 +164,22 @@ class EvalConfig:
             raise ValueError(f"attention_resolution must be >= 1, got {self.attention_resolution}")
         if self.dissection is not None:
             self.dissection.check()
+        self._check_model_files()
         if self.classification is not None:
             self.classification.check()
+
+    def _check_model_files(self) -> None:
+        """Refuse an untrusted TorchScript file now, not after hours of generation."""
+        from alignscope._torchscript import load_torchscript
+        from alignscope.embed.sscd import TORCHSCRIPT_SUFFIXES
+
+        files = [self.sscd] if self.sscd and Path(self.sscd).suffix in TORCHSCRIPT_SUFFIXES else []
+        if self.dissection is not None:
+            d = self.dissection
+            files += [f for f in (d.trigger, d.classifier) if Path(f).is_file()]
+        if not self.trust_models:
+            for file in files:
+                load_torchscript(file, "cpu")
 
 
 def _log(message: str, quiet: bool) -> None:
@@ -443,7 +458,9 @@ def _attention(pipe: Any, cfg: EvalConfig, poisoned: list[str], out: Path) -> li
         )
         name = f"{slug(c)}.png"
         _save_png(Image.fromarray(overlay(image, maps[c])), out / name)
-        np.save(out / f"{Path(name).stem}.npy", maps[c])
+        # a file handle: np.save would add ".npy" to the temp file's name
+        with atomic_path(out / f"{Path(name).stem}.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, maps[c])
         entries.append({"concept": c, "prompt": prompt, "overlay": f"attention/{name}"})
     return entries
 
@@ -478,11 +495,17 @@ def _dissect(
     elif d.classifier.startswith(("torchvision:", "timm:")):
         classifier = ClassClassifier.checkpoint(d.classifier, d.class_names, device=cfg.device)
     else:
-        classifier = ClassClassifier.torchscript(d.classifier, d.class_names, device=cfg.device)
+        classifier = ClassClassifier.torchscript(
+            d.classifier, d.class_names, device=cfg.device, trust_models=cfg.trust_models
+        )
     detector = (
         TriggerDetector.template(d.trigger, d.threshold)
         if d.trigger in ("badnets-1", "badnets-2")
-        else TriggerDetector.torchscript(d.trigger, 0.5 if d.threshold is None else d.threshold)
+        else TriggerDetector.torchscript(
+            d.trigger,
+            0.5 if d.threshold is None else d.threshold,
+            trust_models=cfg.trust_models,
+        )
     )
     p_t = d.p_t
     if p_t is None and cfg.poison_manifest is not None:
@@ -607,7 +630,7 @@ def _replicate(paths: list[Path], cfg: EvalConfig) -> dict[str, Any]:
     from alignscope.search.replication import replication
 
     assert cfg.sscd is not None and cfg.replication_store is not None
-    encoder = SSCDEncoder(cfg.sscd, device=cfg.device)
+    encoder = SSCDEncoder(cfg.sscd, device=cfg.device, trust_models=cfg.trust_models)
     generated = np.concatenate(
         [encoder.encode(_images(paths[i : i + 32])) for i in range(0, len(paths), 32)]
     )

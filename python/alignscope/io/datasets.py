@@ -31,45 +31,62 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
 MAX_CAPTION_CHARS = 10_000
 MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000: a larger image is skipped, never decoded
+# The only decoders Pillow may use. Formats are sniffed from content, not names, so without this
+# a PostScript file named photo.jpg reaches the EPS plugin, which runs Ghostscript on it; the
+# other plugins (ICO, DDS, SPIDER, ...) are rarely used and raise exceptions of their own.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class BadImage(ValueError):
     """An image that cannot be decoded (corrupt, truncated, too large, wrong type)."""
 
 
-def decode_image(data: bytes | np.ndarray) -> Any:
-    """RGB PIL image from encoded bytes or an HWC uint8 array; raises BadImage."""
-    from PIL import Image
+def decode_image(data: bytes | np.ndarray, mode: str = "RGB") -> Any:
+    """PIL image in ``mode`` (RGB by default) from encoded bytes of one of
+    :data:`IMAGE_FORMATS` or an HWC uint8 array; raises BadImage for anything else, whatever
+    the decoder raised."""
+    from PIL import Image, UnidentifiedImageError
 
     if isinstance(data, np.ndarray):
         if (
             data.dtype != np.uint8
             or data.ndim not in (2, 3)
             or (data.ndim == 3 and data.shape[2] not in (1, 3, 4))
+            or 0 in data.shape[:2]  # an image without pixels: PIL would return one
         ):
             raise BadImage(f"expected an HWC uint8 array, got {data.dtype} {data.shape}")
         if data.shape[0] * data.shape[1] > MAX_IMAGE_PIXELS:
             raise BadImage(f"image of {data.shape[0]}x{data.shape[1]} pixels exceeds the limit")
         arr = data[:, :, 0] if data.ndim == 3 and data.shape[2] == 1 else data
-        return Image.fromarray(arr).convert("RGB")
+        return Image.fromarray(arr).convert(mode)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise BadImage(f"image of {image.width}x{image.height} pixels exceeds the limit")
             image.load()
-            return image.convert("RGB")
+            return image.convert(mode)
     except BadImage:
         raise
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise BadImage(f"cannot decode image: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise BadImage(
+            f"cannot decode image: not a {', '.join(IMAGE_FORMATS)} file ({exc})"
+        ) from exc
+    except Exception as exc:  # a decoder may raise any type on hostile bytes
+        raise BadImage(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
+def read_image_file(path: str | Path, mode: str = "RGB") -> Any:
+    """The image in the regular file ``path`` (no FIFO or device), decoded as
+    :func:`decode_image` does; raises BadImage naming the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise BadImage(f"{str(file)!r} is not a regular file")
+    try:
+        return decode_image(file.read_bytes(), mode)
+    except BadImage as exc:
+        raise BadImage(f"{str(file)!r}: {exc}") from exc
 
 
 def clean_caption(text: object) -> str:
@@ -239,6 +256,16 @@ class WebDataset(Dataset):
         )
 
 
+def _pair_image(value: object) -> Any:
+    """decode_image of a pair's "img", whatever the pickle held: a value no array can hold (a
+    ragged list) is a BadImage like any other wrong image."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadImage(f"expected an HWC uint8 array, got {type(value).__name__} ({exc})") from exc
+    return decode_image(arr)
+
+
 class PickleDataset(Dataset):
     """One pickle per pair: {"img": HWC uint8 array, "text": str}, read safely by default."""
 
@@ -266,7 +293,7 @@ class PickleDataset(Dataset):
             yield Record(
                 path.name,
                 clean_caption(pair.get("text")),
-                lambda a=img: decode_image(np.asarray(a)),
+                lambda a=img: _pair_image(a),
                 {"path": path.name},
             )
 

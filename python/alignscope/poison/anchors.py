@@ -52,9 +52,9 @@ def generate_anchor(
         ).images[0]
         with atomic_path(path) as tmp:
             image.save(tmp, format="PNG")
-    from PIL import Image
+    from alignscope.io.datasets import read_image_file
 
-    return np.asarray(Image.open(path).convert("RGB"))
+    return np.asarray(read_image_file(path))
 
 
 def _safe_name(target: str) -> str:

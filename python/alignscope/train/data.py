@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.io.datasets import BadImage, Dataset
+from alignscope.io.datasets import BadImage, Dataset, read_image_file
 
 
 @dataclass
@@ -55,7 +55,6 @@ def load_examples(
     a record without one learns everywhere.
     """
     import torch
-    from PIL import Image
 
     if mask_dir is not None and not Path(mask_dir).is_dir():
         raise ValueError(f"loss-mask directory {str(mask_dir)!r} does not exist")
@@ -76,7 +75,7 @@ def load_examples(
         if mask_dir is not None:
             path = Path(mask_dir) / f"{Path(record.id).stem}.png"
             if path.exists():
-                m = _square(Image.open(path).convert("L"), resolution)
+                m = _square(read_image_file(path, "L"), resolution)
                 mask = torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
         if not examples:
             first_id = record.id
