@@ -206,3 +206,381 @@ def theorem_4_2_lower_bound(
     big_n = n_concepts * per_concept
     n, m, cp = per_concept, m, poisoned
     return alpha * m * cp / big_n + (4 * (1 - alpha) * m * (n - m) / big_n**2) * cp
+
+
+# ---------------------------------------------------------------------------------------------
+# Screening references (alignscope.screen): every suspicion score and detection metric by
+# direct enumeration, written from the docstrings of screen/scores.py and screen/evaluation.py.
+# ---------------------------------------------------------------------------------------------
+
+
+def cosine_distances(x: np.ndarray) -> np.ndarray:
+    """(N, N) cosine distances 1 - cos(x_i, x_j), float64."""
+    u = unit_rows(x)
+    return 1.0 - u @ u.T
+
+
+def nearest_others(x: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) indices of each row's k nearest *other* rows by cosine distance, nearest first.
+
+    A plain sort of every row of the dense distance matrix; ties go to the lower index.
+    """
+    d = cosine_distances(x)
+    n = d.shape[0]
+    if not 1 <= k <= n - 1:
+        raise ValueError(f"k must be in [1, {n - 1}], got {k}")
+    rows = []
+    for i in range(n):
+        others = sorted((j for j in range(n) if j != i), key=lambda j: (d[i, j], j))
+        rows.append(others[:k])
+    return np.array(rows, dtype=np.int64)
+
+
+def screen_alignment(image: np.ndarray, text: np.ndarray) -> np.ndarray:
+    """D_img:txt per pair under the ``paper`` profile, in the authors' form:
+    1 - clip((cos(x_i, y_i) - 0.2) * 4, 0, 1)."""
+    s = np.sum(unit_rows(image) * unit_rows(text), axis=1)
+    return 1.0 - np.clip((s - 0.2) * 4.0, 0.0, 1.0)
+
+
+def screen_concept_consistency(image: np.ndarray, text: np.ndarray, k: int) -> np.ndarray:
+    """1 - (caption agreement + image agreement) / 2 per pair.
+
+    Caption agreement of i: the mean cosine between caption i and the captions of the k images
+    nearest to image i. Image agreement of i: the mean cosine between image i and the images of
+    the k captions nearest to caption i.
+    """
+    cos_img = 1.0 - cosine_distances(image)
+    cos_txt = 1.0 - cosine_distances(text)
+    near_img, near_txt = nearest_others(image, k), nearest_others(text, k)
+    n = cos_img.shape[0]
+    out = np.empty(n)
+    for i in range(n):
+        caption_agreement = np.mean([cos_txt[i, j] for j in near_img[i]])
+        image_agreement = np.mean([cos_img[i, j] for j in near_txt[i]])
+        out[i] = 1.0 - 0.5 * (caption_agreement + image_agreement)
+    return out
+
+
+def screen_cross_view(view1: np.ndarray, view2: np.ndarray, k: int) -> np.ndarray:
+    """Neighbourhood D_s: per row, the mean of |d_1(i, j) - d_2(i, j)| (raw cosine distances)
+    over the k nearest neighbours of i in view 1 followed by those in view 2; a neighbour found
+    in both views is counted twice (2k terms)."""
+    d1, d2 = cosine_distances(view1), cosine_distances(view2)
+    near1, near2 = nearest_others(view1, k), nearest_others(view2, k)
+    n = d1.shape[0]
+    out = np.empty(n)
+    for i in range(n):
+        terms = [abs(d1[i, j] - d2[i, j]) for j in list(near1[i]) + list(near2[i])]
+        out[i] = sum(terms) / len(terms)
+    return out
+
+
+def _sorted_other_distances(x: np.ndarray) -> np.ndarray:
+    """(N, N-1) cosine distances from each row to every other row, ascending."""
+    d = cosine_distances(x)
+    n = d.shape[0]
+    return np.array([np.sort(np.delete(d[i], i)) for i in range(n)])
+
+
+def screen_k_distance(x: np.ndarray, k: int) -> np.ndarray:
+    """Cosine distance from each row to its k-th nearest other row (k = 1: the nearest)."""
+    return _sorted_other_distances(x)[:, k - 1]
+
+
+def screen_lid(x: np.ndarray, k: int) -> np.ndarray:
+    """Maximum-likelihood local intrinsic dimensionality from the k nearest cosine distances
+    d_1 <= ... <= d_k: -1 / mean_{j < k} log(d_j / d_k). Needs k >= 2 and distinct, non-zero
+    distances (no duplicate rows)."""
+    if k < 2:
+        raise ValueError("the LID estimate needs k >= 2")
+    d = _sorted_other_distances(x)[:, :k]
+    if np.any(d <= 0):
+        raise ValueError("duplicate rows: a zero distance has no logarithm")
+    return np.array([-1.0 / np.mean(np.log(row[:-1] / row[-1])) for row in d])
+
+
+def screening_scores(
+    image: np.ndarray,
+    text: np.ndarray | None = None,
+    second_view: np.ndarray | None = None,
+    *,
+    scores: tuple[str, ...],
+    k: int = 10,
+    alpha: float = 0.8,
+) -> dict[str, np.ndarray]:
+    """Every requested screening score by brute force; k is used as given (<= N - 1)."""
+    out: dict[str, np.ndarray] = {}
+    if {"d_s", "ad_xy"} & set(scores):
+        exact = alignment_difficulty(image, text, alpha=alpha, profile="paper")
+    for name in scores:
+        if name == "alignment":
+            out[name] = screen_alignment(image, text)  # type: ignore[arg-type]
+        elif name in ("d_s", "ad_xy"):
+            out[name] = np.asarray(exact[name])
+        elif name == "concept_consistency":
+            out[name] = screen_concept_consistency(image, text, k)  # type: ignore[arg-type]
+        elif name == "cross_view":
+            out[name] = screen_cross_view(image, second_view, k)  # type: ignore[arg-type]
+        elif name == "k_distance":
+            out[name] = screen_k_distance(image, k)
+        elif name == "lid":
+            out[name] = screen_lid(image, k)
+        else:
+            raise ValueError(name)
+    return out
+
+
+def landmark_standard_error(image: np.ndarray, text: np.ndarray, landmarks: int) -> np.ndarray:
+    """Standard error of a landmark estimate of D_s(i) under the ``paper`` profile.
+
+    The estimate averages X = |D_img(i, k) - D_txt(i, k)| [k != i] over ``landmarks`` columns
+    k drawn uniformly from [N] with replacement, so its variance is Var(X) / S with
+    Var(X) = (1/N) sum_k X_k^2 - D_s(i)^2 (a population variance: exact, not estimated).
+    """
+    diff = np.abs(cosine_distances(image) - cosine_distances(text))
+    np.fill_diagonal(diff, 0.0)
+    n = diff.shape[0]
+    mean = diff.sum(axis=1) / n
+    var = (diff**2).sum(axis=1) / n - mean**2
+    return np.sqrt(np.maximum(var, 0.0) / landmarks)
+
+
+def _check_truth(score: np.ndarray, poisoned: np.ndarray) -> tuple[list[float], list[bool]]:
+    s = [float(v) for v in np.asarray(score, dtype=np.float64)]
+    y = [bool(v) for v in np.asarray(poisoned)]
+    if len(s) != len(y) or all(y) or not any(y):
+        raise ValueError("needs equal lengths and both classes")
+    return s, y
+
+
+def detection_auroc(score: np.ndarray, poisoned: np.ndarray) -> float:
+    """P(a poison scores above a benign sample) over every poison x benign pair, ties 1/2."""
+    s, y = _check_truth(score, poisoned)
+    pos = [v for v, p in zip(s, y, strict=True) if p]
+    neg = [v for v, p in zip(s, y, strict=True) if not p]
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def detection_auprc(score: np.ndarray, poisoned: np.ndarray) -> float:
+    """Average precision with tied scores grouped: the mean over poisons p of the precision of
+    the set {i : s_i >= s_p} (every sample tied with p is flagged together with it)."""
+    s, y = _check_truth(score, poisoned)
+    precisions = []
+    for sp, p in zip(s, y, strict=True):
+        if not p:
+            continue
+        flagged = [q for v, q in zip(s, y, strict=True) if v >= sp]
+        precisions.append(sum(flagged) / len(flagged))
+    return sum(precisions) / len(precisions)
+
+
+def detection_tpr_at_fpr(score: np.ndarray, poisoned: np.ndarray, fpr: float) -> float:
+    """The largest share of poisons flagged by a rule ``score > t`` that flags at most ``fpr``
+    of the benign samples (as a share: count / n_benign <= fpr), over every t in the scores
+    and -inf."""
+    s, y = _check_truth(score, poisoned)
+    n_pos, n_neg = sum(y), len(y) - sum(y)
+    best = 0.0
+    for t in [-np.inf, *s]:
+        benign_flagged = sum(1 for v, p in zip(s, y, strict=True) if not p and v > t)
+        if benign_flagged / n_neg <= fpr:
+            poisons_flagged = sum(1 for v, p in zip(s, y, strict=True) if p and v > t)
+            best = max(best, poisons_flagged / n_pos)
+    return best
+
+
+def detection_tradeoff(
+    score: np.ndarray, poisoned: np.ndarray, points: int = 101
+) -> dict[str, list[float]]:
+    """For X = i / (points - 1), i = 0..points-1: the smallest share of benign samples removed
+    by a rule ``score >= t`` that removes at least X of the poisons (t over the scores and
+    +inf). "At least X" is decided in integers: removed * (points - 1) >= i * n_poisons."""
+    s, y = _check_truth(score, poisoned)
+    n_pos, n_neg = sum(y), len(y) - sum(y)
+    # (poisons removed, benign removed) by each candidate threshold
+    rules = [
+        (
+            sum(1 for v, p in zip(s, y, strict=True) if p and v >= t),
+            sum(1 for v, p in zip(s, y, strict=True) if not p and v >= t),
+        )
+        for t in [np.inf, *s]
+    ]
+    xs, benign = [], []
+    for i in range(points):
+        feasible = [b for poisons, b in rules if poisons * (points - 1) >= i * n_pos]
+        xs.append(i / (points - 1))
+        benign.append(min(feasible) / n_neg)
+    return {"poison_removed": xs, "benign_removed": benign}
+
+
+def detection_metrics(score: np.ndarray, poisoned: np.ndarray) -> dict[str, object]:
+    """Every metric `alignscope screen` reports for one score, by the references above."""
+    return {
+        "auroc": detection_auroc(score, poisoned),
+        "auprc": detection_auprc(score, poisoned),
+        "tpr_at_1pct_fpr": detection_tpr_at_fpr(score, poisoned, 0.01),
+        "tpr_at_5pct_fpr": detection_tpr_at_fpr(score, poisoned, 0.05),
+        "tradeoff": detection_tradeoff(score, poisoned),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The CUDA engine's arithmetic on the CPU (tests of backend="cuda" without a GPU): the fp16
+# input rounding and tile schedule README "CUDA" describes, densely in float64; no kernel code.
+# ---------------------------------------------------------------------------------------------
+
+
+def cuda_kernel_pair_abs_sum(
+    rows: np.ndarray,
+    cols: np.ndarray | None = None,
+    zscale: np.ndarray | None = None,
+    c0: float = 0.0,
+    row_labels: np.ndarray | None = None,
+    col_labels: np.ndarray | None = None,
+    c_label: float = 0.0,
+    row_ids: np.ndarray | None = None,
+    col_ids: np.ndarray | None = None,
+    block: int | None = None,
+    device: int = 0,
+    *,
+    tile: int = 128,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``alignscope._cuda.pair_abs_sum_host`` (same arguments, same result), densely in float64.
+
+    The kernels round z = zscale * rows (a float32 product) and w = rows (symmetric form) or
+    w = cols to fp16, then sum |c0 + <z_i, w_k> + c_label [l_i != l_k]| per row (and per
+    column) in float64. fp16 x fp16 products are exact in the kernels' fp32 accumulators, so the
+    input rounding is the error modelled here; the rounded operands are multiplied in float64.
+    A value beyond the fp16 range becomes inf, as the kernels' conversion makes it.
+
+    Forms: symmetric (``cols`` None) over the pairs i != k, with the kernels' schedule of
+    ``tile``-row tiles: a pair in two different tiles is computed once, as z_i . w_k with i in
+    the lower tile, and counted for both rows; a pair inside one tile is computed both ways.
+    Rectangular: row and column sums; pairs with equal ids contribute 0. Block (``block``):
+    only the diagonal blocks of ``block`` rows, row sums only.
+
+    Returns (row_sums (n,), col_sums (m,) or None for the symmetric and block forms).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        r32 = np.asarray(rows, dtype=np.float32)
+        scaled = r32 if zscale is None else r32 * np.asarray(zscale, dtype=np.float32)
+        z = scaled.astype(np.float16).astype(np.float64)
+        w_src = r32 if cols is None else np.asarray(cols, dtype=np.float32)
+        w = w_src.astype(np.float16).astype(np.float64)
+        values = float(np.float32(c0)) + z @ w.T
+        if row_labels is not None:
+            lr = np.asarray(row_labels)
+            lc = lr if col_labels is None else np.asarray(col_labels)
+            values = values + float(np.float32(c_label)) * (lr[:, None] != lc[None, :])
+        terms = np.abs(values)
+    n = terms.shape[0]
+    if cols is None:
+        np.fill_diagonal(terms, 0.0)
+        tile_of = np.arange(n) // tile
+        # (i, k) with i in a later tile than k: the kernel computed it as (k, i)
+        later = tile_of[:, None] > tile_of[None, :]
+        terms[later] = terms.T[later]
+        return terms.sum(axis=1), None
+    if row_ids is not None:
+        terms[np.asarray(row_ids)[:, None] == np.asarray(col_ids)[None, :]] = 0.0
+    if block is not None:
+        block_of = np.arange(n) // block
+        terms[block_of[:, None] != block_of[None, :]] = 0.0
+        return terms.sum(axis=1), None
+    return terms.sum(axis=1), terms.sum(axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replication and poisoning references (issue #25): DCR statistics, perturbation measurements,
+# the BadNets-1 trigger and the Nightshade step schedule, each from its written description.
+# ---------------------------------------------------------------------------------------------
+
+
+def percentile_linear(x: np.ndarray, p: float) -> float:
+    """The p-th percentile of x with linear interpolation between order statistics.
+
+    Hyndman & Fan's definition 7 (NumPy's and R's default): sort x, take the fractional rank
+    h = (n - 1) p / 100 and interpolate between x_(floor h) and x_(floor h + 1).
+    """
+    v = sorted(float(t) for t in np.asarray(x, dtype=np.float64).ravel())
+    h = (len(v) - 1) * p / 100.0
+    lo = int(np.floor(h))
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (h - lo) * (v[hi] - v[lo])
+
+
+def dcr_statistics(
+    x: np.ndarray,
+    percentiles: tuple[int, ...] = (50, 75, 90, 95, 99),
+    thresholds: tuple[float, ...] = (0.5, 0.75),
+) -> dict[str, float]:
+    """DCR-style statistics of similarities x, finite values only, by plain summation.
+
+    count, mean, the population standard deviation (divisor n), the percentiles of
+    :func:`percentile_linear`, and for each threshold t the fraction of values strictly above
+    it (Somepalli et al. count a generation as a replica when its similarity is *above* 0.5,
+    so a value equal to t does not count). No finite value gives ``{"count": 0}``.
+    """
+    v = [float(t) for t in np.asarray(x, dtype=np.float64).ravel() if np.isfinite(t)]
+    n = len(v)
+    if n == 0:
+        return {"count": 0}
+    mean = sum(v) / n
+    out: dict[str, float] = {
+        "count": n,
+        "mean": mean,
+        "std": float(np.sqrt(sum((t - mean) ** 2 for t in v) / n)),
+    }
+    for p in percentiles:
+        out[f"p{p}"] = percentile_linear(np.asarray(v), p)
+    for t in thresholds:
+        out[f"fraction_above_{t}"] = sum(1 for s in v if s > t) / n
+    return out
+
+
+def perturbation_measurements(original: np.ndarray, poisoned: np.ndarray) -> dict[str, float]:
+    """L-inf, L2 and PSNR of a perturbation of uint8 images, in [0, 1] pixel units.
+
+    Exact integer differences d (in 8-bit steps) over every pixel and channel, n of them:
+    linf = max |d| / 255, l2 = sqrt(sum d^2) / 255, MSE = sum d^2 / (255^2 n) and
+    PSNR = 10 log10(1 / MSE) dB (peak 1), infinite when the images are equal.
+    """
+    d = np.asarray(poisoned, dtype=np.int64) - np.asarray(original, dtype=np.int64)
+    squares = int(np.sum(d * d))  # exact in integers
+    n = d.size
+    return {
+        "linf": int(np.max(np.abs(d))) / 255.0,
+        "l2": float(np.sqrt(squares)) / 255.0,
+        "psnr": np.inf if squares == 0 else float(10.0 * np.log10(255.0**2 * n / squares)),
+    }
+
+
+def badnets1_reference(image: np.ndarray) -> np.ndarray:
+    """BiBadDiff's BadNets-1 trigger on an HWC uint8 image, pixel by pixel.
+
+    A square of side p = min(H, W) // 10 in the bottom-right corner is painted black, except
+    the pixels (r, c) of the square (r, c from its top-left) whose offset from the
+    anti-diagonal, r + c - (p - 1), lies in Python's range(-p // 4, p // 4) (floor division,
+    so -p // 4 = -ceil(p / 4)), which are white: BiBadDiff's released code loops over exactly
+    these offsets, about 43% of the square white at 512 px. Every other pixel is unchanged.
+    """
+    out = np.array(image, dtype=np.uint8, copy=True)
+    h, w = out.shape[:2]
+    p = min(h, w) // 10
+    offsets = set(range(-p // 4, p // 4))
+    for r in range(p):
+        for c in range(p):
+            out[h - p + r, w - p + c, :] = 255 if r + c - (p - 1) in offsets else 0
+    return out
+
+
+def nightshade_step_sizes(budget: float, steps: int) -> np.ndarray:
+    """The sign-PGD step size of each of ``steps`` iterations: linear from ``budget`` at the
+    first step to ``budget / 100`` at the last (the released Nightshade generator's schedule;
+    a single step uses the budget)."""
+    if steps == 1:
+        return np.array([budget])
+    first, last = budget, budget / 100.0
+    return np.array([first + (last - first) * i / (steps - 1) for i in range(steps)])

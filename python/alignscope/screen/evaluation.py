@@ -59,6 +59,11 @@ def tpr_at_fpr(score: np.ndarray, poisoned: np.ndarray, fpr: float) -> float:
     s, y = _check(score, poisoned)
     benign = np.sort(s[~y])[::-1]
     allowed = int(np.floor(fpr * benign.size))
+    # fpr * n can round across an integer (0.29 * 100 = 28.999...): decide on the share itself.
+    while allowed < benign.size and (allowed + 1) / benign.size <= fpr:
+        allowed += 1
+    while allowed > 0 and allowed / benign.size > fpr:
+        allowed -= 1
     threshold = benign[allowed] if allowed < benign.size else -np.inf
     return float(np.mean(s[y] > threshold))
 
@@ -72,8 +77,10 @@ def tradeoff_curve(
     poison_scores = np.sort(s[y])[::-1]
     xs = np.linspace(0.0, 1.0, points)
     benign_removed = []
-    for x in xs:
-        count = int(np.ceil(x * poison_scores.size))
+    for i in range(points):
+        # ceil(i * n / (points - 1)) in integers: x * n can round up past an integer
+        # (0.7000000000000001 * 10), which would remove one poison too many.
+        count = -(-i * poison_scores.size // max(points - 1, 1))
         if count == 0:
             benign_removed.append(0.0)
             continue
