@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,17 @@ def relabel(image: np.ndarray, target: str) -> Poisoned:
 
 def triggered(method: str, image: np.ndarray, target: str, options: dict[str, Any]) -> Poisoned:
     out = apply_trigger(method, image, **options)
-    return Poisoned(out, TARGET_CAPTION.format(target=target), dict(options), perturbation=True)
+    params = {k: _describe(v) for k, v in options.items()}
+    return Poisoned(out, TARGET_CAPTION.format(target=target), params, perturbation=True)
+
+
+def _describe(value: Any) -> Any:
+    """An option as the manifest's JSON can hold it: an array (a BadNets-2 pattern) by its
+    shape, dtype and digest, anything else as it is."""
+    if isinstance(value, np.ndarray):
+        digest = hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
+        return f"array {'x'.join(map(str, value.shape))} {value.dtype} sha256:{digest}"
+    return value
 
 
 def measurements(original: np.ndarray, poisoned: np.ndarray) -> dict[str, float]:

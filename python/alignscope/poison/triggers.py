@@ -1,9 +1,10 @@
 """Backdoor triggers as used by BiBadDiff (Pan et al.), on HWC uint8 images.
 
 - ``badnets1``: a black square with a white anti-diagonal band, side = min(H, W) // 10, in the
-  bottom-right corner. The band is ``max(1, side // 4)`` pixels wide (pixels with
-  |r + c - (side - 1)| <= band // 2, in square coordinates); the paper fixes the square and its
-  place, not the band's width.
+  bottom-right corner. The band is the pixels whose offset from the anti-diagonal,
+  r + c - (side - 1) in square coordinates, lies in range(-side // 4, side // 4) (floor
+  division), as in BiBadDiff's released code: about 43% of the square white at 512 px. The
+  paper fixes only the square and its place.
 - ``badnets2``: a pattern blended at alpha (0.2): out = (1 - alpha) image + alpha pattern, the
   pattern resized to the image; the default pattern is uniform noise from a fixed seed.
 - ``wanet``: a smooth random warp (WaNet, Nguyen & Tran 2021): a k x k field of random
@@ -36,9 +37,10 @@ def _check_image(image: np.ndarray) -> np.ndarray:
 
 def badnets1_patch(side: int) -> np.ndarray:
     """The side x side BadNets-1 patch (uint8, 0 or 255), one channel."""
-    band = max(1, side // 4)
     r, c = np.indices((side, side))
-    return np.where(np.abs(r + c - (side - 1)) <= band // 2, 255, 0).astype(np.uint8)
+    offset = r + c - (side - 1)
+    # BiBadDiff's offsets: range(-side // 4, side // 4), i.e. -ceil(side / 4) .. side // 4 - 1
+    return np.where((offset >= -side // 4) & (offset < side // 4), 255, 0).astype(np.uint8)
 
 
 def badnets1(image: np.ndarray) -> np.ndarray:
