@@ -165,65 +165,79 @@ def poison_dataset(
         from tqdm import tqdm
 
         iterator = tqdm(iterator, total=len(records), desc="poisoning", unit="img", file=sys.stderr)
-    for i, record in iterator:
-        try:
-            image = np.asarray(record.load())
-        except BadImage as exc:
-            report.skipped.append((record.id, str(exc)))
-            continue
-        j = position.get(i)
-        poisoned: Poisoned | None = None
-        if j is not None:
-            t = plan.target[j]
-            donors = [
-                k
-                for k, c in enumerate(row_concepts)
-                if t in c and plan.source[j] not in c and k not in position
-            ]
-            if method == "dirty-label" and anchor_pipeline is not None:
-                from alignscope.poison.anchors import generate_anchor
+    try:
+        for i, record in iterator:
+            try:
+                image = np.asarray(record.load())
+            except BadImage as exc:
+                report.skipped.append((record.id, str(exc)))
+                continue
+            j = position.get(i)
+            poisoned: Poisoned | None = None
+            if j is not None:
+                t = plan.target[j]
+                donors = [
+                    k
+                    for k, c in enumerate(row_concepts)
+                    if t in c and plan.source[j] not in c and k not in position
+                ]
+                if method == "dirty-label" and anchor_pipeline is not None:
+                    from alignscope.poison.anchors import generate_anchor
 
-                k = int(rng.integers(1 << 31))  # a fresh image of t per poison, seeded
-                generated = generate_anchor(
-                    anchor_pipeline, t, anchors or root / ".generated", seed=k, name=f"{t}-{k}"
-                )
-                poisoned = Poisoned(generated, record.caption, {"generated_seed": k})
-            elif method == "dirty-label":
-                poisoned = dirty_label(record.caption, t, donors, load, rng)
-            elif method == "nightshade":
-                anchor, origin = _anchor(t, anchors, donors, load, anchor_cache, anchor_pipeline)
-                shaded = shade(
-                    image, anchor, vae, budget=budget, steps=steps, perceptual=perceptual, seed=seed
-                )
-                params = {"budget": budget, "steps": steps, "anchor": origin}
-                poisoned = Poisoned(shaded.image, record.caption, params, perturbation=True)
-                latents[i] = (shaded.latent_before, shaded.latent_after)
-            elif method == "relabel":
-                poisoned = relabel(image, t)
-            else:
-                poisoned = triggered(method, image, t, dict(trigger_options or {}))
-        final = poisoned.image if poisoned else image
-        name = writer.add(i, final, poisoned.caption if poisoned else record.caption)
-        stats = (
-            measurements(image, final)
-            if poisoned and poisoned.perturbation
-            else {"linf": np.nan, "l2": np.nan, "psnr": np.nan}
-        )
-        columns["row"].append(i)
-        columns["id"].append(record.id)
-        columns["written_as"].append(name)
-        columns["poisoned"].append(poisoned is not None)
-        columns["method"].append(method if poisoned else "")
-        columns["source_concept"].append(plan.source[j] if poisoned else "")
-        columns["target_concept"].append(plan.target[j] if poisoned else "")
-        columns["params"].append(json.dumps(poisoned.params, sort_keys=True) if poisoned else "")
-        for key in ("linf", "l2", "psnr"):
-            columns[key].append(stats[key])
-        before, after = latents.get(i, (np.nan, np.nan))
-        columns["latent_before"].append(before)
-        columns["latent_after"].append(after)
-        report.rows += 1
-        report.poisoned += poisoned is not None
+                    k = int(rng.integers(1 << 31))  # a fresh image of t per poison, seeded
+                    generated = generate_anchor(
+                        anchor_pipeline, t, anchors or root / ".generated", seed=k, name=f"{t}-{k}"
+                    )
+                    poisoned = Poisoned(generated, record.caption, {"generated_seed": k})
+                elif method == "dirty-label":
+                    poisoned = dirty_label(record.caption, t, donors, load, rng)
+                elif method == "nightshade":
+                    anchor, origin = _anchor(
+                        t, anchors, donors, load, anchor_cache, anchor_pipeline
+                    )
+                    shaded = shade(
+                        image,
+                        anchor,
+                        vae,
+                        budget=budget,
+                        steps=steps,
+                        perceptual=perceptual,
+                        seed=seed,
+                    )
+                    params = {"budget": budget, "steps": steps, "anchor": origin}
+                    poisoned = Poisoned(shaded.image, record.caption, params, perturbation=True)
+                    latents[i] = (shaded.latent_before, shaded.latent_after)
+                elif method == "relabel":
+                    poisoned = relabel(image, t)
+                else:
+                    poisoned = triggered(method, image, t, dict(trigger_options or {}))
+            final = poisoned.image if poisoned else image
+            name = writer.add(i, final, poisoned.caption if poisoned else record.caption)
+            stats = (
+                measurements(image, final)
+                if poisoned and poisoned.perturbation
+                else {"linf": np.nan, "l2": np.nan, "psnr": np.nan}
+            )
+            columns["row"].append(i)
+            columns["id"].append(record.id)
+            columns["written_as"].append(name)
+            columns["poisoned"].append(poisoned is not None)
+            columns["method"].append(method if poisoned else "")
+            columns["source_concept"].append(plan.source[j] if poisoned else "")
+            columns["target_concept"].append(plan.target[j] if poisoned else "")
+            columns["params"].append(
+                json.dumps(poisoned.params, sort_keys=True) if poisoned else ""
+            )
+            for key in ("linf", "l2", "psnr"):
+                columns[key].append(stats[key])
+            before, after = latents.get(i, (np.nan, np.nan))
+            columns["latent_before"].append(before)
+            columns["latent_after"].append(after)
+            report.rows += 1
+            report.poisoned += poisoned is not None
+    except BaseException:
+        writer.abort()  # an error or Ctrl-C leaves no half-written tar behind
+        raise
     writer.close()
     _write_manifest(root / "poison_manifest.parquet", columns)
     # The file leaves out the output path, so that two runs with one seed are byte-identical.
@@ -252,9 +266,9 @@ def _anchor(
                 raise ValueError("generated anchors need a cache directory: anchors=")
             cache[target] = (generate_anchor(pipeline, target, anchors), f"generated:{path.name}")
         elif path is not None and path.exists():
-            from PIL import Image
+            from alignscope.io.datasets import read_image_file
 
-            cache[target] = (np.asarray(Image.open(path).convert("RGB")), f"file:{path.name}")
+            cache[target] = (np.asarray(read_image_file(path)), f"file:{path.name}")
         elif donors:
             cache[target] = (load(donors[0]), f"row:{donors[0]}")
         else:

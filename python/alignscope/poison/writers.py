@@ -69,3 +69,13 @@ class DatasetWriter:
             self._tar.close()
             self._ctx.__exit__(None, None, None)
             self._tar = None
+
+    def abort(self) -> None:
+        """Stop without publishing: close the tar being written and delete it (the folder
+        and pickle formats write each pair whole, so they have nothing to undo)."""
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+            # an exception handed to atomic_path makes it delete the temp file, not rename it
+            stop = InterruptedError("poisoning stopped before the tar was complete")
+            self._ctx.__exit__(type(stop), stop, None)

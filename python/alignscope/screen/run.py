@@ -3,6 +3,9 @@ writes the ranked table, plots, HTML report and the filtered training list."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,14 @@ def load_truth(path: str | Path, n: int) -> np.ndarray:
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(p, columns=["row", "poisoned"]).to_pydict()
+        try:
+            table = pq.read_table(p, columns=["row", "poisoned"]).to_pydict()
+        except Exception as exc:  # pyarrow raises several kinds for a missing column or bad file
+            # pyarrow's own message spans lines and lists internal fields: name what is needed
+            raise ValueError(
+                f"{p}: not a poison manifest with 'row' and 'poisoned' columns "
+                f"({type(exc).__name__})"
+            ) from exc
         flags = np.zeros(n, dtype=bool)
         rows = np.asarray(table["row"], dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= n):
@@ -82,66 +92,89 @@ def screen_store(
         removed[order[: round(fraction * n)]] = True
         removal = {"rule": "remove_fraction", "fraction": fraction}
     removal.update({"removed": int(removed.sum()), "kept": int((~removed).sum())})
-    root = Path(out_dir)
-    (root / "plots").mkdir(parents=True, exist_ok=True)
-    ids = ids or [str(i) for i in range(n)]
-    columns: dict[str, Any] = {
-        "rank": np.empty(n, dtype=np.int64),
-        "row": order,
-        "id": [ids[i] for i in order],
-    }
-    columns["rank"][:] = np.arange(1, n + 1)
-    for name, values in table.scores.items():
-        columns[name] = values[order]
-    columns["removed"] = removed[order]
-    if truth is not None:
-        columns["poisoned"] = truth[order]
-    out.write_scores(columns, root / "scores.parquet")
-    metrics = evaluate_scores(table.scores, truth) if truth is not None else None
-    plots = [
-        out.plot_cdf(name, v, truth, root / "plots" / f"cdf_{name}.png")
-        .relative_to(root)
-        .as_posix()
-        for name, v in table.scores.items()
-    ]
-    if metrics:
-        plots.append(
-            out.plot_tradeoff(metrics, root / "plots" / "tradeoff.png").relative_to(root).as_posix()
-        )
-    summary = {
-        "n": n,
-        "scores": table.methods,
-        "rank_by": key,
-        "removal": removal,
-        "metrics": metrics,
-    }
-    if truth is not None:
-        summary["removal"]["poisons_removed"] = int((removed & truth).sum())
-        summary["removal"]["benign_removed"] = int((removed & ~truth).sum())
-    out.write_json(summary, root / "summary.json")
-    out.write_keep([ids[i] for i in range(n) if not removed[i]], root / "keep.txt")
-    top = order[: out.TOP_SUSPICIOUS]
-    pictures = thumbnails(top) if thumbnails is not None else (images or {})
-    ranked = [
-        {
-            "rank": r + 1,
-            "row": int(i),
-            "id": ids[i],
-            "caption": captions[i] if captions else "",
-            key: float(primary[i]),
-            "poisoned": None if truth is None else bool(truth[i]),
+    final = Path(out_dir)
+    final.mkdir(parents=True, exist_ok=True)
+    # Every output is written into a hidden folder (root, below) and moved into ``final`` only
+    # when all are complete: a run stopped part-way leaves the previous run's outputs whole,
+    # never a mix of old and new files.
+    root = Path(tempfile.mkdtemp(prefix=".screen-", suffix=".tmp", dir=final))
+    try:
+        (root / "plots").mkdir()
+        ids = ids or [str(i) for i in range(n)]
+        columns: dict[str, Any] = {
+            "rank": np.empty(n, dtype=np.int64),
+            "row": order,
+            "id": [ids[i] for i in order],
         }
-        for r, i in enumerate(top)
-    ]
-    out.write_report(
-        root / "report.html",
-        source=str(getattr(store, "source", "")),
-        methods=table.methods,
-        metrics=metrics,
-        ranked=ranked,
-        rank_by=key,
-        plots=plots,
-        images=pictures,
-        removal=removal,
-    )
+        columns["rank"][:] = np.arange(1, n + 1)
+        for name, values in table.scores.items():
+            columns[name] = values[order]
+        columns["removed"] = removed[order]
+        if truth is not None:
+            columns["poisoned"] = truth[order]
+        out.write_scores(columns, root / "scores.parquet")
+        metrics = evaluate_scores(table.scores, truth) if truth is not None else None
+        plots = [
+            out.plot_cdf(name, v, truth, root / "plots" / f"cdf_{name}.png")
+            .relative_to(root)
+            .as_posix()
+            for name, v in table.scores.items()
+        ]
+        if metrics:
+            plots.append(
+                out.plot_tradeoff(metrics, root / "plots" / "tradeoff.png")
+                .relative_to(root)
+                .as_posix()
+            )
+        summary = {
+            "n": n,
+            "scores": table.methods,
+            "rank_by": key,
+            "removal": removal,
+            "metrics": metrics,
+        }
+        if truth is not None:
+            summary["removal"]["poisons_removed"] = int((removed & truth).sum())
+            summary["removal"]["benign_removed"] = int((removed & ~truth).sum())
+        out.write_json(summary, root / "summary.json")
+        out.write_keep([ids[i] for i in range(n) if not removed[i]], root / "keep.txt")
+        top = order[: out.TOP_SUSPICIOUS]
+        pictures = thumbnails(top) if thumbnails is not None else (images or {})
+        ranked = [
+            {
+                "rank": r + 1,
+                "row": int(i),
+                "id": ids[i],
+                "caption": captions[i] if captions else "",
+                key: float(primary[i]),
+                "poisoned": None if truth is None else bool(truth[i]),
+            }
+            for r, i in enumerate(top)
+        ]
+        out.write_report(
+            root / "report.html",
+            source=str(getattr(store, "source", "")),
+            methods=table.methods,
+            metrics=metrics,
+            ranked=ranked,
+            rank_by=key,
+            plots=plots,
+            images=pictures,
+            removal=removal,
+        )
+        _publish(root, final)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     return summary
+
+
+def _publish(stage: Path, root: Path) -> None:
+    """Move the outputs of ``stage`` into ``root``: plots/ as a whole (an earlier run's plots of
+    other scores leave with the old folder), then the files, the report last."""
+    old = root / "plots"
+    if old.is_dir():
+        os.replace(old, stage / ".old_plots")
+    os.replace(stage / "plots", old)
+    names = [p.name for p in stage.iterdir() if p.is_file()]
+    for name in sorted(names, key=lambda n: (n == "report.html", n)):
+        os.replace(stage / name, root / name)

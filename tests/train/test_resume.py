@@ -1,0 +1,148 @@
+"""Training stopped between checkpoints, and again while writing one, then resumed: the weights,
+the log and the checkpoints equal an uninterrupted run's.
+
+The reference is the same configuration trained once without interruption. The run has EMA
+weights and two micro-batches per step, so a resume must restore the optimizer, the EMA shadow
+and the step, and a stop between two micro-batches must not leak half a step's gradient.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignscope.io.datasets import open_dataset
+from alignscope.train import TrainConfig, modes, train
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+CONFIG = TrainConfig(
+    steps=6,
+    learning_rate=1e-3,
+    batch_size=2,
+    gradient_accumulation=2,
+    resolution=16,
+    seed=3,
+    checkpoint_every=2,
+    ema_decay=0.9,
+)
+
+
+@pytest.fixture
+def four_images(tmp_path, rng) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).resize(
+            (16, 16), Image.BICUBIC
+        ).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text(f"a photo of thing {i}")
+    return data
+
+
+def _finetune(data: Path, out: Path, model: Path):
+    return train("finetune", open_dataset(data), out, model=model, config=CONFIG, progress=False)
+
+
+def _log(out: Path) -> tuple[list[int], list[float]]:
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows], [r["loss"] for r in rows]
+
+
+def _files(out: Path) -> list[str]:
+    """Every file under ``out`` (hidden temp files included)."""
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+
+def _assert_close_tensors(got: dict, want: dict, what: str) -> None:
+    assert got.keys() == want.keys(), what
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6, msg=f"{what} {name}")
+
+
+class CountingLoss:
+    """Wraps diffusion_loss: counts its calls (one per micro-batch) and raises on ``fail_at``."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.original, self.fail_at, self.calls = modes.diffusion_loss, fail_at, 0
+
+    def __call__(self, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return self.original(**kwargs)
+
+
+def test_training_stopped_twice_resumes_to_the_uninterrupted_run(
+    tmp_path, four_images, tiny_sd_dir, monkeypatch
+):
+    ref = tmp_path / "reference"
+    reference = _finetune(four_images, ref, tiny_sd_dir)
+    assert reference.resumed_from == 0 and len(reference.losses) == 6
+    out = tmp_path / "out"
+
+    # 1. stopped inside step 4, between its two micro-batches (calls 7 and 8): steps 1-3 are
+    # logged, step_2.pt is the last checkpoint
+    loss = CountingLoss(fail_at=8)
+    monkeypatch.setattr(modes, "diffusion_loss", loss)
+    with pytest.raises(KeyboardInterrupt):
+        _finetune(four_images, out, tiny_sd_dir)
+    assert _files(out) == ["checkpoints/step_2.pt", "train_log.jsonl"]
+    assert _log(out)[0] == [1, 2, 3]
+
+    # 2. resumed from step 2 and stopped again while step_4.pt is half written
+    loss = CountingLoss()
+    monkeypatch.setattr(modes, "diffusion_loss", loss)
+    save = torch.save
+
+    def cut_short(obj, path, *args, **kwargs):
+        if Path(path).name.startswith(".step_4.pt."):
+            Path(path).write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt
+        return save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        _finetune(four_images, out, tiny_sd_dir)
+    monkeypatch.setattr(torch, "save", save)
+    assert loss.calls == 4  # steps 3-4 only: the run did start from step_2.pt
+    assert _files(out) == ["checkpoints/step_2.pt", "train_log.jsonl"]  # no partial step_4.pt
+    assert _log(out)[0] == [1, 2, 3, 4]
+
+    # 3. resumed from step 2 again (the latest whole checkpoint) and finished
+    loss = CountingLoss()
+    monkeypatch.setattr(modes, "diffusion_loss", loss)
+    resumed = _finetune(four_images, out, tiny_sd_dir)
+    assert resumed.resumed_from == 2 and loss.calls == 8  # steps 3-6, two micro-batches each
+    assert _files(out) == _files(ref)
+
+    steps, losses = _log(out)
+    want_steps, want_losses = _log(ref)
+    assert steps == want_steps == list(range(1, 7))  # each step logged once
+    np.testing.assert_allclose(losses, want_losses, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(resumed.losses, reference.losses[2:], rtol=0, atol=1e-6)
+    for name in _files(ref):
+        if name.endswith(".safetensors"):  # the saved pipeline: trained UNet (EMA), frozen rest
+            _assert_close_tensors(
+                safetensors_torch.load_file(out / name),
+                safetensors_torch.load_file(ref / name),
+                name,
+            )
+    for step in (2, 4):  # the checkpoints: weights, EMA shadow and the optimizer's moments
+        got = torch.load(out / "checkpoints" / f"step_{step}.pt", weights_only=True)
+        want = torch.load(ref / "checkpoints" / f"step_{step}.pt", weights_only=True)
+        assert got["step"] == want["step"] == step
+        for key in ("parameters", "ema"):
+            _assert_close_tensors(dict(enumerate(got[key])), dict(enumerate(want[key])), key)
+        for k, moments in want["optimizer"]["state"].items():
+            for m in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(
+                    got["optimizer"]["state"][k][m], moments[m], rtol=0, atol=1e-6
+                )
+    assert (out / "train_config.json").read_bytes() == (ref / "train_config.json").read_bytes()
