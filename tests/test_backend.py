@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
 
-from alignscope import _backend, backend_info
+import alignscope
+from alignscope import _backend, _reference, backend_info
 from alignscope._backend import _core
 
 
@@ -211,3 +215,276 @@ def test_float16_rows_report_the_first_bad_row(value, problem):
         y[417, 8] = value
     out = _backend.pack_unit_rows(x, y, np.empty((600, 18), np.float32), with_cos=True, threads=2)
     assert out[:3] == (problem, 1, 417)
+
+
+# --- backend="cuda" routing, without a GPU ---------------------------------------------------
+# A stand-in for alignscope._cuda (the compiled CUDA module) records each call and answers with
+# the kernels' arithmetic emulated in float64 (_reference.cuda_kernel_pair_abs_sum); a recorder
+# around the CPU engine logs its calls. Each kind of call must reach the engine
+# _backend.pair_abs_sum documents, with the arrays in the layout the compiled module requires.
+
+CUDA_TILE = 128  # alignscope._cuda.tile (csrc/cuda/launch.h kTile)
+
+
+def _check_host_arguments(args: tuple) -> None:
+    """The contract of _cuda.pair_abs_sum_host (its pybind11 signature takes no conversion)."""
+    rows, cols, zscale, _, row_labels, col_labels, _, row_ids, col_ids, block, device = args
+    for a in (rows, cols, zscale):
+        assert a is None or (a.dtype == np.float32 and a.flags.c_contiguous)
+    for a in (row_labels, col_labels):
+        assert a is None or (a.dtype == np.int32 and a.flags.c_contiguous)
+    for a in (row_ids, col_ids):
+        assert a is None or (a.dtype == np.int64 and a.flags.c_contiguous)
+    assert (row_labels is None) == (col_labels is None)
+    assert (row_ids is None) == (col_ids is None)
+    if block is not None:  # the binding refuses these with a ValueError
+        assert cols is not None and rows.shape[0] == cols.shape[0] and 1 <= block <= CUDA_TILE
+    assert device == 0
+
+
+class _RecordingCore:
+    """The CPU engine (alignscope._core), logging each pair_abs_sum call."""
+
+    def __init__(self, core, calls: list) -> None:
+        self._core = core
+        self._calls = calls
+
+    def __getattr__(self, name: str):
+        return getattr(self._core, name)
+
+    def pair_abs_sum(self, *args):
+        self._calls.append(("cpu", args))
+        return self._core.pair_abs_sum(*args)
+
+
+@pytest.fixture
+def engines(monkeypatch) -> list:
+    """Install the stand-in CUDA module (1 device) and the CPU recorder; returns the call log
+    of (engine, positional arguments)."""
+    calls: list = []
+
+    def host(*args):
+        _check_host_arguments(args)
+        calls.append(("cuda", args))
+        return _reference.cuda_kernel_pair_abs_sum(*args, tile=CUDA_TILE)
+
+    fake = types.ModuleType("alignscope._cuda")
+    fake.tile = CUDA_TILE
+    fake.device_count = lambda: 1
+    fake.device_name = lambda i: f"stand-in {i}"
+    fake.pair_abs_sum_host = host
+    monkeypatch.setitem(sys.modules, "alignscope._cuda", fake)
+    monkeypatch.setattr(alignscope, "_cuda", fake, raising=False)
+    monkeypatch.setattr(_backend, "_core", _RecordingCore(_core, calls))
+    return calls
+
+
+def _engines_used(calls: list) -> list[str]:
+    return [engine for engine, _ in calls]
+
+
+def _unit(rng, n: int, k: int) -> np.ndarray:
+    x = rng.normal(size=(n, k))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# fp16 input rounding: a relative error of 2^-11 per operand; |<z, w>| <= |zscale|max for unit
+# rows, so each term is off by at most ~2 * 2^-11 * |zscale|max (plus the fp32 sums).
+def _fp16_atol(zscale_max: float, terms: int) -> float:
+    return 2.0 * 2.0**-11 * zscale_max * terms
+
+
+@pytest.mark.parametrize(
+    ("kind", "zmax", "engine"),
+    [
+        ("none", 0.0, "cuda"),  # no scale: w = rows on both sides
+        ("scale", 2.0, "cuda"),
+        ("scale", 59_999.0, "cuda"),  # just inside the fp16 range
+        ("scale", 60_000.0, "cpu"),  # |zscale| >= 6e4: fp16 would overflow
+        ("negative", 70_000.0, "cpu"),  # the largest |zscale|, whatever its sign
+    ],
+)
+def test_cuda_symmetric_calls_route_by_the_scale(rng, engines, kind, zmax, engine):
+    n, k = 2 * CUDA_TILE + 7, 6  # several tiles: the kernels' schedule is emulated
+    rows = _unit(rng, n, k)
+    zscale = None
+    if kind != "none":
+        zscale = np.full(k, 0.5, np.float32)
+        zscale[3] = zmax if kind == "scale" else -zmax
+    labels = rng.integers(0, 3, size=n).astype(np.int32)
+    progress = []
+    got, squares, cols = _backend.pair_abs_sum(
+        rows,
+        zscale=zscale,
+        c0=0.25,
+        row_labels=labels,
+        c_label=-0.5,
+        backend="cuda",
+        threads=2,
+        progress=lambda d, t: progress.append((d, t)),
+    )
+    assert _engines_used(engines) == [engine]
+    assert squares is None and cols is None
+    z = rows.astype(np.float64) * (1.0 if zscale is None else zscale.astype(np.float64))
+    dense = _dense_abs(z, rows, 0.25, labels, labels, -0.5)
+    np.fill_diagonal(dense, 0.0)
+    # The symmetric form is symmetric: v(i, k) = v(k, i) for z = zscale * w.
+    expected = np.triu(dense, 1).sum(axis=1) + np.triu(dense, 1).sum(axis=0)
+    if engine == "cuda":
+        assert progress == [(1, 1)]
+        atol = _fp16_atol(max(zmax, 1.0), n) + 1e-6 * expected.max()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=atol)
+        args = engines[0][1]
+        assert args[1] is None and args[9] is None  # symmetric: no columns, no block
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("block", "engine"), [(1, "cuda"), (64, "cuda"), (CUDA_TILE, "cuda"), (CUDA_TILE + 1, "cpu")]
+)
+def test_cuda_block_calls_route_by_the_block_size(rng, engines, block, engine):
+    n_blocks, k = 3, 5
+    rows = _unit(rng, n_blocks * block, k)
+    cols = _unit(rng, n_blocks * block, k)
+    rid = rng.integers(0, 40, size=n_blocks * block)
+    cid = rng.integers(0, 40, size=n_blocks * block)
+    zscale = np.linspace(-1.0, 1.0, k).astype(np.float32)
+    rs, sq, cs = _backend.pair_abs_sum(
+        rows, cols, zscale=zscale, c0=0.1, row_ids=rid, col_ids=cid, block=block, backend="cuda"
+    )
+    assert _engines_used(engines) == [engine]
+    assert sq is None and cs is None
+    dense = _dense_abs(rows * zscale, cols, 0.1)
+    dense[rid[:, None] == cid[None, :]] = 0.0
+    expected = np.concatenate(
+        [
+            dense[b * block : (b + 1) * block, b * block : (b + 1) * block].sum(axis=1)
+            for b in range(n_blocks)
+        ]
+    )
+    atol = _fp16_atol(1.0, block) + 1e-6 if engine == "cuda" else 1e-5
+    np.testing.assert_allclose(rs, expected, rtol=0, atol=atol)
+    if engine == "cuda":
+        assert engines[0][1][9] == block
+
+
+@pytest.mark.parametrize(("squares", "engine"), [(False, "cuda"), (True, "cpu")])
+def test_cuda_rectangular_calls_route_by_squares(rng, engines, squares, engine):
+    n, m, k = 37, 150, 7
+    pool = _unit(rng, 120, k)
+    pool_labels = rng.integers(0, 4, size=120).astype(np.int32)
+    rid = rng.integers(0, 120, size=n)
+    cid = rng.integers(0, 120, size=m)
+    zscale = np.full(k, -0.5, np.float32)
+    rs, sq, cs = _backend.pair_abs_sum(
+        pool[rid],
+        pool[cid],
+        zscale=zscale,
+        c0=0.5,
+        row_labels=pool_labels[rid],
+        col_labels=pool_labels[cid],
+        c_label=-1.0,
+        row_ids=rid,
+        col_ids=cid,
+        squares=squares,
+        backend="cuda",
+    )
+    assert _engines_used(engines) == [engine]
+    dense = _dense_abs(pool[rid] * zscale, pool[cid], 0.5, pool_labels[rid], pool_labels[cid], -1.0)
+    dense[rid[:, None] == cid[None, :]] = 0.0
+    tol = {"rtol": 1e-5, "atol": 0.0}
+    if engine == "cuda":
+        tol = {"rtol": 0.0, "atol": _fp16_atol(1.0, max(n, m)) + 1e-6}
+    np.testing.assert_allclose(rs, dense.sum(axis=1), **tol)
+    np.testing.assert_allclose(cs, dense.sum(axis=0), **tol)
+    if squares:
+        np.testing.assert_allclose(sq, (dense**2).sum(axis=1), rtol=1e-5)
+    else:
+        assert sq is None
+
+
+def test_cpu_and_auto_never_reach_the_cuda_engine(rng, engines):
+    a = rng.normal(size=(50, 6))
+    b = rng.normal(size=(50, 6))
+    for backend in ("cpu", "auto"):
+        result = alignscope.alignment_difficulty(a, b, backend=backend, threads=1)
+        assert result.backend == "cpu"
+    assert _engines_used(engines) == ["cpu", "cpu"]
+    assert _backend.resolve_backend("cuda") == "cuda"  # the stand-in offers one device
+
+
+def test_cuda_without_devices_is_refused(monkeypatch, engines):
+    monkeypatch.setattr(alignscope._cuda, "device_count", lambda: 0)
+    assert _backend.cuda_status() == (True, 0, "no CUDA device")
+    with pytest.raises(ValueError, match=r"backend='cuda' is unavailable: no CUDA device; run on"):
+        _backend.resolve_backend("cuda")
+
+
+@pytest.mark.parametrize("labels", [False, True], ids=["embeddings", "labels"])
+def test_exact_ad_with_cuda_runs_the_structure_pass_on_the_cuda_engine(rng, engines, labels):
+    n = 300
+    a = rng.normal(size=(n, 16))
+    b = 0.5 * a + rng.normal(size=(n, 16))
+    if labels:
+        lab = rng.integers(0, 5, size=n)
+        truth = np.where(rng.random(n) < 0.1, (lab + 1) % 5, lab)
+        result = alignscope.alignment_difficulty(
+            a, labels=lab, true_labels=truth, per_sample=True, backend="cuda"
+        )
+        ref = _reference.alignment_difficulty(a, labels=lab, true_labels=truth)
+    else:
+        result = alignscope.alignment_difficulty(a, b, per_sample=True, backend="cuda")
+        ref = _reference.alignment_difficulty(a, b)
+    assert _engines_used(engines) == ["cuda"]
+    assert result.backend == "cuda"
+    assert result.ad == pytest.approx(ref["ad"], abs=1e-5)  # README "CUDA": the fp16 bound
+    assert result.structure == pytest.approx(ref["structure"], abs=5e-5)
+    np.testing.assert_allclose(result.per_sample.d_s, ref["d_s"], atol=5e-5)
+
+
+def test_exact_ad_beyond_the_fp16_range_runs_on_the_cpu(rng, engines):
+    """Image bounds 1e-5 wide give |zscale| = 1e5: the CPU engine computes it, exactly."""
+    from alignscope import Bounds
+
+    a = rng.normal(size=(200, 8))
+    b = 0.5 * a + rng.normal(size=(200, 8))
+    bounds = Bounds(feature=(0.55, 0.8), image=(0.4, 0.40001), text=(0.0, 1.0))
+    result = alignscope.alignment_difficulty(a, b, profile=bounds, backend="cuda")
+    ref = _reference.alignment_difficulty(a, b, profile=((0.55, 0.8), (0.4, 0.40001), (0.0, 1.0)))
+    assert _engines_used(engines) == ["cpu"]
+    assert result.backend == "cuda"  # asked for; the engine chose the CPU for this call
+    assert result.structure == pytest.approx(ref["structure"], rel=1e-5)
+    assert result.ad == pytest.approx(ref["ad"], rel=1e-5)
+
+
+@pytest.mark.parametrize(("block", "engine"), [(64, "cuda"), (CUDA_TILE, "cuda"), (256, "cpu")])
+def test_sampled_ad_with_cuda_samples_blocks_by_size_and_landmarks_on_the_cpu(
+    rng, engines, block, engine
+):
+    n = 2000
+    a = rng.normal(size=(n, 16))
+    b = 0.5 * a + rng.normal(size=(n, 16))
+    kwargs = {"method": "sampled", "seed": 11, "budget": 8 * block * block, "block": block}
+    kwargs |= {"per_sample": "landmarks", "landmarks": 32, "threads": 2}
+    cuda = alignscope.alignment_difficulty(a, b, backend="cuda", **kwargs)
+    used = _engines_used(engines)
+    # block samples first (one call here), then the landmark scan: squares, CPU only
+    assert used[0] == engine and set(used[1:]) == {"cpu"}
+    scan_calls = [args for _, args in engines[1:]]
+    assert all(args[9] is True for args in scan_calls)  # squares
+    if engine == "cuda":
+        assert engines[0][1][9] == block
+    else:
+        assert engines[0][1][9] is False and engines[0][1][10] is True  # block-diagonal form
+    engines.clear()
+    cpu = alignscope.alignment_difficulty(a, b, backend="cpu", **kwargs)
+    assert set(_engines_used(engines)) == {"cpu"}
+    # the same samples on two engines: equal up to the fp16 input rounding
+    assert cuda.samples == cpu.samples == 8 * block * block
+    assert cuda.structure == pytest.approx(cpu.structure, abs=1e-5 if engine == "cuda" else 1e-9)
+    np.testing.assert_array_equal(cuda.per_sample.d_s, cpu.per_sample.d_s)
+    np.testing.assert_array_equal(cuda.per_sample.d_s_se, cpu.per_sample.d_s_se)
+    ref = _reference.alignment_difficulty(a, b)
+    assert cuda.feature == pytest.approx(ref["feature"], abs=1e-6)
+    assert cuda.ci.guaranteed.low <= ref["ad"] <= cuda.ci.guaranteed.high

@@ -109,6 +109,8 @@ class ADResult:
                     "note": self.note,
                 }
             )
+        elif self.seed is not None:  # exact terms with landmark D_s: the seed reproduces them
+            out["seed"] = self.seed
         for key in ("ad", "feature", "structure"):
             if out[key] is not None and not math.isfinite(out[key]):  # never hand out a silent NaN
                 raise ArithmeticError(f"ADResult.{key} is not finite ({out[key]})")
