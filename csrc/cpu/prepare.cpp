@@ -18,18 +18,28 @@ namespace {
 // Sum of squares in float64. NaN/inf anywhere makes the sum non-finite, so the common case
 // needs no per-element test; only then is the row scanned, either to report the bad value or,
 // for finite values beyond ~1e154 whose squares overflow, to rescale by the largest magnitude.
+// Below this sum of squares (about 1e-150 squared) rows are rescaled before the norm.
+constexpr double kTinySumOfSquares = 1e-300;
+
 template <typename T>
 bool norm_of(const T* x, int64_t d, double* norm, double* scale) {
   double ss = 0.0;
 #pragma omp simd reduction(+ : ss)
   for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(x[j]) * static_cast<double>(x[j]);
   *scale = 1.0;
-  if (!std::isfinite(ss)) {
+  // Rescale by the largest magnitude when the squares overflow, or when they may have
+  // underflowed (float64 rows below ~1e-154 square to subnormals or 0): a nonzero row must not
+  // read as a zero row, nor lose its direction.
+  if (!std::isfinite(ss) || ss < kTinySumOfSquares) {
     double peak = 0.0;
     for (int64_t j = 0; j < d; ++j) {
       const double v = static_cast<double>(x[j]);
       if (!std::isfinite(v)) return false;
       peak = std::max(peak, std::fabs(v));
+    }
+    if (peak == 0.0) {  // a true zero row: the caller reports it
+      *norm = 0.0;
+      return true;
     }
     ss = 0.0;
     for (int64_t j = 0; j < d; ++j) {
@@ -57,18 +67,24 @@ PackStatus pack_range(const T* a, int64_t d_a, const T* b, int64_t d_b, int64_t 
     const T* views[2] = {a + i * d_a, b ? b + i * d_b : nullptr};
     const int64_t dims[2] = {d_a, d_b};
     double norms[2] = {1.0, 1.0};
+    double scales[2] = {1.0, 1.0};
     float* out = dst + i * width;
     for (int v = 0; v < (b ? 2 : 1); ++v) {
-      double scale = 1.0;
+      double& scale = scales[v];
       if (!norm_of(views[v], dims[v], &norms[v], &scale))
         return PackStatus{RowProblem::kNonFinite, v, i};
       if (norms[v] == 0.0) return PackStatus{RowProblem::kZero, v, i};
-      // Divide in two steps when the row was rescaled, so no intermediate overflows.
+      // Divide in two steps when the row was rescaled, so no intermediate overflows; divide by
+      // the scale rather than multiply by its inverse, which overflows for a subnormal peak.
       const double inv = 1.0 / (norms[v] / scale);
-      const double pre = 1.0 / scale;
+      if (scale == 1.0) {
 #pragma omp simd
-      for (int64_t j = 0; j < dims[v]; ++j)
-        out[j] = static_cast<float>((static_cast<double>(views[v][j]) * pre) * inv);
+        for (int64_t j = 0; j < dims[v]; ++j)
+          out[j] = static_cast<float>(static_cast<double>(views[v][j]) * inv);
+      } else {
+        for (int64_t j = 0; j < dims[v]; ++j)
+          out[j] = static_cast<float>((static_cast<double>(views[v][j]) / scale) * inv);
+      }
       out += dims[v];
     }
     if (cos) {
@@ -77,7 +93,11 @@ PackStatus pack_range(const T* a, int64_t d_a, const T* b, int64_t d_b, int64_t 
       for (int64_t j = 0; j < d_a; ++j)
         dot += static_cast<double>(views[0][j]) * static_cast<double>(views[1][j]);
       // Divide after the sum: the rescaled (huge) rows are the only ones that could overflow.
-      cos[i] = std::isfinite(dot) ? dot / norms[0] / norms[1] : cosine_rescaled(views[0], views[1], d_a, norms[0], norms[1]);
+      // Rows that needed rescaling (huge or tiny) take the rescaled cosine: their raw dot
+      // product overflows or underflows.
+      const bool plain = std::isfinite(dot) && scales[0] == 1.0 && scales[1] == 1.0;
+      cos[i] = plain ? dot / norms[0] / norms[1]
+                     : cosine_rescaled(views[0], views[1], d_a, norms[0], norms[1]);
     }
   }
   return PackStatus{};

@@ -61,17 +61,18 @@ def test_extreme_magnitudes_give_the_unscaled_result(pair, scale):
     assert same.structure == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="csrc/cpu/prepare.cpp norm_of rescales a row only when its sum of squares "
-    "overflows; below ~1e-162 the squares underflow to 0 and a nonzero float64 row is "
-    "refused as 'all zeros'",
-)
-def test_tiny_float64_rows_are_not_zero_rows(pair):
+@pytest.mark.parametrize(
+    "scale", [1e-160, 1e-300, 1e-310]
+)  # squares underflow; 1e-310 is subnormal
+def test_tiny_float64_rows_are_not_zero_rows(pair, scale):
+    """Rows whose squares underflow are rescaled, not refused as zero rows, and keep their
+    direction (feature and per-sample terms as at scale 1)."""
     a, b = pair
-    result = AD(a * 1e-300, b * 1e-300)
-    assert result.ad == pytest.approx(_reference.alignment_difficulty(a, b)["ad"], abs=1e-6)
+    ref = _reference.alignment_difficulty(a, b)
+    result = AD(a * scale, b * scale, per_sample=True)
+    assert result.feature == pytest.approx(ref["feature"], abs=1e-9)
+    np.testing.assert_allclose(result.per_sample.d_s, ref["d_s"], atol=1e-6)
+    assert result.ad == pytest.approx(ref["ad"], abs=1e-6)
 
 
 def test_row_count_mismatch(pair):
