@@ -41,7 +41,7 @@ def _load_core() -> Any:
 
 _core = _load_core()
 
-BACKENDS = ("auto", "cpu", "cuda", "torch")
+BACKENDS = ("auto", "cpu", "cuda", "torch", "ray")
 _CUDA_NOT_BUILT = "CUDA backend not built"
 _NO_DEVICE = "no CUDA device"
 DEFAULT_TILE = 256
@@ -82,8 +82,9 @@ def cuda_status() -> tuple[bool, int, str]:
 
 def resolve_backend(backend: str) -> str:
     """Return the concrete backend: "cpu" (the C++ engine), "cuda" (the tensor-core kernels,
-    explicit only until they have been validated on hardware) or "torch" (the blocked torch
-    reference, on CUDA when torch sees a GPU). "auto" means "cpu"."""
+    explicit only until they have been validated on hardware), "torch" (the blocked torch
+    reference, on CUDA when torch sees a GPU) or "ray" (exact AD as tasks on a Ray cluster,
+    see :func:`ray_row_sums`). "auto" means "cpu"."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend not in BACKENDS:
@@ -108,7 +109,23 @@ def resolve_backend(backend: str) -> str:
                 "backend='torch' needs torch: pip install 'alignscope[torch]'"
             ) from exc
         return "torch"
+    if backend == "ray":
+        import importlib.util
+
+        # only distributed/ imports ray itself
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("backend='ray' needs ray: pip install 'alignscope[distributed]'")
+        return "ray"
     return "cpu"
+
+
+def ray_row_sums(store: Any, **options: Any) -> Any:
+    """Exact per-row structure sums of a store as Ray tasks: the distributed layer's
+    :func:`alignscope.distributed.tiles.exact_row_sums` (imported here, lazily, so that the
+    metrics never import ray themselves)."""
+    from alignscope.distributed.tiles import exact_row_sums
+
+    return exact_row_sums(store, **options)
 
 
 def resolve_threads(threads: int | None) -> int:

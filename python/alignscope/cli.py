@@ -151,8 +151,17 @@ def cmd_ad(args: argparse.Namespace) -> int:
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(f"--per-sample: {exc}") from exc
     profile: Any = _parse_bounds(args.bounds) if args.bounds else args.profile
+    ray: dict[str, Any] = {}
     if args.ray is not None:
-        return _ad_on_ray(args, profile)
+        if args.store is None:
+            raise UsageError("--ray needs a STORE (the workers read their rows from it)")
+        # pair files are keyed by input and settings inside it, so one folder serves all runs
+        ray = {
+            "backend": "ray",
+            "address": args.ray or None,
+            "work_dir": args.work_dir or f"{Path(args.store).name}.ray-work",
+            "task_rows": args.block,
+        }
     data, texts, labels, truth = _open_source(args)
     n = data.n if hasattr(data, "n") else (data.shape[0] if data.ndim == 2 else 0)
     per_sample: bool | str = False
@@ -173,7 +182,8 @@ def cmd_ad(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         landmarks=args.landmarks,
         threads=args.threads,
-        progress=not args.quiet and n >= 20_000,
+        progress=not args.quiet and (n >= 20_000 or bool(ray)),
+        **ray,
     )
     if args.per_sample is not None and result.per_sample is not None:
         write_per_sample(result.per_sample, args.per_sample)
@@ -186,49 +196,6 @@ def cmd_ad(args: argparse.Namespace) -> int:
         print(_result_table(result))
         if args.per_sample is not None:
             print(f"per-sample terms written to {args.per_sample}")
-    return 0
-
-
-def _ad_on_ray(args: argparse.Namespace, profile: Any) -> int:
-    from alignscope.distributed.tiles import ray_alignment_difficulty
-
-    if args.store is None:
-        raise UsageError("--ray needs a STORE (the workers read their rows from it)")
-    if args.per_sample is not None and args.per_sample_method != "exact":
-        raise UsageError("--ray computes exact per-sample D_s only")
-    work = Path(args.work_dir or f"{Path(args.store).name}.ray-work")
-    result = ray_alignment_difficulty(
-        args.store,
-        texts=args.texts,
-        labels=args.labels,
-        alpha=args.alpha,
-        profile=profile,
-        work_dir=work,
-        address=args.ray or None,
-        block=args.block,
-        per_sample=args.per_sample is not None,
-        progress=not args.quiet,
-    )
-    if not result["complete"]:
-        raise UsageError(f"incomplete: {result['computed']} block pairs computed; rerun to resume")
-    d_s = result.pop("d_s", None)
-    if d_s is not None:
-        from alignscope.metrics.result import PerSample
-        from alignscope.report.per_sample import write_per_sample
-
-        zeros = np.zeros_like(d_s)
-        write_per_sample(PerSample(d_ab=zeros, d_s=d_s, ad=(1 - args.alpha) * d_s), args.per_sample)
-        result["per_sample_path"] = args.per_sample
-    result["work_dir"] = str(work)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"Alignment Difficulty (exact on Ray, N={result['n']:,}, {result['pairs']} block "
-            f"pairs, {result['computed']} computed now, {result['seconds']:.1f} s)\n"
-            f"  feature {result['feature']:.4f}  structure {result['structure']:.4f}  "
-            f"AD {result['ad']:.4f}\n  pair-set checksum {result['checksum']}"
-        )
     return 0
 
 

@@ -173,7 +173,7 @@ def test_bad_threads_and_backend(pair):
     with pytest.raises(ValueError, match=r"threads must be >= 1, got 0"):
         AD(*pair, threads=0)
     with pytest.raises(
-        ValueError, match=r"backend must be one of 'auto', 'cpu', 'cuda', 'torch'; got 'tpu'"
+        ValueError, match=r"backend must be one of 'auto', 'cpu', 'cuda', 'torch', 'ray'; got 'tpu'"
     ):
         AD(*pair, backend="tpu")
 

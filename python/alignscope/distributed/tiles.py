@@ -14,6 +14,7 @@ result carries a checksum of the covered pair set, so no pair is counted twice o
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope._files import atomic_path
-from alignscope._rows import unit_rows
+from alignscope._files import atomic_path, fingerprint_files
 
 
 def block_pairs(n: int, block: int) -> list[tuple[int, int]]:
@@ -40,8 +40,7 @@ def pair_set_checksum(pairs: list[tuple[int, int]]) -> str:
 class TileJob:
     """What a task needs besides its block pair: where the rows are and how to score pairs."""
 
-    store_path: str
-    texts_path: str | None
+    store: dict[str, Any]  # open_store's arguments (EmbeddingStore.reopen_args)
     n: int
     block: int
     tile: int
@@ -50,16 +49,15 @@ class TileJob:
     c_label: float
     codes: np.ndarray | None
     work_dir: str
-    fail_once: tuple[tuple[int, int], ...] = ()  # tests: pairs whose first attempt raises
     backend: str = "cpu"  # "cuda" when the tasks hold GPUs
 
 
 def _rows(job: TileJob, start: int, stop: int) -> np.ndarray:
     """Packed unit rows [a, b] of rows start..stop-1, read from the store."""
     from alignscope.io import open_store
-    from alignscope.metrics._source import PairSource
+    from alignscope.metrics import PairSource
 
-    store = open_store(job.store_path, texts=job.texts_path)
+    store = open_store(**job.store)
     source = PairSource(store=store, use_text=job.codes is None)
     packed, _ = source.packed(np.arange(start, stop))
     store.close()
@@ -76,10 +74,6 @@ def run_pair(job: TileJob, pair: tuple[int, int]) -> str:
     out = Path(job.work_dir) / f"pair_{i}_{k}.npz"
     if out.exists():
         return str(out)
-    marker = Path(job.work_dir) / f".attempted_{i}_{k}"
-    if pair in job.fail_once and not marker.exists():
-        marker.touch()
-        raise RuntimeError(f"injected failure of block pair {pair} (first attempt)")
     i0, i1 = i * job.block, min(job.n, (i + 1) * job.block)
     k0, k1 = k * job.block, min(job.n, (k + 1) * job.block)
     rows = _rows(job, i0, i1)
@@ -118,66 +112,95 @@ def reduce_pairs(job: TileJob, pairs: list[tuple[int, int]]) -> np.ndarray:
     return sums
 
 
-def ray_alignment_difficulty(
-    store_path: str | Path,
+@dataclass
+class RayRun:
+    """What one call of :func:`exact_row_sums` did."""
+
+    row_sums: np.ndarray | None  # (N,) float64 sums of |D_img - D_txt| per row; None if incomplete
+    pairs: int  # block pairs in all
+    computed: int  # block pairs computed by this call (the rest were already in work_dir)
+    complete: bool
+    checksum: str  # sha256 of the covered pair set
+    work_dir: Path  # the keyed folder of this computation's pair files
+    seconds: float
+
+
+def job_key(store: Any, settings: dict[str, Any]) -> str:
+    """A key of the computation: the input files' fingerprints and every setting that changes
+    a pair file. Pair files live in ``work_dir/ad-<key>``, so a rerun reuses only its own."""
+    ident = {"version": 1, "inputs": fingerprint_files(store.files()), **settings}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def exact_row_sums(
+    store: Any,
     *,
-    texts: str | Path | None = None,
-    labels: str | Path | None = None,
-    true_labels: np.ndarray | None = None,
-    alpha: float = 0.8,
-    profile: Any = "paper",
+    zscale: np.ndarray,
+    c0: float,
+    c_label: float,
+    codes: np.ndarray | None,
     work_dir: str | Path,
     address: str | None = None,
     block: int = 8192,
     tile: int = 512,
-    per_sample: bool = False,
+    num_gpus: float = 0.0,
     max_pairs: int | None = None,
     progress: bool = True,
-    num_gpus: float = 0.0,
-    _fail_once: tuple[tuple[int, int], ...] = (),
-) -> dict[str, Any]:
-    """Exact AD of a store on a Ray cluster (or a local Ray instance when ``address`` is None).
+) -> RayRun:
+    """Exact per-row structure sums of ``store`` as Ray tasks (a local instance when
+    ``address`` is None and none is running).
 
-    Returns a dict with ``ad``, ``feature``, ``structure``, ``n``, ``pairs`` (block pairs in
-    all), ``computed`` (pairs computed by this call; the rest were already in ``work_dir``),
-    ``checksum`` (sha256 of the covered pair set) and, with ``per_sample``, ``d_s`` (N,).
-    ``max_pairs`` stops after that many new pairs (an interrupted run, for resuming).
+    Parameters
+    ----------
+    store : an :class:`alignscope.io.EmbeddingStore` opened from files with ``open_store``;
+        every worker reopens it, so its files must be on a filesystem all nodes see.
+    zscale, c0, c_label, codes : the structure constants and label codes of
+        :func:`alignscope.metrics.sampled.structure_setup`.
+    work_dir : folder for the pair files, shared by all nodes; this computation's files go to
+        ``work_dir/ad-<key>`` (:func:`job_key`), so a rerun of the same computation resumes
+        and another input or setting never reuses them.
+    block : rows per task block, a multiple of ``tile``. tile : the engine's tile edge.
+    max_pairs : stop after that many new pairs (an interrupted run, for resuming).
     """
     try:
         import ray
     except ImportError as exc:
         raise ValueError("the Ray backend needs: pip install 'alignscope[distributed]'") from exc
-    from alignscope.io import open_store
-    from alignscope.metrics._inputs import label_codes
-    from alignscope.metrics.ad import _fixed_bounds
-    from alignscope.metrics.profiles import check_profile
-    from alignscope.metrics.sampled import feature_distance, structure_setup
-
+    if store.reopen_args is None:
+        raise ValueError(
+            "the Ray backend reads rows in its workers: open the store from files with "
+            "alignscope.io.open_store (or write arrays with write_store first)"
+        )
     if block % tile:
         raise ValueError(f"block ({block}) must be a multiple of tile ({tile})")
-    if check_profile(profile) == "minmax":
-        raise ValueError("profile='minmax' needs a global min/max pass; use paper, half or Bounds")
-    store = open_store(store_path, texts=texts, labels=labels)
     n = store.n
-    codes = label_codes(store.labels) if store.labels is not None else None
-    d_a = store.d_image
-    d_b = 0 if codes is not None else int(store.d_text or 0)
-    bounds = _fixed_bounds(profile, codes is None)
-    setup = structure_setup(d_a, d_b, bounds.image, bounds.text, codes)
-    work = Path(work_dir)
+    settings = {
+        "n": n,
+        "block": block,
+        "tile": tile,
+        "zscale": np.asarray(zscale, dtype=np.float64).tolist(),
+        "c0": float(c0),
+        "c_label": float(c_label),
+        "codes": None if codes is None else hashlib.sha256(codes.tobytes()).hexdigest(),
+        "use_text": codes is None,
+    }
+    # absolute: workers run in other directories (and on other nodes)
+    work = Path(work_dir).resolve() / f"ad-{job_key(store, settings)}"
     work.mkdir(parents=True, exist_ok=True)
+    record = work / "job.json"
+    if not record.exists():
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps({"store": store.reopen_args, **settings}, indent=1))
     job = TileJob(
-        str(store_path),
-        None if texts is None else str(texts),
+        store.reopen_args,
         n,
         block,
         tile,
-        setup.zscale,
-        setup.c0,
-        setup.c_label,
+        np.asarray(zscale, dtype=np.float32),
+        float(c0),
+        float(c_label),
         codes,
         str(work),
-        tuple(_fail_once),
         "cuda" if num_gpus > 0 else "cpu",
     )
     pairs = block_pairs(n, block)
@@ -186,16 +209,16 @@ def ray_alignment_difficulty(
         todo = todo[:max_pairs]
     start = time.perf_counter()
     if todo:
-        started_here = not ray.is_initialized()
-        if started_here:
+        if not ray.is_initialized():
             ray.init(
                 address=address,
                 include_dashboard=False,
                 log_to_driver=False,
                 ignore_reinit_error=True,
             )
+        # run_pair is looked up at call time, so tests can wrap it (failure injection)
         remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=3, retry_exceptions=True)(
-            run_pair
+            globals()["run_pair"]
         )
         job_ref = ray.put(job)
         pending = [remote.remote(job_ref, p) for p in todo]
@@ -214,47 +237,13 @@ def ray_alignment_difficulty(
         if bar is not None:
             bar.close()
     complete = [p for p in pairs if (work / f"pair_{p[0]}_{p[1]}.npz").exists()]
-    result: dict[str, Any] = {
-        "n": n,
-        "pairs": len(pairs),
-        "computed": len(todo),
-        "complete": len(complete) == len(pairs),
-        "checksum": pair_set_checksum(complete),
-        "seconds": time.perf_counter() - start,
-    }
-    if len(complete) < len(pairs):
-        return result  # interrupted: rerun to finish
-    row_sums = reduce_pairs(job, pairs)
-    structure = float(np.sum(row_sums)) / n**2
-    if codes is not None:
-        d_ab = (
-            None
-            if true_labels is None
-            else (np.asarray(store.labels) != np.asarray(true_labels)).astype(float)
-        )
-    else:
-        cos = np.concatenate(
-            [
-                np.einsum(
-                    "ij,ij->i",
-                    *(
-                        unit_rows(store.read(s, min(n, s + 65536), v), np.float64)
-                        for v in ("image", "text")
-                    ),
-                )
-                for s in range(0, n, 65536)
-            ]
-        )
-        d_ab = feature_distance(cos, bounds.feature)
-    feature = float(np.mean(d_ab)) if d_ab is not None else None
-    result.update(
-        {
-            "structure": structure,
-            "feature": feature,
-            "alpha": alpha,
-            "ad": (1 - alpha) * structure + (alpha * feature if feature is not None else 0.0),
-        }
+    finished = len(complete) == len(pairs)
+    return RayRun(
+        row_sums=reduce_pairs(job, pairs) if finished else None,
+        pairs=len(pairs),
+        computed=len(todo),
+        complete=finished,
+        checksum=pair_set_checksum(complete),
+        work_dir=work,
+        seconds=time.perf_counter() - start,
     )
-    if per_sample:
-        result["d_s"] = row_sums / n
-    return result

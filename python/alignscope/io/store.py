@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,10 +114,16 @@ class EmbeddingStore:
         self._views = {"image": image, "text": text, "sscd": sscd}
         self.labels = labels
         self.source = source
+        # open_store's arguments, so another process (a Ray worker) can open the same store
+        self.reopen_args: dict[str, Any] | None = None
         first = next((v for v in self._views.values() if v is not None), None)
         self.n = 0 if first is None else int(first.offsets[-1])
         if self.n == 0:
             raise ValueError(f"store {source!r} has no rows")
+
+    def files(self) -> list[Path]:
+        """Every embedding file of the store's views, in view and shard order."""
+        return [p for view in self._views.values() if view is not None for p in view.paths]
 
     @property
     def d_image(self) -> int:
@@ -408,4 +415,10 @@ def open_store(
         )
     if labels is not None:
         store.labels = _open_labels(labels, store.n)
+    store.reopen_args = {
+        "path": str(root.resolve()),
+        "texts": None if texts is None else str(Path(texts).resolve()),
+        "image_column": image_column,
+        "text_column": text_column,
+    }
     return store

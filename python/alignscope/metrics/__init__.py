@@ -1,5 +1,6 @@
 """The engine's Python face: Alignment Difficulty, per-sample terms, profiles."""
 
+from alignscope.metrics._source import PairSource
 from alignscope.metrics.ad import alignment_difficulty, finetune_ad
 from alignscope.metrics.profiles import PROFILES, Bounds
 from alignscope.metrics.result import ADResult, FinetuneAD, PerSample
@@ -9,6 +10,7 @@ __all__ = [
     "ADResult",
     "Bounds",
     "FinetuneAD",
+    "PairSource",
     "PerSample",
     "alignment_difficulty",
     "finetune_ad",

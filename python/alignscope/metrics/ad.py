@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -101,6 +103,9 @@ METHODS = ("exact", "sampled", "auto")
 PER_SAMPLE = ("exact", "landmarks")
 # Feature terms of larger stores are sampled: an exact pass would read every row.
 FEATURE_EXACT_MAX_ROWS = 20_000_000
+# The tile edge of Ray tasks unless given: every task's float32 tile sums are then those of the
+# single-process engine at tile=512.
+RAY_TILE = 512
 
 
 def _check_int(name: str, value: object, low: int, allow_none: bool = True) -> int | None:
@@ -183,6 +188,318 @@ def estimate_exact_seconds(n: int, kdim: int, threads: int) -> float:
     return float(flops / (_backend.measured_gflops(kdim, threads) * 1e9))
 
 
+@dataclass
+class _Inputs:
+    """The resolved inputs: arrays or a store, and the label form of the second view."""
+
+    store: Any  # EmbeddingStore or None
+    image: np.ndarray | None
+    text: np.ndarray | None
+    codes: np.ndarray | None  # label codes (label metrics)
+    d_ab: np.ndarray | None  # the label feature term [labels != true_labels], when given
+    n: int
+    d_a: int
+    d_b: int
+    names: tuple[str, str]
+
+
+@dataclass
+class _Terms:
+    """What an exact or sampled computation gives back to :func:`alignment_difficulty`."""
+
+    bounds: Bounds
+    structure: float
+    feature: float | None
+    d_ab: np.ndarray | None
+    d_s: np.ndarray | None
+    d_s_se: np.ndarray | None = None
+    ci: Any = None
+    structure_ci: Any = None
+    feature_ci: Any = None
+    samples: int | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how ``backend="ray"`` runs: see :func:`alignment_difficulty`."""
+
+    address: str | None = None
+    work_dir: str | os.PathLike[str] | None = None
+    task_rows: int = 8192
+
+
+def _resolve_inputs(
+    data: object, text_emb: object, labels: object, true_labels: object, alpha: float
+) -> _Inputs:
+    from alignscope.io.store import EmbeddingStore
+
+    store = data if isinstance(data, EmbeddingStore) else None
+    image = text = None
+    if store is not None:
+        if text_emb is not None:
+            raise ValueError("a store carries its own text view; pass text_emb only with arrays")
+        if labels is None and store.labels is not None:
+            labels = store.labels
+        n, d_a = store.n, store.d_image
+        if labels is None and not store.has_text:
+            raise ValueError(
+                f"store {store.source!r} has no text embeddings; open it with labels= for "
+                "label metrics"
+            )
+        d_b = 0 if labels is not None else int(store.d_text or 0)
+        names = (f"{store.source} image", f"{store.source} text")
+    else:
+        image = as_matrix(data, "image_emb")
+        n, d_a = image.shape
+        names = ("image_emb", "text_emb")
+        d_b = 0
+    codes = d_ab = None
+    if labels is None:
+        if true_labels is not None:
+            raise ValueError("true_labels is only used with labels=; pass labels too")
+        if store is None:
+            if text_emb is None:
+                raise TypeError("give text_emb (N, d) caption embeddings, or labels (N,) class ids")
+            text = as_matrix(text_emb, "text_emb")
+            if text.shape[0] != n:
+                raise ValueError(
+                    f"image_emb has {n} rows but text_emb has {text.shape[0]}; "
+                    "row i of both must describe the same pair"
+                )
+            d_b = text.shape[1]
+        if d_b != d_a and alpha > 0.0:
+            raise ValueError(
+                f"the feature term compares image and text embeddings directly and needs equal "
+                f"dimensions; {names[0]} has d={d_a}, {names[1]} has d={d_b} "
+                "(embed both with one CLIP model, or pass alpha=0 for the structure term only)"
+            )
+    else:
+        if text_emb is not None:
+            raise ValueError("pass either text_emb or labels (label metrics), not both")
+        label_arr = as_labels(labels, "labels", n)
+        codes = label_codes(label_arr)
+        if true_labels is None:
+            if alpha > 0.0:
+                raise ValueError(
+                    "labels need true_labels for the feature term D = [labels != true_labels]; "
+                    "pass true_labels=, or alpha=0 for the structure term only"
+                )
+        else:
+            truth = as_labels(true_labels, "true_labels", n)
+            d_ab = (label_arr != truth).astype(np.float64)
+    return _Inputs(store, image, text, codes, d_ab, n, d_a, d_b, names)
+
+
+def _check_ray(inputs: _Inputs, method: str, mode: str | None, profile_name: str) -> None:
+    if inputs.store is None or inputs.store.reopen_args is None:
+        raise ValueError(
+            "backend='ray' needs a store opened with alignscope.io.open_store: the workers read "
+            "their rows from its files (write arrays with write_store first)"
+        )
+    if method != "exact":
+        raise ValueError(f"backend='ray' computes the exact terms; got method={method!r}")
+    if mode == "landmarks":
+        raise ValueError("backend='ray' computes exact per-sample terms: per_sample=True")
+    if profile_name == "minmax":
+        raise ValueError(
+            "profile='minmax' needs a global min/max pass; with backend='ray' use 'paper', "
+            "'half' or alignscope.Bounds(...)"
+        )
+
+
+def _ray_terms(
+    inputs: _Inputs,
+    profile: str | Bounds,
+    ray: RayOptions,
+    tile: int | None,
+    threads: int,
+    progress: ProgressArg,
+) -> _Terms:
+    """Exact terms with the structure pass as Ray tasks; the feature pass runs here."""
+    store, codes = inputs.store, inputs.codes
+    bounds = _fixed_bounds(profile, codes is None)
+    setup = structure_setup(inputs.d_a, inputs.d_b, bounds.image, bounds.text, codes)
+    work_dir = ray.work_dir
+    if work_dir is None:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        work_dir = os.path.join(cache, "alignscope", "ray-ad")
+    tile = tile or RAY_TILE
+    if ray.task_rows % tile:
+        raise ValueError(f"task_rows ({ray.task_rows}) must be a multiple of tile ({tile})")
+    run = _backend.ray_row_sums(
+        store,
+        zscale=setup.zscale,
+        c0=setup.c0,
+        c_label=setup.c_label,
+        codes=codes,
+        work_dir=work_dir,
+        address=ray.address,
+        block=ray.task_rows,
+        tile=tile,
+        progress=progress is True,
+    )
+    d_s = run.row_sums / inputs.n
+    d_ab = inputs.d_ab
+    if codes is None:
+        source = _source(None, None, store, codes, inputs.names, threads)
+        with TileProgress(False, "feature pass") as bar:
+            d_ab, _, _ = scan(
+                source,
+                setup,
+                feature_bounds=bounds.feature,
+                landmarks=0,
+                rng=np.random.default_rng(0),
+                threads=threads,
+                progress=bar,
+            )
+    note = (
+        f"ray: {run.pairs} block pairs of {ray.task_rows} rows, {run.computed} computed now, "
+        f"the rest reused from {run.work_dir}; pair-set sha256 {run.checksum[:16]}"
+    )
+    return _Terms(
+        bounds=bounds,
+        structure=math.fsum(d_s.tolist()) / inputs.n,
+        feature=math.fsum(d_ab.tolist()) / inputs.n if d_ab is not None else None,
+        d_ab=d_ab,
+        d_s=d_s,
+        note=note,
+    )
+
+
+def _exact(
+    inputs: _Inputs,
+    profile: str | Bounds,
+    mode: str | None,
+    landmarks: int,
+    rng: np.random.Generator,
+    threads: int,
+    tile: int | None,
+    progress: ProgressArg,
+    engine: str,
+) -> _Terms:
+    """Exact feature and structure terms in this process (landmark D_s when asked)."""
+    store, codes, n = inputs.store, inputs.codes, inputs.n
+    image, text = inputs.image, inputs.text
+    if store is not None:
+        _check_fits_in_memory(n, inputs.d_a + inputs.d_b, store.source)
+        image = store.read(0, n, "image")
+        text = store.read(0, n, "text") if codes is None else None
+    bounds, d_ab, d_s = _exact_terms(
+        image, text, codes, inputs.d_ab, profile, threads, tile, progress, engine
+    )  # type: ignore[arg-type]
+    terms = _Terms(
+        bounds=bounds,
+        structure=math.fsum(d_s.tolist()) / n,
+        feature=math.fsum(d_ab.tolist()) / n if d_ab is not None else None,
+        d_ab=d_ab,
+        d_s=d_s,
+    )
+    if mode == "landmarks":
+        source = _source(image, text, store, codes, inputs.names, threads)
+        setup = structure_setup(inputs.d_a, inputs.d_b, bounds.image, bounds.text, codes)
+        with TileProgress(progress, "landmark D_s") as bar:
+            _, terms.d_s, terms.d_s_se = scan(
+                source,
+                setup,
+                feature_bounds=None,
+                landmarks=landmarks,
+                rng=rng,
+                threads=threads,
+                progress=bar,
+                backend=engine,
+            )
+    return terms
+
+
+def _sampled(
+    inputs: _Inputs,
+    profile: str | Bounds,
+    mode: str | None,
+    alpha: float,
+    confidence: float,
+    budget: int | None,
+    block: int | None,
+    landmarks: int,
+    rng: np.random.Generator,
+    threads: int,
+    progress: ProgressArg,
+    engine: str,
+) -> _Terms:
+    """Block-sampled structure term with intervals; exact or sampled feature term; landmark
+    D_s when asked."""
+    codes, n = inputs.codes, inputs.n
+    bounds = _fixed_bounds(profile, codes is None)
+    source = _source(inputs.image, inputs.text, inputs.store, codes, inputs.names, threads)
+    setup = structure_setup(inputs.d_a, inputs.d_b, bounds.image, bounds.text, codes)
+    sample_feature_term = (
+        codes is None and alpha > 0.0 and source.with_cos and n > FEATURE_EXACT_MAX_ROWS
+    )
+    # With both terms sampled each holds at 1 - delta/2, so their union holds at 1 - delta.
+    term_confidence = 1.0 - (1.0 - confidence) / 2.0 if sample_feature_term else confidence
+    with TileProgress(progress, "sampled structure AD") as bar:
+        sampled = sample_structure(
+            source,
+            setup,
+            budget=budget or DEFAULT_BUDGET,
+            block=block or DEFAULT_BLOCK,
+            rng=rng,
+            confidence=term_confidence,
+            threads=threads,
+            progress=bar,
+            backend=engine,
+        )
+    structure = sampled.mean
+    d_ab, d_s, d_s_se = inputs.d_ab, None, None
+    scan_feature = codes is None and alpha > 0.0 and source.with_cos and not sample_feature_term
+    if scan_feature or mode == "landmarks":
+        with TileProgress(progress, "landmark D_s" if mode else "feature pass") as bar:
+            scanned_ab, d_s, d_s_se = scan(
+                source,
+                setup,
+                feature_bounds=bounds.feature if scan_feature else None,
+                landmarks=landmarks if mode == "landmarks" else 0,
+                rng=rng,
+                threads=threads,
+                progress=bar,
+                backend=engine,
+            )
+        if scan_feature:
+            d_ab = scanned_ab
+    feature_var = 0.0
+    feature_ci = None
+    if sample_feature_term:
+        term = sample_feature(
+            source, bounds.feature, samples=FEATURE_SAMPLES, rng=rng, confidence=term_confidence
+        )
+        feature, feature_var, feature_ci = term.mean, term.variance / term.units, term.intervals
+    elif d_ab is not None:
+        feature = math.fsum(d_ab.tolist()) / n
+        feature_ci = exact_intervals(feature, confidence)
+    else:
+        feature = None
+    center = (1.0 - alpha) * structure + (alpha * feature if feature is not None else 0.0)
+    ci = combine(
+        (alpha, 1.0 - alpha),
+        (feature_ci or exact_intervals(0.0, confidence), sampled.intervals),
+        confidence,
+        (feature_var, sampled.variance / sampled.units),
+        center,
+    )
+    return _Terms(
+        bounds=bounds,
+        structure=structure,
+        feature=feature,
+        d_ab=d_ab,
+        d_s=d_s,
+        d_s_se=d_s_se,
+        ci=ci,
+        structure_ci=sampled.intervals,
+        feature_ci=feature_ci,
+        samples=sampled.pairs,
+    )
+
+
 def alignment_difficulty(
     data: object,
     text_emb: object = None,
@@ -200,6 +517,9 @@ def alignment_difficulty(
     max_seconds: float = 60.0,
     landmarks: int = DEFAULT_LANDMARKS,
     backend: str = "auto",
+    address: str | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    task_rows: int = 8192,
     threads: int | None = None,
     progress: ProgressArg = False,
     tile: int | None = None,
@@ -236,10 +556,17 @@ def alignment_difficulty(
     seed : seed of the sampling; None draws one and records it in the result.
     landmarks : S, the columns per row of ``per_sample="landmarks"`` (default 1024).
     backend : "auto" (= "cpu"), "cpu", "cuda" (tensor-core kernels, fp16 inputs; see the
-        README for their error bound) or "torch" (blocked torch reference on its default
-        device). threads : CPU worker threads (None: all cores, or
-        $ALIGNSCOPE_NUM_THREADS). progress : True for a bar on stderr, or a callable(done,
-        total). tile : edge of the exact engine's tiles; None chooses from N.
+        README for their error bound), "torch" (blocked torch reference on its default
+        device) or "ray": the exact structure pass as Ray tasks of ``task_rows`` x
+        ``task_rows`` blocks over a store opened with ``open_store`` (every worker reads its
+        rows from the store's files), on the cluster at ``address`` (None: the running or a
+        new local instance). Pair files go to ``work_dir`` (default
+        ``~/.cache/alignscope/ray-ad``; on a cluster a folder all nodes share), in a
+        subfolder keyed by the input files' fingerprints and the settings, so a rerun of
+        the same computation resumes and another input never reuses them.
+    threads : CPU worker threads (None: all cores, or $ALIGNSCOPE_NUM_THREADS). progress :
+        True for a bar on stderr, or a callable(done, total). tile : edge of the exact
+        engine's tiles; None chooses from N (512 under Ray).
 
     Returns
     -------
@@ -269,74 +596,22 @@ def alignment_difficulty(
         isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or not 1 <= tile <= 8192
     ):
         raise ValueError(f"tile must be an integer in [1, 8192] or None, got {tile!r}")
-
-    from alignscope.io.store import EmbeddingStore
-
-    store = data if isinstance(data, EmbeddingStore) else None
-    image: np.ndarray | None = None
-    text: np.ndarray | None = None
-    if store is not None:
-        if text_emb is not None:
-            raise ValueError("a store carries its own text view; pass text_emb only with arrays")
-        if labels is None and store.labels is not None:
-            labels = store.labels
-        n, d_a = store.n, store.d_image
-        if labels is None and not store.has_text:
-            raise ValueError(
-                f"store {store.source!r} has no text embeddings; open it with labels= for "
-                "label metrics"
-            )
-        d_b = 0 if labels is not None else int(store.d_text or 0)
-        names = (f"{store.source} image", f"{store.source} text")
-    else:
-        image = as_matrix(data, "image_emb")
-        n, d_a = image.shape
-        names = ("image_emb", "text_emb")
-        d_b = 0
-    codes: np.ndarray | None = None
-    d_ab: np.ndarray | None = None
-    if labels is None:
-        if true_labels is not None:
-            raise ValueError("true_labels is only used with labels=; pass labels too")
-        if store is None:
-            if text_emb is None:
-                raise TypeError("give text_emb (N, d) caption embeddings, or labels (N,) class ids")
-            text = as_matrix(text_emb, "text_emb")
-            if text.shape[0] != n:
-                raise ValueError(
-                    f"image_emb has {n} rows but text_emb has {text.shape[0]}; "
-                    "row i of both must describe the same pair"
-                )
-            d_b = text.shape[1]
-        if d_b != d_a and alpha > 0.0:
-            raise ValueError(
-                f"the feature term compares image and text embeddings directly and needs equal "
-                f"dimensions; {names[0]} has d={d_a}, {names[1]} has d={d_b} "
-                "(embed both with one CLIP model, or pass alpha=0 for the structure term only)"
-            )
-    else:
-        if text_emb is not None:
-            raise ValueError("pass either text_emb or labels (label metrics), not both")
-        label_arr = as_labels(labels, "labels", n)
-        codes = label_codes(label_arr)
-        if true_labels is None:
-            if alpha > 0.0:
-                raise ValueError(
-                    "labels need true_labels for the feature term D = [labels != true_labels]; "
-                    "pass true_labels=, or alpha=0 for the structure term only"
-                )
-        else:
-            truth = as_labels(true_labels, "true_labels", n)
-            d_ab = (label_arr != truth).astype(np.float64)
+    ray = RayOptions(address, work_dir, _check_int("task_rows", task_rows, 1, allow_none=False))
+    inputs = _resolve_inputs(data, text_emb, labels, true_labels, alpha)
+    n = inputs.n
 
     note = None
-    if method == "auto":
-        estimate = estimate_exact_seconds(n, d_a + d_b, n_threads)
+    if method == "auto" and engine != "ray":
+        estimate = estimate_exact_seconds(n, inputs.d_a + inputs.d_b, n_threads)
         method = "exact" if estimate <= max_seconds else "sampled"
         note = (
             f"auto: exact estimated at {estimate:.3g} s on this machine; "
             f"max_seconds={max_seconds:g} -> {method}"
         )
+    elif method == "auto":
+        method = "exact"
+    if engine == "ray":
+        _check_ray(inputs, method, mode, profile_name)
     if method == "sampled" and profile_name == "minmax":
         raise ValueError(
             "profile='minmax' needs the min and max over all N^2 pairs, an exact pass; use "
@@ -353,124 +628,60 @@ def alignment_difficulty(
         seed = int(np.random.SeedSequence().entropy % (1 << 63))
         rng = np.random.default_rng(seed)
 
-    feature_ci = structure_ci = ci = None
-    samples = None
-    d_s_se = None
-    if method == "exact":
-        if store is not None:
-            _check_fits_in_memory(n, d_a + d_b, store.source)
-            image = store.read(0, n, "image")
-            text = store.read(0, n, "text") if codes is None else None
-        bounds, d_ab, d_s = _exact_terms(
-            image, text, codes, d_ab, profile, n_threads, tile, progress, engine
-        )  # type: ignore[arg-type]
-        structure = math.fsum(d_s.tolist()) / n
-        feature = math.fsum(d_ab.tolist()) / n if d_ab is not None else None
-        if mode == "landmarks":
-            source = _source(image, text, store, codes, names, n_threads)
-            setup = structure_setup(d_a, d_b, bounds.image, bounds.text, codes)
-            with TileProgress(progress, "landmark D_s") as bar:
-                _, d_s, d_s_se = scan(
-                    source,
-                    setup,
-                    feature_bounds=None,
-                    landmarks=landmarks_n,
-                    rng=rng,
-                    threads=n_threads,
-                    progress=bar,
-                    backend=engine,
-                )
+    if engine == "ray":
+        terms = _ray_terms(inputs, profile, ray, tile, n_threads, progress)
+    elif method == "exact":
+        terms = _exact(inputs, profile, mode, landmarks_n, rng, n_threads, tile, progress, engine)
     else:
-        bounds = _fixed_bounds(profile, codes is None)
-        source = _source(image, text, store, codes, names, n_threads)
-        setup = structure_setup(d_a, d_b, bounds.image, bounds.text, codes)
-        sample_feature_term = (
-            codes is None and alpha > 0.0 and source.with_cos and n > FEATURE_EXACT_MAX_ROWS
-        )
-        # With both terms sampled each holds at 1 - delta/2, so their union holds at 1 - delta.
-        term_confidence = 1.0 - (1.0 - confidence) / 2.0 if sample_feature_term else confidence
-        with TileProgress(progress, "sampled structure AD") as bar:
-            sampled = sample_structure(
-                source,
-                setup,
-                budget=budget or DEFAULT_BUDGET,
-                block=block or DEFAULT_BLOCK,
-                rng=rng,
-                confidence=term_confidence,
-                threads=n_threads,
-                progress=bar,
-                backend=engine,
-            )
-        structure, structure_ci, samples = sampled.mean, sampled.intervals, sampled.pairs
-        d_s = None
-        scan_feature = codes is None and alpha > 0.0 and source.with_cos and not sample_feature_term
-        if scan_feature or mode == "landmarks":
-            with TileProgress(progress, "landmark D_s" if mode else "feature pass") as bar:
-                scanned_ab, d_s, d_s_se = scan(
-                    source,
-                    setup,
-                    feature_bounds=bounds.feature if scan_feature else None,
-                    landmarks=landmarks_n if mode == "landmarks" else 0,
-                    rng=rng,
-                    threads=n_threads,
-                    progress=bar,
-                    backend=engine,
-                )
-            if scan_feature:
-                d_ab = scanned_ab
-        feature_var = 0.0
-        if sample_feature_term:
-            term = sample_feature(
-                source, bounds.feature, samples=FEATURE_SAMPLES, rng=rng, confidence=term_confidence
-            )
-            feature, feature_var, feature_ci = term.mean, term.variance / term.units, term.intervals
-        elif d_ab is not None:
-            feature = math.fsum(d_ab.tolist()) / n
-            feature_ci = exact_intervals(feature, confidence)
-        else:
-            feature = None
-        center = (1.0 - alpha) * structure + (alpha * feature if feature is not None else 0.0)
-        ci = combine(
-            (alpha, 1.0 - alpha),
-            (feature_ci or exact_intervals(0.0, confidence), structure_ci),
+        terms = _sampled(
+            inputs,
+            profile,
+            mode,
+            alpha,
             confidence,
-            (feature_var, sampled.variance / sampled.units),
-            center,
+            budget,
+            block,
+            landmarks_n,
+            rng,
+            n_threads,
+            progress,
+            engine,
         )
-
-    ad = (1.0 - alpha) * structure + (alpha * feature if feature is not None else 0.0)
+    feature = terms.feature
+    ad = (1.0 - alpha) * terms.structure + (alpha * feature if feature is not None else 0.0)
     samples_out = None
-    if mode is not None and d_s is not None:
-        d_ab_out = d_ab if d_ab is not None else np.zeros(n)
+    if mode is not None and terms.d_s is not None:
+        d_ab_out = terms.d_ab if terms.d_ab is not None else np.zeros(n)
         samples_out = PerSample(
             d_ab=d_ab_out,
-            d_s=d_s,
-            ad=alpha * d_ab_out + (1.0 - alpha) * d_s,
-            d_s_se=d_s_se,
-            method="landmarks" if d_s_se is not None else "exact",
+            d_s=terms.d_s,
+            ad=alpha * d_ab_out + (1.0 - alpha) * terms.d_s,
+            d_s_se=terms.d_s_se,
+            method="landmarks" if terms.d_s_se is not None else "exact",
         )
+    notes = [x for x in (note, terms.note) if x]
     return ADResult(
         ad=ad,
         feature=feature,
-        structure=structure,
+        structure=terms.structure,
         alpha=alpha,
         profile=profile_name,
-        bounds=bounds,
+        bounds=terms.bounds,
         method=method,
         n=n,
         backend=engine,
         seconds=time.perf_counter() - start,
-        metric="labels" if codes is not None else "embeddings",
-        d_image=d_a,
-        d_text=None if codes is not None else d_b,
+        metric="labels" if inputs.codes is not None else "embeddings",
+        d_image=inputs.d_a,
+        d_text=None if inputs.codes is not None else inputs.d_b,
         threads=n_threads,
         per_sample=samples_out,
-        ci=ci,
-        structure_ci=structure_ci,
-        feature_ci=feature_ci,
-        samples=samples,
+        ci=terms.ci,
+        structure_ci=terms.structure_ci,
+        feature_ci=terms.feature_ci,
+        samples=terms.samples,
         seed=seed if (method == "sampled" or mode == "landmarks") else None,
-        note=note,
+        note="; ".join(notes) if notes else None,
     )
 
 
