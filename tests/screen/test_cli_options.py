@@ -385,7 +385,7 @@ BAD_INPUT = [
     (
         ["--manifest", "{r}/no_row.parquet"],
         "--manifest: {r}/no_row.parquet: not a poison manifest with 'row' and 'poisoned' "
-        "columns (ArrowInvalid)",
+        "columns (missing row)",
     ),
     (
         ["--manifest", "{r}/all_benign.npy", "--scores", "alignment"],

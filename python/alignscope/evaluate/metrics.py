@@ -172,17 +172,12 @@ def poisoned_prompts(manifest: Any) -> list[str]:
     """
     from alignscope.poison.methods import CONCEPT_METHODS
 
+    need = ("poisoned", "method", "source_concept", "target_concept")
     if not isinstance(manifest, dict):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exc:
-            raise ValueError("reading a poison manifest needs: pip install pyarrow") from exc
-        try:
-            manifest = pq.read_table(str(manifest)).to_pydict()
-        except Exception as exc:  # pyarrow raises several types for a bad file
-            raise ValueError(f"poison manifest {str(manifest)!r} is not readable: {exc}") from exc
-    need = {"poisoned", "method", "source_concept", "target_concept"}
-    missing = need - set(manifest)
+        from alignscope.io.manifest import read_manifest
+
+        manifest = read_manifest(manifest, need)
+    missing = set(need) - set(manifest)
     if missing:
         raise ValueError(f"poison manifest lacks the columns {sorted(missing)}")
     out: dict[str, None] = {}

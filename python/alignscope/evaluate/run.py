@@ -36,6 +36,7 @@ from alignscope.evaluate.metrics import (
     BLEED_THROUGH_DISTANCE,
     CLIP_THRESHOLD,
     bleed_through_concepts,
+    generation_metrics,
     poisoned_prompts,
     split_metrics,
 )
@@ -374,16 +375,21 @@ def evaluate_model(
 def _per_concept(
     concepts_of: list[str], clip_scores: np.ndarray, aesthetics: np.ndarray | None, cfg: EvalConfig
 ) -> dict[str, dict[str, float]]:
+    """Each concept's mean CLIP score, accuracy and (with a head) mean aesthetics score, by
+    :func:`generation_metrics`: the per-concept rows count a score as the totals do."""
     names = np.asarray(concepts_of, dtype=object)
     out = {}
     for c in cfg.concepts:
         mask = names == c
-        entry = {
-            "clip_mean": float(clip_scores[mask].mean()),
-            "accuracy": float((clip_scores[mask] > cfg.clip_threshold).mean()),
-        }
+        m = generation_metrics(
+            clip_scores[mask],
+            None if aesthetics is None else aesthetics[mask],
+            clip_threshold=cfg.clip_threshold,
+            aesthetics_threshold=cfg.aesthetics_threshold,
+        )
+        entry = {"clip_mean": m["clip_mean"], "accuracy": m["accuracy"]}
         if aesthetics is not None:
-            entry["aesthetics_mean"] = float(aesthetics[mask].mean())
+            entry["aesthetics_mean"] = m["aesthetics_mean"]
         out[c] = entry
     return out
 
@@ -545,11 +551,10 @@ def p_t_from_manifest(manifest: str | Path, target_class: str, class_names: Sequ
     target class, the fraction that carry a trigger (poisoned rows relabelled as the target).
 
     The dataset is the manifest's folder (``alignscope poison`` writes it there)."""
-    import pyarrow.parquet as pq
-
     from alignscope.io.datasets import open_dataset
+    from alignscope.io.manifest import read_manifest
 
-    table = pq.read_table(str(manifest)).to_pydict()
+    table = read_manifest(manifest, ("written_as", "poisoned", "target_concept"))
     poisoned_ids = {
         name
         for name, flag, target in zip(

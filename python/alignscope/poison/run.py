@@ -12,6 +12,8 @@ import numpy as np
 
 from alignscope._files import atomic_path
 from alignscope.io.datasets import BadImage, Dataset
+from alignscope.io.manifest import COLUMNS as MANIFEST_COLUMNS
+from alignscope.io.manifest import MANIFEST_NAME, write_manifest
 from alignscope.poison.concepts import (
     Vocabulary,
     caption_concepts,
@@ -136,24 +138,7 @@ def poison_dataset(
     report = PoisonReport(str(root), method, seed, pairs=list(plan.pairs))
     position = {int(r): j for j, r in enumerate(plan.rows)}
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-    columns: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "row",
-            "id",
-            "written_as",
-            "poisoned",
-            "method",
-            "source_concept",
-            "target_concept",
-            "params",
-            "linf",
-            "l2",
-            "psnr",
-            "latent_before",
-            "latent_after",
-        )
-    }
+    columns: dict[str, list[Any]] = {k: [] for k in MANIFEST_COLUMNS}
     latents: dict[int, tuple[float, float]] = {}
     anchor_cache: dict[str, tuple[np.ndarray, str]] = {}
 
@@ -239,7 +224,7 @@ def poison_dataset(
         writer.abort()  # an error or Ctrl-C leaves no half-written tar behind
         raise
     writer.close()
-    _write_manifest(root / "poison_manifest.parquet", columns)
+    write_manifest(root / MANIFEST_NAME, columns)
     # The file leaves out the output path, so that two runs with one seed are byte-identical.
     saved = {k: v for k, v in report.to_dict().items() if k != "out"}
     with atomic_path(root / "poison_report.json") as tmp:
@@ -276,16 +261,6 @@ def _anchor(
                 f"no anchor image for target {target!r}: add {target}.png to the anchors directory"
             )
     return cache[target]
-
-
-def _write_manifest(path: Path, columns: dict[str, list[Any]]) -> None:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise ValueError("the poison manifest is parquet: pip install 'alignscope[io]'") from exc
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.table(columns), tmp)
 
 
 __all__ = ["PoisonPlan", "PoisonReport", "poison_dataset"]

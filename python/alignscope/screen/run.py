@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from alignscope.io.manifest import poison_flags
 from alignscope.report import screening as out
 from alignscope.screen.evaluation import evaluate_scores
 from alignscope.screen.scores import compute_scores
@@ -23,24 +24,7 @@ def load_truth(path: str | Path, n: int) -> np.ndarray:
     if not p.exists():
         raise FileNotFoundError(f"ground truth {str(p)!r} does not exist")
     if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(p, columns=["row", "poisoned"]).to_pydict()
-        except Exception as exc:  # pyarrow raises several kinds for a missing column or bad file
-            # pyarrow's own message spans lines and lists internal fields: name what is needed
-            raise ValueError(
-                f"{p}: not a poison manifest with 'row' and 'poisoned' columns "
-                f"({type(exc).__name__})"
-            ) from exc
-        flags = np.zeros(n, dtype=bool)
-        rows = np.asarray(table["row"], dtype=np.int64)
-        if rows.size and (rows.min() < 0 or rows.max() >= n):
-            raise ValueError(
-                f"{p}: manifest rows must be in [0, {n}); got {rows.min()}..{rows.max()}"
-            )
-        flags[rows] = np.asarray(table["poisoned"], dtype=bool)
-        return flags
+        return poison_flags(p, n)
     try:
         data = np.load(p, allow_pickle=False)
         flags = np.asarray(data["poisoned"] if p.suffix == ".npz" else data, dtype=bool)
