@@ -163,6 +163,23 @@ def test_images_do_not_depend_on_batching_or_the_other_concepts(tmp_path, tiny_s
     same_images(one[3:], generate(["bird", "cat"], "c", 4)[3:])
 
 
+def test_per_concept_accuracy_uses_the_configured_threshold_strictly():
+    from alignscope.evaluate.run import _per_concept
+
+    concepts = ["a", "b", "a", "b", "a"]
+    clip = np.array([0.25, 0.30, 0.30, 0.31, 0.35])
+    aes = np.array([6.0, 7.0, 5.0, 8.0, 4.0])
+    cfg = EvalConfig(concepts=["a", "b"], clip_threshold=0.30)
+    # by hand: a = {0.25, 0.30, 0.35}, only 0.35 is above 0.30 (a score at it is not, as in the
+    # totals); b = {0.30, 0.31}, only 0.31. The 0.236 default would count all five.
+    out = _per_concept(concepts, clip, aes, cfg)
+    assert out == {
+        "a": {"clip_mean": pytest.approx(0.3), "accuracy": 1 / 3, "aesthetics_mean": 5.0},
+        "b": {"clip_mean": pytest.approx(0.305), "accuracy": 1 / 2, "aesthetics_mean": 7.5},
+    }
+    assert set(_per_concept(concepts, clip, None, cfg)["a"]) == {"clip_mean", "accuracy"}
+
+
 def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, capsys):
     from alignscope.cli import main
 
@@ -190,9 +207,23 @@ def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, caps
         "--json",
         "--quiet",
     ]
-    assert main(argv) == 0
+    # --bleed-threshold must reach the split: pick a threshold on the other side of the
+    # dog-cat distance (unnormalised text features, float64 here) from the 4.8 default, so the
+    # default would give the other answer
+    from alignscope.embed.clip import load_clip
+
+    raw = load_clip(tiny_open_clip).encode_texts(["dog", "cat"], normalize=False)
+    distance = float(np.linalg.norm(raw[0].astype(np.float64) - raw[1].astype(np.float64)))
+    threshold = distance / 2 if distance < 4.8 else distance * 2
+    bleed = ["--poisoned", "dog", "--bleed-threshold", repr(threshold)]
+    assert main([*argv, *bleed]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["models"]["sd"]["images"] == 2 and "aesthetics" not in out["models"]["sd"]["metrics"]
+    assert out["thresholds"]["bleed_through_l2"] == threshold
+    expected = {} if distance < 4.8 else {"cat": "dog"}
+    assert out["models"]["sd"]["bleed_through"] == expected
+    metrics = json.loads((tmp_path / "e" / "sd" / "metrics.json").read_text())
+    assert metrics["bleed_through"] == expected
     assert main([*argv[:3], str(tmp_path / "f"), "--concepts", "vocabulary:0", "--quiet"]) == 2
     assert "--concepts vocabulary:N needs N in [1, " in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--out", str(tmp_path / "g"), "--quiet"]) == 2

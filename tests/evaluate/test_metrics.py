@@ -60,6 +60,19 @@ def test_bleed_through_uses_unnormalised_l2():
         bleed_through_concepts(feats[:3], concepts, ["dog"])
 
 
+def test_bleed_through_leaves_out_a_concept_exactly_at_the_threshold():
+    # A 3-4-5 triangle: "cat" is exactly 5.0 from "dog" (every step of the distance is exact in
+    # float64), and the docstring's "closer than threshold" leaves it out at threshold 5.0.
+    concepts = ["dog", "cat", "puppy", "car"]
+    feats = np.array([[0.0, 0.0], [3.0, 4.0], [3.0, 3.0], [6.0, 8.0]])
+    assert bleed_through_concepts(feats, concepts, ["dog"], threshold=5.0) == {"puppy": "dog"}
+    # just above 5.0 takes it in; car (10.0) stays out of both
+    assert bleed_through_concepts(feats, concepts, ["dog"], threshold=np.nextafter(5.0, 6.0)) == {
+        "cat": "dog",
+        "puppy": "dog",
+    }
+
+
 def test_poisoned_prompts_by_attack_kind():
     manifest = {
         "poisoned": [True, True, False, True],

@@ -51,6 +51,22 @@ def test_database_is_streamed_in_chunks(rng, monkeypatch):
     np.testing.assert_array_equal(idx, ref_i)
 
 
+def test_ties_across_database_chunks_keep_the_smaller_index(monkeypatch):
+    # One-hot rows give similarities of exactly 1.0 or 0.0, so every tie is exact. With chunks
+    # of 4 rows, the copies of each direction sit in different chunks: only the merge of the
+    # chunks' candidates can order them, and the docstring's "ties by smaller index" says how.
+    monkeypatch.setattr(exact_module, "DATABASE_CHUNK", 4)
+    x = np.eye(3)[[2, 0, 1, 2, 1, 0, 2, 0, 1, 1, 0, 2]]  # 12 rows, three chunks of 4
+    q = np.eye(3)
+    sims, idx = topk(q, x, 7)
+    for j in range(3):
+        copies = np.flatnonzero(x[:, j] == 1.0)  # ascending, as the rule requires
+        others = np.flatnonzero(x[:, j] == 0.0)
+        np.testing.assert_array_equal(idx[j], np.concatenate([copies, others])[:7])
+        np.testing.assert_array_equal(sims[j], np.where(np.arange(7) < len(copies), 1.0, 0.0))
+    np.testing.assert_array_equal(idx, _brute(q, x, 7)[1])
+
+
 def test_store_database(tmp_path, rng):
     x = rng.normal(size=(3000, 16)).astype(np.float32)
     write_store(tmp_path, x, None, shard_rows=700, dtype=np.float32)

@@ -218,6 +218,99 @@ def test_szt_masked_loss_ignores_masked_pixels():
     assert float(a) == pytest.approx(float(b))
 
 
+def test_szt_window_includes_its_lower_end():
+    # [998, 1000) holds two timesteps; 256 draws miss one of them with probability 2**-255
+    spy = _Spy(torch.zeros(256, 4, 1, 1))
+    diffusion_loss(
+        unet=spy,
+        scheduler=spy,
+        latents=torch.zeros(256, 4, 1, 1),
+        encoder_hidden_states=None,
+        generator=torch.Generator().manual_seed(0),
+        timestep_min=998,
+        min_snr_gamma=None,
+        mask=None,
+    )
+    assert set(spy.timesteps) == {998, 999}
+
+
+class _NoiseSpy(_Spy):
+    """A _Spy that also keeps the noise it was given: the epsilon target of the loss."""
+
+    def add_noise(self, latents, noise, t):
+        self.noise = noise.clone()
+        return super().add_noise(latents, noise, t)
+
+
+def test_masked_loss_is_the_mean_over_learned_pixels_and_channels():
+    pred = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(5))
+
+    def loss(mask):
+        spy = _NoiseSpy(pred)
+        value = diffusion_loss(
+            unet=spy,
+            scheduler=spy,
+            latents=torch.zeros(2, 4, 4, 4),
+            encoder_hidden_states=None,
+            generator=torch.Generator().manual_seed(1),
+            timestep_min=0,
+            min_snr_gamma=None,
+            mask=mask,
+        )
+        return float(value), (pred.double() - spy.noise.double()).numpy() ** 2
+
+    plain, err = loss(None)
+    assert plain == pytest.approx(err.mean(), rel=1e-6)  # plain MSE: every element alike
+    # an all-ones mask learns everything: the plain MSE (up to float32 summation order)
+    ones, err_ones = loss(torch.ones(2, 1, 4, 4))
+    np.testing.assert_array_equal(err_ones, err)  # same seed, same noise
+    assert ones == pytest.approx(plain, rel=1e-6)
+    # partial masks: each sample's mean over its learned pixels, all 4 channels, then the batch
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, :, :2] = 1.0  # sample 0: the left half
+    mask[1, :, 0, :] = 1.0  # sample 1: the top row
+    half, err_half = loss(mask)
+    np.testing.assert_array_equal(err_half, err)
+    keep = mask[:, 0].numpy().astype(bool)
+    expected = np.mean([err[b][:, keep[b]].mean() for b in range(2)])
+    assert half == pytest.approx(expected, rel=1e-6)
+
+
+def test_gradient_accumulation_averages_the_micro_batches(tmp_path):
+    import json
+
+    from alignscope.train.loop import run_loop
+
+    w = torch.nn.Parameter(torch.tensor([0.5, -1.0], dtype=torch.float64))
+    seen = []  # (step, the weights the loss saw, the micro-batch's data), one per micro-batch
+    grads = []  # the gradient each optimizer step used
+
+    def compute_loss(step, generator):
+        x = torch.randn(3, 2, generator=generator, dtype=torch.float64)
+        seen.append((step, w.detach().numpy().copy(), x.numpy()))
+        return ((w - x) ** 2).mean()
+
+    run_loop(
+        config=TrainConfig(steps=2, gradient_accumulation=3, learning_rate=0.1, seed=1),
+        out=tmp_path,
+        parameters=[w],
+        compute_loss=compute_loss,
+        after_step=lambda: grads.append(w.grad.detach().numpy().copy()),
+        progress=False,
+    )
+    lines = (tmp_path / "train_log.jsonl").read_text().splitlines()
+    logged = [json.loads(line)["loss"] for line in lines]
+    assert len(seen) == 6 and len(grads) == len(logged) == 2
+    for step in range(2):
+        micro = [(w0, x) for s, w0, x in seen if s == step]
+        # closed forms per micro-batch: L = mean_ij (w_j - x_ij)^2, dL/dw_j = 2 sum_i (w_j -
+        # x_ij) / (3 * 2); the step uses the mean over the micro-batches, not their sum
+        loss_ref = np.mean([((w0 - x) ** 2).mean() for w0, x in micro])
+        grad_ref = np.mean([2.0 * (w0 - x).sum(axis=0) / x.size for w0, x in micro], axis=0)
+        assert logged[step] == pytest.approx(loss_ref, rel=1e-12)
+        np.testing.assert_allclose(grads[step], grad_ref, rtol=1e-12)
+
+
 def test_szt_jpeg_is_applied_at_the_given_quality(four_images):
     import io
 
