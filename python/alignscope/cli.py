@@ -319,13 +319,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_store(path: Path) -> bool:
-    """An embedding store (shard directory, .npy or .parquet) rather than an image dataset."""
-    if path.is_file():
-        return path.suffix in (".npy", ".parquet")
-    return any((path / sub).is_dir() for sub in ("img_emb", "sscd_emb", "text_emb"))
-
-
 def _embed_for_replication(args: argparse.Namespace, name: str, path: Path) -> Path:
     from alignscope.embed import SSCDEncoder, embed_dataset
 
@@ -357,12 +350,16 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         raise UsageError(
             "replicate draws scatter.png with matplotlib: pip install 'alignscope[plots]'"
         ) from exc
+    from alignscope.io import is_store
+
     stores = []
     store_paths = []
+    datasets: list[str | None] = []  # thumbnails come only from datasets the user passed
     for name, path in (("GENERATED", args.generated), ("TRAINING", args.training)):
         if not Path(path).exists():
             raise UsageError(f"{name}: no such file or directory {path!r}")
-        if not _is_store(Path(path)):
+        datasets.append(None if is_store(Path(path)) else str(path))
+        if datasets[-1] is not None:
             # A dataset: embed it with SSCD first, into OUT/<name>_store (resumable).
             path = _embed_for_replication(args, name, Path(path))
         try:
@@ -384,9 +381,11 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
     top = strongest(result)
     pictures = (
-        thumbnails(store_paths[0], top),
+        thumbnails(store_paths[0], top, datasets[0]),
         thumbnails(
-            store_paths[1], np.concatenate([result.index[top, 0], result.duplicate_index[top]])
+            store_paths[1],
+            np.concatenate([result.index[top, 0], result.duplicate_index[top]]),
+            datasets[1],
         ),
     )
     files = write_replication(result, args.out, (str(args.generated), str(args.training)), pictures)
@@ -489,8 +488,8 @@ def cmd_poison(args: argparse.Namespace) -> int:
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
-    from alignscope.io import open_store
-    from alignscope.report.thumbnails import row_ids, thumbnails
+    from alignscope.io import is_store, open_store, store_row_ids
+    from alignscope.report.thumbnails import thumbnails
     from alignscope.screen.run import load_truth, screen_store
     from alignscope.screen.scores import SCORES
 
@@ -509,7 +508,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
     path = Path(args.store)
     if not path.exists():
         raise UsageError(f"STORE: no such file or directory {args.store!r}")
-    if not _is_store(path):
+    dataset = args.images  # where thumbnails may come from: only a dataset the user names
+    if not is_store(path):
+        dataset = str(path)
         if not args.clip:
             raise UsageError(
                 f"STORE: {args.store!r} is an image dataset; give --clip SPEC to embed it first "
@@ -552,7 +553,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             truth = load_truth(args.manifest, store.n)
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(f"--manifest: {exc}") from exc
-    ids = row_ids(path) if path.is_dir() else None
+    ids = store_row_ids(path) if path.is_dir() else None
     summary = screen_store(
         store,
         args.out,
@@ -565,7 +566,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         k=args.k,
         ids=ids,
         captions=_captions(path, store.n),
-        thumbnails=(lambda rows: thumbnails(path, rows)) if path.is_dir() else None,
+        thumbnails=(lambda rows: thumbnails(path, rows, dataset)) if path.is_dir() else None,
     )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -588,9 +589,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
 def _captions(path: Path, n: int) -> list[str] | None:
     """Captions of a store written by `alignscope embed` (its metadata), else None."""
-    from alignscope.report.thumbnails import metadata_column
+    from alignscope.io import read_metadata_column
 
-    captions = metadata_column(path, "caption") if path.is_dir() else None
+    captions = read_metadata_column(path, "caption") if path.is_dir() else None
     return captions if captions is not None and len(captions) == n else None
 
 
@@ -1048,6 +1049,11 @@ def build_parser() -> argparse.ArgumentParser:
     scr.add_argument("--rank-by", dest="rank_by", help="score to rank and filter by (first score)")
     scr.add_argument("--k", type=_positive_int, default=10, help="neighbours for k-NN scores (10)")
     scr.add_argument("--clip", help="CLIP spec to embed a dataset given instead of a store")
+    scr.add_argument(
+        "--images",
+        help="the dataset STORE was embedded from, for thumbnails in report.html (it must be the "
+        "one the store's embed_report.json names)",
+    )
     scr.add_argument("--device", default="cpu")
     scr.add_argument("--json", action="store_true")
     scr.add_argument("--quiet", action="store_true")

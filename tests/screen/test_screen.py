@@ -191,6 +191,8 @@ def test_screen_a_dataset_poisoned_by_alignscope(tmp_path, rng, tiny_open_clip, 
         "--k",
         "3",
         "--json",
+        "--images",  # thumbnails come only from a dataset the user names
+        str(tmp_path / "poisoned"),
     ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)

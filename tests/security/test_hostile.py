@@ -4,6 +4,7 @@ execution, a crash, a hang or markup injected into a report."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import struct
 import zlib
@@ -196,3 +197,33 @@ def test_caption_table_line_that_is_not_an_object(tmp_path):
     (tmp_path / "captions.jsonl").write_text("5\n")
     with pytest.raises(ValueError, match=r"captions.jsonl line 1: expected"):
         open_dataset(tmp_path)
+
+
+def test_a_downloaded_store_cannot_point_reports_at_local_pictures(tmp_path, rng, capsys):
+    """A store's embed_report.json naming a victim's folder must not put that folder's
+    pictures into report.html; they appear only for the dataset the user names, and only when
+    the store's own report names the same one."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("pyarrow")
+    from alignscope.io import StoreWriter
+
+    victim = tmp_path / "private_photos"
+    victim.mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(victim / f"{i}.png")
+        (victim / f"{i}.txt").write_text(f"private {i}")
+    store = tmp_path / "downloaded_store"
+    writer = StoreWriter(store, np.float32)
+    x = rng.normal(size=(4, 8)).astype(np.float32)
+    writer.add_shard(x, x + 0.1, {"id": [f"{i}.png" for i in range(4)], "caption": list("abcd")})
+    (store / "embed_report.json").write_text(json.dumps({"dataset": str(victim)}))
+    argv = ["screen", str(store), "--scores", "alignment", "--quiet", "--out"]
+    assert main([*argv, str(tmp_path / "a")]) == 0
+    assert "data:image/png" not in (tmp_path / "a" / "report.html").read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert main([*argv, str(tmp_path / "b"), "--images", str(elsewhere)]) == 0
+    assert "data:image/png" not in (tmp_path / "b" / "report.html").read_text()
+    # the user names the dataset the store says it came from: thumbnails, as intended
+    assert main([*argv, str(tmp_path / "c"), "--images", str(victim)]) == 0
+    assert (tmp_path / "c" / "report.html").read_text().count("data:image/png") == 4

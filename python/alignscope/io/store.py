@@ -422,3 +422,38 @@ def open_store(
         "text_column": text_column,
     }
     return store
+
+
+def is_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` looks like an embedding store (a shard directory, ``.npy`` or
+    ``.parquet``) rather than an image dataset; :func:`open_store` validates it."""
+    p = Path(path)
+    if p.is_file():
+        return p.suffix in (".npy", ".parquet")
+    return any((p / folder).is_dir() for folder, _ in _SHARD.values())
+
+
+def read_metadata_column(root: str | os.PathLike[str], name: str) -> list[str] | None:
+    """One metadata column of every row in order (as strings), from a shard directory's
+    ``metadata/metadata_<i>.parquet``; None when there is no metadata, no such column, or no
+    pyarrow."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        return None
+    meta = Path(root) / "metadata"
+    if not meta.is_dir():
+        return None
+    pattern = re.compile(r"^metadata_(\d+)\.parquet$")
+    shards = sorted((int(m.group(1)), e) for e in meta.iterdir() if (m := pattern.match(e.name)))
+    values: list[str] = []
+    for _, path in shards:
+        if name not in pq.read_schema(path).names:
+            return None
+        values.extend(str(v) for v in pq.read_table(path, columns=[name]).column(name).to_pylist())
+    return values
+
+
+def store_row_ids(root: str | os.PathLike[str]) -> list[str] | None:
+    """Ids of all rows in order, from a shard directory's metadata, or None."""
+    return read_metadata_column(root, "id")

@@ -1,7 +1,9 @@
-"""Thumbnails of store rows, found through the dataset an ``alignscope embed`` run recorded.
+"""Thumbnails of store rows, from the dataset the user names.
 
-A store written by ``alignscope embed`` has ``embed_report.json`` (which dataset, which
-format) and per-row ids in ``metadata/``. The thumbnails are PNG data URIs generated here, so
+A store written by ``alignscope embed`` has ``embed_report.json`` (which dataset) and per-row
+ids in ``metadata/``. Pictures are read only from a dataset the user passed explicitly *and*
+that the store's own report names: a path read out of a downloaded store is never opened (it
+could point at any folder of the victim's). The thumbnails are PNG data URIs generated here, so
 a report never links to a data-derived path or URL.
 """
 
@@ -14,43 +16,34 @@ from pathlib import Path
 
 import numpy as np
 
+from alignscope.io.store import store_row_ids
+
 THUMBNAIL_PIXELS = 128
 
 
-def metadata_column(store_root: Path, name: str) -> list[str] | None:
-    """One metadata column of every row in order (as strings), from the store's metadata
-    shards; None when the store has no metadata, no such column, or no pyarrow."""
+def embedded_from(store_root: str | Path) -> str | None:
+    """The dataset path a store's ``embed_report.json`` names, or None."""
+    report = Path(store_root) / "embed_report.json"
     try:
-        import pyarrow.parquet as pq
-    except ImportError:
+        source = json.loads(report.read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
         return None
-    meta = store_root / "metadata"
-    if not meta.is_dir():
-        return None
-    shards = sorted(meta.glob("metadata_*.parquet"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    values: list[str] = []
-    for path in shards:
-        if name not in pq.read_schema(path).names:
-            return None
-        values.extend(str(v) for v in pq.read_table(path, columns=[name]).column(name).to_pylist())
-    return values
+    return source if isinstance(source, str) else None
 
 
-def row_ids(store_root: Path) -> list[str] | None:
-    """Ids of all rows in order, from the store's metadata shards, or None."""
-    return metadata_column(store_root, "id")
-
-
-def thumbnails(store_root: str | Path, rows: np.ndarray) -> dict[int, str]:
-    """{row: data URI} for the requested rows whose images can be found; {} if none can."""
+def thumbnails(
+    store_root: str | Path, rows: np.ndarray, dataset: str | Path | None
+) -> dict[int, str]:
+    """{row: data URI} for the requested rows whose images can be found in ``dataset``; {}
+    when no dataset is given, or when it is not the one the store was embedded from."""
     root = Path(store_root)
-    report = root / "embed_report.json"
-    if not root.is_dir() or not report.exists():
+    if dataset is None or not root.is_dir():
         return {}
-    info = json.loads(report.read_text())
-    ids = row_ids(root)
-    source = info.get("dataset")
-    if not ids or not source or not Path(source).exists():
+    source = embedded_from(root)
+    if source is None or Path(source).resolve() != Path(dataset).resolve():
+        return {}
+    ids = store_row_ids(root)
+    if not ids or not Path(source).exists():
         return {}
     from alignscope.io.datasets import BadImage, open_dataset
 
