@@ -54,16 +54,71 @@ def test_maps_are_token_distributions_and_the_model_is_unchanged(pipe):
     np.testing.assert_array_equal(_generate(pipe), reference)
 
 
+def _double(linear):
+    """A linear layer's weight and bias (None when it has none) in float64."""
+    bias = None if linear.bias is None else linear.bias.detach().double()
+    return linear.weight.detach().double(), bias
+
+
+def _reference_maps(calls, side):
+    """Cross-attention probabilities from their definition, in float64: softmax over tokens of
+    (h W_q)(c W_k)^T / sqrt(head dim) per head, averaged over heads, then over every recorded
+    layer whose queries form a side x side map. Returns (batch, tokens, side, side)."""
+    total, count = None, 0
+    for attn, hidden, context in calls:
+        if hidden.shape[1] != side * side:
+            continue
+        # the plain attention of SD's transformer blocks: no extra norms on these inputs
+        assert attn.group_norm is None and attn.spatial_norm is None and not attn.norm_cross
+        with torch.no_grad():
+            q = torch.nn.functional.linear(hidden.double(), *_double(attn.to_q))
+            k = torch.nn.functional.linear(context.double(), *_double(attn.to_k))
+        b, n, dim = q.shape
+        heads = attn.heads
+        q = q.reshape(b, n, heads, dim // heads).transpose(1, 2)
+        k = k.reshape(b, k.shape[1], heads, dim // heads).transpose(1, 2)
+        probs = torch.softmax(q @ k.transpose(-1, -2) / np.sqrt(dim // heads), dim=-1)
+        maps = probs.mean(dim=1).transpose(1, 2).reshape(b, -1, side, side).numpy()
+        total = maps if total is None else total + maps
+        count += 1
+    assert count > 0
+    return total / count
+
+
 def test_guidance_records_the_conditional_half(pipe):
     """With classifier-free guidance the batch is [uncond, cond]: the maps kept are the
-    conditional ones, the same as without guidance after one step from the same noise."""
-    _, with_cfg, _ = attention_maps(
-        pipe, "a photo of a cat", ["cat"], steps=1, guidance=7.5, resolution=4, seed=2
-    )
+    conditional half's, recomputed here from the inputs of every cross-attention layer (seen
+    through forward hooks, outside alignscope's recorder); without guidance they are the same
+    after one step from the same noise."""
+    calls = []
+
+    def grab(module, args, kwargs):
+        calls.append((module, args[0].detach(), kwargs["encoder_hidden_states"].detach()))
+
+    hooks = [
+        m.register_forward_pre_hook(grab, with_kwargs=True)
+        for m in pipe.unet.modules()
+        if getattr(m, "is_cross_attention", False)
+    ]
+    try:
+        _, with_cfg, _ = attention_maps(
+            pipe, "a photo of a cat", ["cat"], steps=1, guidance=7.5, resolution=4, seed=2
+        )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    want = _reference_maps(calls, 4)
+    assert want.shape[0] == 2  # [uncond, cond]: one UNet call of a guided step
+    # the byte-level test tokenizer: start token, then one token per character without spaces,
+    # so "cat" is tokens 10-12 of "a photo of a cat"
+    cat = [10, 11, 12]
+    np.testing.assert_allclose(with_cfg["cat"], want[1, cat].mean(axis=0), atol=1e-6)
+    # the unconditional half differs, so recording it instead would fail the line above
+    assert np.abs(want[0, cat].mean(axis=0) - want[1, cat].mean(axis=0)).max() > 1e-3
     _, without, _ = attention_maps(
         pipe, "a photo of a cat", ["cat"], steps=1, guidance=1.0, resolution=4, seed=2
     )
-    np.testing.assert_allclose(with_cfg["cat"], without["cat"], atol=1e-6)
+    np.testing.assert_allclose(without["cat"], want[1, cat].mean(axis=0), atol=1e-6)
 
 
 def test_non_square_images_keep_their_layout(pipe):

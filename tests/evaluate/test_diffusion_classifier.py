@@ -42,10 +42,45 @@ def test_errors_and_predictions(pipe, images):
     assert summary["predicted_prompts"] == [PROMPTS[p] for p in result.predictions]
 
 
+def _unet_sample_errors(pipe, image, index, prompt, timesteps, seed):
+    """Per-sample epsilon errors of one image and prompt straight from the module docstring:
+    the noise of image ``index`` is ``randn((n, C, h, w))`` from a generator seeded by
+    SeedSequence([seed, index]); x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps_k."""
+    with torch.no_grad():
+        ids = pipe.tokenizer(
+            [prompt],
+            padding="max_length",
+            max_length=pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        text = pipe.text_encoder(ids)[0]
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x0 = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+        g_seed = int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0])
+        noise = torch.randn(
+            (len(timesteps), *x0.shape[1:]), generator=torch.Generator().manual_seed(g_seed)
+        )
+        errors = []
+        for k, t in enumerate(timesteps):
+            a = pipe.scheduler.alphas_cumprod[t].double()
+            noisy = (a.sqrt() * x0 + (1 - a).sqrt() * noise[k : k + 1]).float()
+            pred = pipe.unet(noisy, torch.tensor([t]), encoder_hidden_states=text).sample
+            errors.append(float(((pred.double() - noise[k : k + 1].double()) ** 2).mean()))
+    return np.array(errors)
+
+
 def test_same_seed_same_errors(pipe, images):
     first = diffusion_classify(pipe, images, PROMPTS, n_samples=3, seed=7)
     again = diffusion_classify(pipe, images, PROMPTS, n_samples=3, seed=7, batch_size=2)
     other = diffusion_classify(pipe, images, PROMPTS, n_samples=3, seed=8)
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+    # the second image (its own noise stream) and the last prompt, whose (sample, prompt)
+    # pairs straddle the UNet batches of 2, recomputed from the seed: the midpoints of three
+    # equal intervals of [0, 1000) are 166, 500 and 833
+    np.testing.assert_array_equal(again.timesteps, [166, 500, 833])
+    want = _unet_sample_errors(pipe, images[1], 1, PROMPTS[2], [166, 500, 833], 7)
+    np.testing.assert_allclose(again.sample_errors[1, 2], want, rtol=1e-5)
     np.testing.assert_allclose(again.errors, first.errors, rtol=1e-6)
     assert np.abs(other.errors - first.errors).max() > 1e-4
 

@@ -188,6 +188,12 @@ def test_threads_and_tiles_do_not_change_the_result(rng):
     a, b = _correlated(rng, 900, 40)
     one = alignscope.alignment_difficulty(a, b, threads=1, tile=64)
     two = alignscope.alignment_difficulty(a, b, threads=2, tile=300)
+    # Each schedule against the float64 reference, so that a schedule-independent error (the
+    # same wrong answer from both) fails too, then against each other at summation precision.
+    ref = _reference.alignment_difficulty(a, b)
+    for result in (one, two):
+        assert result.structure == pytest.approx(ref["structure"], abs=1e-6)
+        assert result.ad == pytest.approx(ref["ad"], abs=1e-6)
     assert one.ad == pytest.approx(two.ad, abs=1e-9)
 
 

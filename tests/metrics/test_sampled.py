@@ -92,16 +92,42 @@ def test_label_metrics_sampled(rng):
 
 
 def test_store_source_matches_arrays(tmp_path, world):
-    write_store(tmp_path, world.image_emb, world.text_emb, shard_rows=6000, dtype=np.float32)
-    store = open_store(tmp_path)
+    write_store(
+        tmp_path / "big", world.image_emb, world.text_emb, shard_rows=6000, dtype=np.float32
+    )
+    store = open_store(tmp_path / "big")
     from_store = alignscope.alignment_difficulty(store, method="sampled", seed=9)
     from_arrays = alignscope.alignment_difficulty(
         world.image_emb, world.text_emb, method="sampled", seed=9
     )
     assert from_store.ad == pytest.approx(from_arrays.ad, abs=1e-12)
-    assert alignscope.alignment_difficulty(store).ad == pytest.approx(
-        alignscope.alignment_difficulty(world.image_emb, world.text_emb).ad, abs=1e-12
-    )
+    # The exact pass over a store, against the float64 reference of the rows it holds (2,000
+    # rows, so the dense reference stays small): three shards, the last one partial, so rows
+    # misread at a shard boundary change the answer.
+    image, text = world.image_emb[:2000], world.text_emb[:2000]
+    write_store(tmp_path / "small", image, text, shard_rows=700, dtype=np.float32)
+    exact = alignscope.alignment_difficulty(open_store(tmp_path / "small"), per_sample=True)
+    ref = _reference.alignment_difficulty(image, text)
+    assert exact.feature == pytest.approx(ref["feature"], abs=1e-9)
+    assert exact.structure == pytest.approx(ref["structure"], abs=1e-6)
+    assert exact.ad == pytest.approx(ref["ad"], abs=1e-6)
+    np.testing.assert_allclose(exact.per_sample.d_s, ref["d_s"], atol=1e-5, rtol=0)
+
+
+def _block_estimate(image, text, seed, n_blocks, block):
+    """The module docstring's block estimator, in float64, on the blocks ``default_rng(seed)``
+    draws: the row ids of all blocks, then their column ids (one draw call each, as long as
+    the blocks fit one engine call); paper profile, so D = 1 - cos in both views."""
+    rng = np.random.default_rng(seed)
+    rid = rng.integers(0, image.shape[0], size=n_blocks * block).reshape(n_blocks, block)
+    cid = rng.integers(0, image.shape[0], size=n_blocks * block).reshape(n_blocks, block)
+    ua, ub = _reference.unit_rows(image), _reference.unit_rows(text)
+    means = []
+    for rows, cols in zip(rid, cid, strict=True):
+        diff = np.abs(ua[rows] @ ua[cols].T - ub[rows] @ ub[cols].T)
+        diff[rows[:, None] == cols[None, :]] = 0.0  # a sample paired with itself counts 0
+        means.append(diff.mean())
+    return float(np.mean(means))
 
 
 def test_seed_reproduces_and_is_recorded(world):
@@ -112,6 +138,12 @@ def test_seed_reproduces_and_is_recorded(world):
         world.image_emb, world.text_emb, method="sampled", seed=4, budget=1 << 16
     )
     assert a.ad == b.ad and a.seed == 4
+    # The recorded seed is the one the estimate was drawn with: 2^16 pairs are 16 blocks of
+    # the default 64 x 64, recomputed here from the seed alone (a seed recorded but not used,
+    # or used off by one, reproduces itself above and fails here).
+    want = _block_estimate(world.image_emb, world.text_emb, 4, 16, 64)
+    assert a.structure == pytest.approx(want, abs=1e-6)
+    assert abs(want - _block_estimate(world.image_emb, world.text_emb, 5, 16, 64)) > 1e-4
     c = alignscope.alignment_difficulty(
         world.image_emb, world.text_emb, method="sampled", budget=1 << 16
     )

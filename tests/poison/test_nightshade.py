@@ -172,8 +172,19 @@ def test_anchor_generated_once_with_a_tiny_pipeline(tmp_path, tiny_sd_dir):
     loaded = load_pipeline(str(tiny_sd_dir))
     first = generate_anchor(loaded, "hot dog", tmp_path / "anchors", steps=2, size=16)
     assert first.shape == (16, 16, 3) and (tmp_path / "anchors" / "hot_dog.png").exists()
+    # The module docstring's recipe, run on the pipeline directly: "A photo of a {target}",
+    # seed 123 on a CPU generator, guidance 7.5 (a wrong prompt, seed or guidance fails here).
+    direct = loaded(
+        "A photo of a hot dog",
+        num_inference_steps=2,
+        guidance_scale=7.5,
+        height=16,
+        width=16,
+        generator=torch.Generator("cpu").manual_seed(123),
+    ).images[0]
+    np.testing.assert_array_equal(first, np.asarray(direct.convert("RGB")))
     again = generate_anchor(None, "hot dog", tmp_path / "anchors")  # cached: no pipeline needed
-    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(again, first)
 
 
 def test_lpips_without_local_weights_says_what_to_do(monkeypatch, tmp_path):
