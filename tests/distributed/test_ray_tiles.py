@@ -105,7 +105,7 @@ def test_failed_task_is_retried_and_result_unchanged(local_ray, store, tmp_path,
 
 def test_interrupted_run_resumes_with_only_the_missing_pairs(local_ray, store, tmp_path):
     s = open_store(store)
-    bounds = alignscope.metrics.ad._fixed_bounds("paper", True)
+    bounds = alignscope.metrics.profiles.paper_bounds()
     setup = structure_setup(s.d_image, s.d_text, bounds.image, bounds.text, None)
     kw = {
         "zscale": setup.zscale,

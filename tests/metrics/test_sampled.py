@@ -222,9 +222,9 @@ def test_bound_formulas():
 def test_sampled_feature_term_for_huge_stores(world, exact, monkeypatch):
     """Beyond FEATURE_EXACT_MAX_ROWS the feature term is sampled too; both terms then hold at
     1 - delta/2 and the AD interval adds their half-widths."""
-    from alignscope.metrics import ad as ad_module
+    from alignscope.metrics import _terms as terms_module
 
-    monkeypatch.setattr(ad_module, "FEATURE_EXACT_MAX_ROWS", 1000)
+    monkeypatch.setattr(terms_module, "FEATURE_EXACT_MAX_ROWS", 1000)
     r = alignscope.alignment_difficulty(world.image_emb, world.text_emb, method="sampled", seed=8)
     assert r.feature_ci.guaranteed.method != "exact"
     assert r.feature_ci.guaranteed.low <= exact.feature <= r.feature_ci.guaranteed.high
