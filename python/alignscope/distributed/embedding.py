@@ -65,8 +65,7 @@ def ray_embed(
         raise ValueError("the Ray backend needs: pip install 'alignscope[distributed]'") from exc
     from ray.util import ActorPool
 
-    from alignscope.embed import SSCDEncoder
-    from alignscope.embed.embedder import _complete_shards
+    from alignscope.embed import SSCDEncoder, complete_shards
     from alignscope.io.datasets import open_dataset
 
     if clip is None and sscd is None:
@@ -79,7 +78,7 @@ def ray_embed(
     shards = -(-count // shard_rows)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    done = _complete_shards(root)
+    done = complete_shards(root)
     todo = [i for i in range(shards) if i not in done]
     start = time.perf_counter()
     images, skipped = 0, []

@@ -2,8 +2,16 @@
 resumable batch embedding of datasets into stores."""
 
 from alignscope.embed.clip import ClipEncoder, load_clip
-from alignscope.embed.embedder import EmbedReport, embed_dataset
+from alignscope.embed.embedder import EmbedReport, complete_shards, embed_dataset
 from alignscope.embed.preprocess import PRESETS
 from alignscope.embed.sscd import SSCDEncoder
 
-__all__ = ["PRESETS", "ClipEncoder", "EmbedReport", "SSCDEncoder", "embed_dataset", "load_clip"]
+__all__ = [
+    "PRESETS",
+    "ClipEncoder",
+    "EmbedReport",
+    "SSCDEncoder",
+    "complete_shards",
+    "embed_dataset",
+    "load_clip",
+]

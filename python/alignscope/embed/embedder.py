@@ -51,7 +51,8 @@ class EmbedReport:
         }
 
 
-def _complete_shards(root: Path) -> set[int]:
+def complete_shards(root: Path) -> set[int]:
+    """Indices of the shards of store ``root`` whose metadata (written last) exists."""
     meta = root / "metadata"
     if not meta.is_dir():
         return set()
@@ -85,7 +86,7 @@ def embed_dataset(
         raise ValueError("batch_size and shard_rows must be >= 1")
     root = Path(out)
     writer = StoreWriter(root, dtype)
-    done = _complete_shards(root)
+    done = complete_shards(root)
     report = EmbedReport(
         store=str(root), dataset=str(Path(dataset.source).resolve()), dataset_kind=dataset.kind
     )
@@ -139,7 +140,7 @@ def embed_shard(
 ) -> tuple[int, list[tuple[str, str]]]:
     """Embed and write shard ``index`` alone (records [index * shard_rows, ...)): the unit of
     work of a distributed run. Returns (images embedded, records skipped with reasons)."""
-    if index in _complete_shards(Path(out)):
+    if index in complete_shards(Path(out)):
         return 0, []
     start, stop = index * shard_rows, (index + 1) * shard_rows
     records = [r for i, r in enumerate(dataset) if start <= i < stop]

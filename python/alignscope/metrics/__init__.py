@@ -1,5 +1,6 @@
 """The engine's Python face: Alignment Difficulty, per-sample terms, profiles."""
 
+from alignscope.metrics._inputs import as_matrix
 from alignscope.metrics._source import PairSource
 from alignscope.metrics.ad import alignment_difficulty, finetune_ad
 from alignscope.metrics.profiles import PROFILES, Bounds
@@ -13,5 +14,6 @@ __all__ = [
     "PairSource",
     "PerSample",
     "alignment_difficulty",
+    "as_matrix",
     "finetune_ad",
 ]

@@ -6,7 +6,7 @@ import numpy as np
 
 from alignscope import _backend
 from alignscope._progress import ProgressArg, TileProgress
-from alignscope.metrics._source import PairSource
+from alignscope.metrics import PairSource, as_matrix
 
 # Database rows per engine call: the float32 working copy stays at chunk * d * 4 bytes.
 DATABASE_CHUNK = 262_144
@@ -24,7 +24,6 @@ def store_view(store: object, view: str | None) -> str:
 
 def _source(x: object, name: str, view: str | None) -> PairSource:
     from alignscope.io.store import EmbeddingStore
-    from alignscope.metrics._inputs import as_matrix
 
     if isinstance(x, EmbeddingStore):
         chosen = store_view(x, view)
