@@ -1,0 +1,106 @@
+"""The output-folder mechanism every command writes through: atomic files, fingerprints, and
+the provenance record that decides whether a rerun may resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from alignscope._files import (
+    LOCK_NAME,
+    RECORD_NAME,
+    OutputConflict,
+    atomic_path,
+    claimed_output,
+    fingerprint_files,
+    fingerprint_tree,
+)
+
+
+def test_atomic_path_leaves_the_old_file_on_error(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("stop")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_fingerprints_change_with_content_and_listing(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("one")
+    before = fingerprint_tree(tmp_path / "d")
+    assert before["files"] == 1
+    (tmp_path / "d" / "b.txt").write_text("two")
+    after = fingerprint_tree(tmp_path / "d")
+    assert after["listing_sha256"] != before["listing_sha256"] and after["files"] == 2
+    f = tmp_path / "d" / "a.txt"
+    first = fingerprint_files([f])[0]
+    f.write_text("ONE")
+    os.utime(f, ns=(first["mtime_ns"], first["mtime_ns"]))  # same size and time, other bytes
+    assert fingerprint_files([f])[0]["edges_sha256"] != first["edges_sha256"]
+
+
+def test_a_rerun_with_the_same_identity_resumes(tmp_path):
+    out = tmp_path / "out"
+    with claimed_output(out, "embed", {"dataset": "a", "shard_rows": 3}):
+        (out / "part.npy").write_text("x")
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record == {
+        "command": "embed",
+        "identity": {"dataset": "a", "shard_rows": 3},
+        "complete": True,
+    }
+    with claimed_output(out, "embed", {"dataset": "a", "shard_rows": 3}):
+        assert (out / "part.npy").exists()  # kept for the resumed run
+
+
+def test_another_identity_is_refused_naming_the_difference(tmp_path):
+    out = tmp_path / "out"
+    with claimed_output(out, "embed", {"dataset": "a", "shard_rows": 3, "clip": "x"}):
+        (out / "part.npy").write_text("x")
+    with pytest.raises(OutputConflict) as err:
+        with claimed_output(out, "embed", {"dataset": "b", "shard_rows": 3, "clip": "x"}):
+            pass
+    message = str(err.value)
+    assert 'dataset: "a" there, "b" now' in message and "--overwrite" in message
+    assert "shard_rows" not in message and (out / "part.npy").exists()
+    with claimed_output(out, "poison", {"dataset": "a"}, overwrite=True):
+        assert not (out / "part.npy").exists()  # the other run's outputs are gone
+    assert json.loads((out / RECORD_NAME).read_text())["command"] == "poison"
+
+
+def test_an_interrupted_run_is_recorded_incomplete_and_resumable(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt), claimed_output(out, "screen", {"k": 3}):
+        raise KeyboardInterrupt
+    assert json.loads((out / RECORD_NAME).read_text())["complete"] is False
+    with claimed_output(out, "screen", {"k": 3}):
+        pass
+    assert json.loads((out / RECORD_NAME).read_text())["complete"] is True
+
+
+def test_folders_not_written_by_alignscope_are_never_emptied(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    for overwrite in (False, True):
+        with pytest.raises(OutputConflict, match="not empty and was not written by alignscope"):
+            with claimed_output(out, "embed", {}, overwrite=overwrite):
+                pass
+    assert (out / "thesis.tex").read_text() == "precious"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputConflict, match="is a file; give a folder"):
+        with claimed_output(tmp_path / "file", "embed", {}):
+            pass
+
+
+def test_two_runs_cannot_write_one_folder_at_once(tmp_path):
+    out = tmp_path / "out"
+    with claimed_output(out, "embed", {"dataset": "a"}):
+        with pytest.raises(OutputConflict, match="being written by another alignscope run"):
+            with claimed_output(out, "embed", {"dataset": "a"}):
+                pass
+    assert (out / LOCK_NAME).exists()
