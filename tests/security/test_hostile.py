@@ -138,17 +138,18 @@ def test_manifest_rows_out_of_range(tmp_path, rng, capsys):
 
 
 def test_exact_ad_of_a_store_too_large_for_memory_is_refused(tmp_path, monkeypatch):
+    from alignscope import alignment_difficulty
     from alignscope.io import open_store
-    from alignscope.metrics import ad
+    from alignscope.metrics import _terms
 
     for view in ("img_emb", "text_emb"):
         (tmp_path / view).mkdir()
         np.save(tmp_path / view / f"{view}_0.npy", np.ones((10, 4), np.float16))
-    monkeypatch.setattr(ad, "_available_memory", lambda: 100)  # a machine with 100 bytes free
+    monkeypatch.setattr(_terms, "_available_memory", lambda: 100)  # 100 bytes free
     with pytest.raises(
         ValueError, match=r"holds 10 x 8 float32 rows in memory .* use method='sampled'"
     ):
-        ad.alignment_difficulty(open_store(tmp_path))
+        alignment_difficulty(open_store(tmp_path))
 
 
 def test_regressions_found_by_fuzzing(tmp_path):

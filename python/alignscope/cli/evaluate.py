@@ -1,0 +1,230 @@
+"""`alignscope evaluate`: generate with, score and compare trained models; write the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignscope.cli._common import (
+    UsageError,
+    _add_trust_models,
+    _positive_int,
+    _quiet_model_libraries,
+)
+
+
+def _concept_list(text: str, flag: str = "--concepts") -> list[str]:
+    """A file (one per line), ``vocabulary:N`` (N packaged nouns), or a comma list."""
+    path = Path(text)
+    if path.is_file():
+        concepts = [ln.strip() for ln in path.read_text("utf-8").splitlines()]
+        concepts = [c for c in concepts if c and not c.startswith("#")]
+    elif text.startswith("vocabulary:"):
+        from alignscope.poison.concepts import load_vocabulary
+
+        count = text.partition(":")[2]
+        nouns = load_vocabulary().nouns
+        if not count.isdigit() or not 1 <= int(count) <= len(nouns):
+            raise UsageError(f"{flag} vocabulary:N needs N in [1, {len(nouns)}], got {text!r}")
+        # a seeded sample, not the alphabetical head: "abacus".."bell cote" is no test set
+        pick = np.random.default_rng(0).choice(len(nouns), size=int(count), replace=False)
+        concepts = [nouns[i] for i in sorted(pick)]
+    elif "/" in text or path.suffix in (".txt", ".tsv", ".csv"):
+        raise UsageError(f"{flag} file {text!r} does not exist")
+    else:
+        concepts = [c.strip() for c in text.split(",") if c.strip()]
+    if not concepts:
+        raise UsageError(f"{flag} {text!r} gives no concepts")
+    return list(dict.fromkeys(concepts))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from alignscope.evaluate.generate import GenerationSettings
+    from alignscope.evaluate.run import Classification, Dissection, EvalConfig, evaluate
+
+    if args.quiet:
+        _quiet_model_libraries()
+    generation = GenerationSettings(
+        images_per_concept=args.images_per_concept,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        template=args.template,
+        height=args.height,
+        width=args.width,
+    )
+    dissection = None
+    if not args.target_class:
+        stray = [f for f, v in (("--p-t", args.p_t), ("--class-names", args.class_names)) if v]
+        if stray:
+            raise UsageError(f"{' and '.join(stray)} only apply with --target-class (G1-G4)")
+    if args.target_class:
+        if not args.class_names:
+            raise UsageError("--target-class needs --class-names (comma list or file)")
+        dissection = Dissection(
+            target_class=args.target_class,
+            class_names=_concept_list(args.class_names, "--class-names"),
+            trigger=args.trigger,
+            template=args.dissection_template,
+            threshold=args.trigger_threshold,
+            classifier=args.classifier,
+            images=args.dissection_images,
+            p_t=args.p_t,
+        )
+    classification = None
+    if args.classify:
+        classes = args.classify_classes or args.class_names
+        if not classes:
+            raise UsageError("--classify needs --classify-classes or --class-names")
+        classification = Classification(
+            dataset=args.classify,
+            class_names=_concept_list(classes, "--classify-classes"),
+            n_samples=args.classify_samples,
+            filter_fraction=args.classify_filter,
+            max_images=args.classify_max_images,
+            target_class=args.target_class,
+        )
+    config = EvalConfig(
+        concepts=_concept_list(args.concepts),
+        generation=generation,
+        clip=args.clip,
+        aesthetics=args.aesthetics,
+        aesthetics_clip=args.aesthetics_clip,
+        poisoned=_concept_list(args.poisoned, "--poisoned") if args.poisoned else [],
+        clip_threshold=args.clip_threshold,
+        aesthetics_threshold=args.aesthetics_threshold,
+        bleed_threshold=args.bleed_threshold,
+        poison_manifest=args.poison_manifest,
+        attention_concepts=args.attention_concepts,
+        attention_resolution=args.attention_resolution,
+        attention_layers=args.attention_layers,
+        dissection=dissection,
+        classification=classification,
+        replication_store=args.replication_store,
+        sscd=args.sscd,
+        device=args.device,
+        trust_models=args.trust_models,
+    )
+    models: Any = args.models
+    if args.names:
+        labels = [n.strip() for n in args.names.split(",")]
+        if len(labels) != len(args.models) or len(set(labels)) != len(labels):
+            raise UsageError(
+                f"--names needs {len(args.models)} distinct names, one per model; got {labels}"
+            )
+        models = dict(zip(labels, args.models, strict=True))
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    report = evaluate(models, args.out, config, progress=not args.quiet, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from alignscope.report.evaluation import comparison_rows
+        from alignscope.report.tables import format_table
+
+        print(
+            format_table(
+                ["concepts", "metric", *report["models"]],
+                [[g, label, *cells] for g, label, cells in comparison_rows(report)],
+            )
+        )
+        print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the ``evaluate`` sub-command to ``sub`` (an argparse sub-parsers action)."""
+    ev = sub.add_parser("evaluate", help="generate, score and compare trained models; report")
+    ev.add_argument("models", nargs="+", help="diffusers Stable Diffusion folders")
+    ev.add_argument("--out", required=True, help="output directory (resumable)")
+    ev.add_argument(
+        "--concepts",
+        default="vocabulary:1000",
+        help="file (one per line), comma list, or vocabulary:N (a seeded sample of N packaged "
+        "COCO/ImageNet nouns; default 1000, the paper's count)",
+    )
+    ev.add_argument("--names", help="comma-separated model names for the report")
+    ev.add_argument(
+        "--images-per-concept", dest="images_per_concept", type=_positive_int, default=5
+    )
+    ev.add_argument("--steps", type=_positive_int, default=50)
+    ev.add_argument("--guidance", type=float, default=7.5)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4)
+    ev.add_argument("--template", default="a photo of {}", help="prompt; {} is the concept")
+    ev.add_argument("--height", type=_positive_int)
+    ev.add_argument("--width", type=_positive_int)
+    ev.add_argument("--clip", default="open_clip:ViT-B-32:openai", help="CLIP spec for scores")
+    ev.add_argument("--aesthetics", help="LAION aesthetics head weights (.pth/.safetensors)")
+    ev.add_argument(
+        "--aesthetics-clip", dest="aesthetics_clip", default="open_clip:ViT-L-14:openai"
+    )
+    ev.add_argument("--poison-manifest", dest="poison_manifest", help="poison_manifest.parquet")
+    ev.add_argument("--poisoned", help="poisoned concepts (comma list or file)")
+    ev.add_argument("--attention-concepts", dest="attention_concepts", type=int, default=4)
+    ev.add_argument(
+        "--attention-resolution", dest="attention_resolution", type=_positive_int, default=16
+    )
+    ev.add_argument(
+        "--attention-layers",
+        dest="attention_layers",
+        choices=("matching", "all"),
+        default="matching",
+    )
+    ev.add_argument("--target-class", dest="target_class", help="G1-G4: the attacked class")
+    ev.add_argument("--class-names", dest="class_names", help="G1-G4: classes (comma list or file)")
+    ev.add_argument(
+        "--trigger", default="badnets-1", help="badnets-1, badnets-2 or a TorchScript detector"
+    )
+    ev.add_argument(
+        "--classifier",
+        default="clip",
+        help="clip (zero-shot), torchvision:NAME:WEIGHTS, timm:NAME:WEIGHTS or TorchScript file",
+    )
+    ev.add_argument(
+        "--dissection-template",
+        dest="dissection_template",
+        default="A photo of a {}",
+        help="G1-G4 prompt; {} is the target class (default: the poisoned captions')",
+    )
+    ev.add_argument("--trigger-threshold", dest="trigger_threshold", type=float)
+    ev.add_argument("--clip-threshold", dest="clip_threshold", type=float, default=0.236)
+    ev.add_argument("--aesthetics-threshold", dest="aesthetics_threshold", type=float, default=6.5)
+    ev.add_argument(
+        "--bleed-threshold",
+        dest="bleed_threshold",
+        type=float,
+        default=4.8,
+        help="L2 in the scoring CLIP's unnormalised text space (Nightshade: 4.8)",
+    )
+    ev.add_argument("--dissection-images", dest="dissection_images", type=_positive_int, default=20)
+    ev.add_argument(
+        "--p-t", dest="p_t", type=float, help="trigger ratio in the target class's training data"
+    )
+    ev.add_argument("--classify", help="diffusion classifier on this labelled image dataset")
+    ev.add_argument(
+        "--classify-classes", dest="classify_classes", help="its classes (default: --class-names)"
+    )
+    ev.add_argument("--classify-samples", dest="classify_samples", type=_positive_int, default=32)
+    ev.add_argument(
+        "--classify-filter",
+        dest="classify_filter",
+        type=float,
+        default=0.0,
+        help="drop this top fraction of denoising errors (BiBadDiff)",
+    )
+    ev.add_argument(
+        "--classify-max-images", dest="classify_max_images", type=_positive_int, default=200
+    )
+    ev.add_argument("--replication-store", dest="replication_store", help="store with an sscd view")
+    ev.add_argument("--sscd", help="SSCD model (.torchscript/.onnx) for replication")
+    _add_trust_models(ev)
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
