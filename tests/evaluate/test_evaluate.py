@@ -164,7 +164,7 @@ def test_images_do_not_depend_on_batching_or_the_other_concepts(tmp_path, tiny_s
 
 
 def test_per_concept_accuracy_uses_the_configured_threshold_strictly():
-    from alignscope.evaluate.run import _per_concept
+    from alignscope.evaluate.sections import per_concept as _per_concept
 
     concepts = ["a", "b", "a", "b", "a"]
     clip = np.array([0.25, 0.30, 0.30, 0.31, 0.35])

@@ -1,8 +1,10 @@
-"""Image arguments of the evaluation functions: HWC uint8 RGB arrays or PIL images."""
+"""Argument checks of the evaluation functions: images (HWC uint8 RGB arrays or PIL images),
+image files and numbers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,3 +44,19 @@ def image_list(images: Any, name: str = "images") -> list[Any]:
             f"got {type(images).__name__}"
         )
     return list(images)
+
+
+def load_images(paths: Sequence[Path]) -> list[Any]:
+    """The image files as RGB PIL images, each file closed once read."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            out.append(im.convert("RGB"))
+    return out
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a Python or numpy int or float (bool is not a number here)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))

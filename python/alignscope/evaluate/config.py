@@ -1,0 +1,158 @@
+"""What ``evaluate`` does: the settings of a run (:class:`EvalConfig`) and of its optional
+sections, BiBadDiff's G1-G4 dissection (:class:`Dissection`) and the diffusion classifier
+(:class:`Classification`). Each ``check`` refuses a bad setting before any model loads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alignscope.evaluate.classifiers import ZERO_SHOT, is_checkpoint_spec
+from alignscope.evaluate.detectors import TEMPLATE_TRIGGERS
+from alignscope.evaluate.generate import GenerationSettings
+from alignscope.evaluate.metrics import (
+    AESTHETICS_THRESHOLD,
+    BLEED_THROUGH_DISTANCE,
+    CLIP_THRESHOLD,
+)
+
+DEFAULT_CLIP = "open_clip:ViT-B-32:openai"
+DEFAULT_AESTHETICS_CLIP = "open_clip:ViT-L-14:openai"
+
+
+@dataclass
+class Dissection:
+    """BiBadDiff's dissection of generations for ``target_class``'s prompt."""
+
+    target_class: str
+    class_names: list[str]
+    trigger: str = "badnets-1"  # badnets-1 | badnets-2 | path of a TorchScript detector
+    # "clip" (zero-shot with the scoring CLIP) | torchvision:NAME:WEIGHTS | timm:... | TorchScript
+    classifier: str = ZERO_SHOT
+    images: int = 20
+    p_t: float | None = None
+    template: str = "A photo of a {}"  # the poisoned captions' prompt (poison.methods)
+    threshold: float | None = None  # trigger detector threshold (None: the detector's default)
+
+    def check(self) -> None:
+        if self.target_class not in self.class_names:
+            raise ValueError(
+                f"dissection target_class {self.target_class!r} is not one of class_names"
+            )
+        if self.images < 1:
+            raise ValueError(f"dissection images must be >= 1, got {self.images}")
+        if self.p_t is not None and not 0.0 < self.p_t <= 1.0:
+            raise ValueError(f"p_t must be in (0, 1], got {self.p_t}")
+        if self.trigger not in TEMPLATE_TRIGGERS and not Path(self.trigger).is_file():
+            raise ValueError(
+                f"trigger must be {', '.join(TEMPLATE_TRIGGERS)} or a TorchScript detector file; "
+                f"{self.trigger!r} is neither"
+            )
+        checkpoint = is_checkpoint_spec(self.classifier)
+        if self.classifier != ZERO_SHOT and not checkpoint and not Path(self.classifier).is_file():
+            raise ValueError(
+                f"classifier must be 'clip', torchvision:NAME:WEIGHTS, timm:NAME:WEIGHTS or a "
+                f"TorchScript classifier file; {self.classifier!r} is none of them"
+            )
+        if self.template.count("{}") != 1:
+            raise ValueError(f"dissection template must contain {{}} once, got {self.template!r}")
+
+
+@dataclass
+class Classification:
+    """The model as a diffusion classifier (Li et al.) on a labelled image dataset.
+
+    A record's label is the class whose name its caption contains (longest name first); records
+    naming no class are skipped. ``target_class`` adds the rate at which images of other classes
+    are classified as it: the attack success rate when the dataset carries a trigger.
+    """
+
+    dataset: str
+    class_names: list[str]
+    template: str = "a photo of a {}"
+    n_samples: int = 32
+    filter_fraction: float = 0.0
+    max_images: int = 200
+    target_class: str | None = None
+
+    def check(self) -> None:
+        if not Path(self.dataset).exists():
+            raise FileNotFoundError(f"classification dataset {self.dataset!r} does not exist")
+        if not self.class_names:
+            raise ValueError("classification class_names is empty")
+        if self.target_class is not None and self.target_class not in self.class_names:
+            raise ValueError(f"classification target_class {self.target_class!r} is not a class")
+        if self.n_samples < 1 or self.max_images < 1:
+            raise ValueError("classification n_samples and max_images must be >= 1")
+        if not 0.0 <= self.filter_fraction < 1.0:
+            raise ValueError(
+                f"classification filter_fraction must be in [0, 1), got {self.filter_fraction}"
+            )
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how (the defaults are the Implosion paper's protocol)."""
+
+    concepts: list[str]
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    clip: str = DEFAULT_CLIP
+    aesthetics: str | None = None  # weights file of the LAION head
+    aesthetics_clip: str = DEFAULT_AESTHETICS_CLIP
+    poisoned: list[str] = field(default_factory=list)
+    poison_manifest: str | None = None
+    clip_threshold: float = CLIP_THRESHOLD
+    aesthetics_threshold: float = AESTHETICS_THRESHOLD
+    bleed_threshold: float = BLEED_THROUGH_DISTANCE
+    attention_concepts: int = 4
+    attention_resolution: int = 16
+    attention_layers: str = "matching"
+    dissection: Dissection | None = None
+    classification: Classification | None = None
+    replication_store: str | None = None  # an embedding store with an sscd view
+    sscd: str | None = None
+    grid_concepts: int = 8
+    device: str = "cpu"
+    trust_models: bool = False  # run TorchScript files without checking their operators
+
+    def check(self) -> None:
+        from alignscope._devices import check_device
+
+        check_device(self.device)
+        if not self.concepts:
+            raise ValueError("concepts is empty: give the concepts to evaluate")
+        if len(set(self.concepts)) != len(self.concepts):
+            raise ValueError("concepts has duplicates; each concept is evaluated once")
+        self.generation.check()
+        if self.attention_concepts < 0 or self.grid_concepts < 0:
+            raise ValueError("attention_concepts and grid_concepts must be >= 0")
+        if (self.replication_store is None) != (self.sscd is None):
+            raise ValueError("replication needs both replication_store= and sscd=")
+        for name in ("replication_store", "sscd", "aesthetics", "poison_manifest"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).exists():
+                raise FileNotFoundError(f"{name} {value!r} does not exist")
+        for name in ("clip_threshold", "aesthetics_threshold", "bleed_threshold"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        if self.attention_resolution < 1:
+            raise ValueError(f"attention_resolution must be >= 1, got {self.attention_resolution}")
+        if self.dissection is not None:
+            self.dissection.check()
+        self._check_model_files()
+        if self.classification is not None:
+            self.classification.check()
+
+    def _check_model_files(self) -> None:
+        """Refuse an untrusted TorchScript file now, not after hours of generation."""
+        from alignscope._torchscript import load_torchscript
+        from alignscope.embed.sscd import TORCHSCRIPT_SUFFIXES
+
+        files = [self.sscd] if self.sscd and Path(self.sscd).suffix in TORCHSCRIPT_SUFFIXES else []
+        if self.dissection is not None:
+            d = self.dissection
+            files += [f for f in (d.trigger, d.classifier) if Path(f).is_file()]
+        if not self.trust_models:
+            for file in files:
+                load_torchscript(file, "cpu")
