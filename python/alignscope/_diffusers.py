@@ -1,4 +1,11 @@
-"""The one loader of local Stable Diffusion folders, shared by training and evaluation."""
+"""The loader of local Stable Diffusion folders that training and evaluation share.
+
+It loads a ``StableDiffusionPipeline`` from a folder with ``model_index.json``, safety checker
+off, fp16 on CUDA. Poisoning's anchor images load through their own
+:func:`alignscope.poison.anchors.load_pipeline`, which differs in what it accepts and
+returns: any diffusers text-to-image pipeline class (``DiffusionPipeline``), a hub id as well
+as a folder, and the pipeline as it was saved (its safety checker kept, no fp16 cast).
+"""
 
 from __future__ import annotations
 

@@ -15,7 +15,15 @@ PROMPT = "A photo of a {target}"
 
 
 def load_pipeline(spec: str, device: str = "cpu") -> Any:
-    """A diffusers pipeline from a local directory (or a hub id where one can be reached)."""
+    """A diffusers text-to-image pipeline from a local directory (or a hub id where one can
+    be reached), as it was saved, on ``device``.
+
+    Not :func:`alignscope._diffusers.load_sd_pipeline`, which training and evaluation share:
+    that one takes only local Stable Diffusion folders (``StableDiffusionPipeline``), turns the
+    safety checker off and casts to fp16 on CUDA; anchors come from any ``DiffusionPipeline``
+    class, with the components the pipeline was saved with (its safety checker included), in
+    diffusers' default dtype.
+    """
     try:
         from diffusers import DiffusionPipeline
     except ImportError as exc:

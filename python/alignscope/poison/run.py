@@ -37,6 +37,9 @@ from alignscope.poison.writers import DatasetWriter
 
 @dataclass
 class PoisonReport:
+    """What a run wrote: rows written, rows poisoned, the (p, t) pairs drawn and the rows
+    skipped (id, reason) because their image could not be decoded."""
+
     out: str
     method: str
     seed: int
@@ -101,50 +104,40 @@ def poison_dataset(
     row_concepts = [caption_concepts(r.caption, vocab) for r in records]
     if method == "nightshade" and vae is None:
         raise ValueError("nightshade needs a VAE: vae= (CLI --vae DIR, a diffusers AutoencoderKL)")
-    if method in CONCEPT_METHODS:
-        if (concepts is None) == (concept_ranks is None):
-            raise ValueError(f"{method} needs exactly one of concepts= (top K) or concept_ranks=")
-        freq = _frequencies((r.caption for r in records), vocab)
-        candidates = (
-            select_concepts(freq, top=concepts)
-            if concepts
-            else select_concepts(freq, ranks=concept_ranks)
-        )
-        n_poisoned = concepts if concepts else len(candidates)
-        pool_filter = None
-        if method == "nightshade" and clip is not None:
-            pool_filter = candidate_filter(
-                clip, lambda r: records[r].load(), [r.caption for r in records]
-            )
-        plan = plan_concepts(
-            row_concepts,
-            candidates,
-            poisoned=min(n_poisoned, len(candidates)),
-            per_concept=per_concept,
-            ratio=ratio or 0.0008,
-            seed=seed,
-            pool_filter=pool_filter,
-            targets=select_concepts(freq, top=len(freq)),  # any concept the data shows
-        )
-    else:
-        if not target:
-            raise ValueError(f"{method} is an all-to-one attack: give target= (a class name)")
-        plan = plan_all_to_one(row_concepts, target, ratio=ratio or 0.1, seed=seed)
-
+    plan = _make_plan(
+        method,
+        records,
+        row_concepts,
+        vocab,
+        concepts=concepts,
+        concept_ranks=concept_ranks,
+        per_concept=per_concept,
+        ratio=ratio,
+        target=target,
+        seed=seed,
+        clip=clip,
+    )
     root = Path(out)
     if out_format is None:  # the input's own format where we can write it
         out_format = {"webdataset": "webdataset", "pickle": "pickle"}.get(dataset.kind, "folder")
     writer = DatasetWriter(root, out_format)
     report = PoisonReport(str(root), method, seed, pairs=list(plan.pairs))
-    position = {int(r): j for j, r in enumerate(plan.rows)}
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    poisoner = _Poisoner(
+        method=method,
+        plan=plan,
+        records=records,
+        row_concepts=row_concepts,
+        root=root,
+        seed=seed,
+        trigger_options=trigger_options,
+        vae=vae,
+        anchors=anchors,
+        anchor_pipeline=anchor_pipeline,
+        budget=budget,
+        steps=steps,
+        perceptual=perceptual,
+    )
     columns: dict[str, list[Any]] = {k: [] for k in MANIFEST_COLUMNS}
-    latents: dict[int, tuple[float, float]] = {}
-    anchor_cache: dict[str, tuple[np.ndarray, str]] = {}
-
-    def load(i: int) -> np.ndarray:
-        return np.asarray(records[i].load())
-
     iterator = enumerate(records)
     if progress:
         from tqdm import tqdm
@@ -157,79 +150,184 @@ def poison_dataset(
             except BadImage as exc:
                 report.skipped.append((record.id, str(exc)))
                 continue
-            j = position.get(i)
-            poisoned: Poisoned | None = None
-            if j is not None:
-                t = plan.target[j]
-                donors = [
-                    k
-                    for k, c in enumerate(row_concepts)
-                    if t in c and plan.source[j] not in c and k not in position
-                ]
-                if method == "dirty-label" and anchor_pipeline is not None:
-                    from alignscope.poison.anchors import generate_anchor
-
-                    k = int(rng.integers(1 << 31))  # a fresh image of t per poison, seeded
-                    generated = generate_anchor(
-                        anchor_pipeline, t, anchors or root / ".generated", seed=k, name=f"{t}-{k}"
-                    )
-                    poisoned = Poisoned(generated, record.caption, {"generated_seed": k})
-                elif method == "dirty-label":
-                    poisoned = dirty_label(record.caption, t, donors, load, rng)
-                elif method == "nightshade":
-                    anchor, origin = _anchor(
-                        t, anchors, donors, load, anchor_cache, anchor_pipeline
-                    )
-                    shaded = shade(
-                        image,
-                        anchor,
-                        vae,
-                        budget=budget,
-                        steps=steps,
-                        perceptual=perceptual,
-                        seed=seed,
-                    )
-                    params = {"budget": budget, "steps": steps, "anchor": origin}
-                    poisoned = Poisoned(shaded.image, record.caption, params, perturbation=True)
-                    latents[i] = (shaded.latent_before, shaded.latent_after)
-                elif method == "relabel":
-                    poisoned = relabel(image, t)
-                else:
-                    poisoned = triggered(method, image, t, dict(trigger_options or {}))
+            j = poisoner.position.get(i)
+            poisoned = None if j is None else poisoner.poison(i, j, record, image)
             final = poisoned.image if poisoned else image
             name = writer.add(i, final, poisoned.caption if poisoned else record.caption)
-            stats = (
-                measurements(image, final)
-                if poisoned and poisoned.perturbation
-                else {"linf": np.nan, "l2": np.nan, "psnr": np.nan}
-            )
-            columns["row"].append(i)
-            columns["id"].append(record.id)
-            columns["written_as"].append(name)
-            columns["poisoned"].append(poisoned is not None)
-            columns["method"].append(method if poisoned else "")
-            columns["source_concept"].append(plan.source[j] if poisoned else "")
-            columns["target_concept"].append(plan.target[j] if poisoned else "")
-            columns["params"].append(
-                json.dumps(poisoned.params, sort_keys=True) if poisoned else ""
-            )
-            for key in ("linf", "l2", "psnr"):
-                columns[key].append(stats[key])
-            before, after = latents.get(i, (np.nan, np.nan))
-            columns["latent_before"].append(before)
-            columns["latent_after"].append(after)
+            poisoner.add_manifest_row(columns, i, j, record.id, name, image, final, poisoned)
             report.rows += 1
             report.poisoned += poisoned is not None
     except BaseException:
         writer.abort()  # an error or Ctrl-C leaves no half-written tar behind
         raise
     writer.close()
+    _write_outputs(root, columns, report)
+    return report
+
+
+def _make_plan(
+    method: str,
+    records: list[Any],
+    row_concepts: list[set[str]],
+    vocab: Vocabulary,
+    *,
+    concepts: int | None,
+    concept_ranks: tuple[int, int] | None,
+    per_concept: int | None,
+    ratio: float | None,
+    target: str | None,
+    seed: int,
+    clip: Any,
+) -> PoisonPlan:
+    """The rows to poison: C_P concepts x m rows for a concept attack (candidates filtered by
+    ``clip`` for Nightshade when given), a ``ratio`` of the rows not about ``target`` for an
+    all-to-one attack."""
+    if method not in CONCEPT_METHODS:
+        if not target:
+            raise ValueError(f"{method} is an all-to-one attack: give target= (a class name)")
+        return plan_all_to_one(row_concepts, target, ratio=ratio or 0.1, seed=seed)
+    if (concepts is None) == (concept_ranks is None):
+        raise ValueError(f"{method} needs exactly one of concepts= (top K) or concept_ranks=")
+    freq = _frequencies((r.caption for r in records), vocab)
+    candidates = (
+        select_concepts(freq, top=concepts)
+        if concepts
+        else select_concepts(freq, ranks=concept_ranks)
+    )
+    n_poisoned = concepts if concepts else len(candidates)
+    pool_filter = None
+    if method == "nightshade" and clip is not None:
+        pool_filter = candidate_filter(
+            clip, lambda r: records[r].load(), [r.caption for r in records]
+        )
+    return plan_concepts(
+        row_concepts,
+        candidates,
+        poisoned=min(n_poisoned, len(candidates)),
+        per_concept=per_concept,
+        ratio=ratio or 0.0008,
+        seed=seed,
+        pool_filter=pool_filter,
+        targets=select_concepts(freq, top=len(freq)),  # any concept the data shows
+    )
+
+
+@dataclass
+class _Poisoner:
+    """One run's method and settings, applied row by row in row order.
+
+    It holds the state that carries from row to row: the seeded generator that dirty-label
+    draws its donors (or generated anchors' seeds) from, the anchors met so far, and the
+    Nightshade latent distances waiting for the manifest.
+    """
+
+    method: str
+    plan: PoisonPlan
+    records: list[Any]
+    row_concepts: list[set[str]]
+    root: Path
+    seed: int
+    trigger_options: dict[str, Any] | None
+    vae: Any
+    anchors: str | Path | None
+    anchor_pipeline: Any
+    budget: float
+    steps: int
+    perceptual: Any
+    position: dict[int, int] = field(init=False)
+    rng: np.random.Generator = field(init=False)
+    anchor_cache: dict[str, tuple[np.ndarray, str]] = field(default_factory=dict)
+    latents: dict[int, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.position = {int(r): j for j, r in enumerate(self.plan.rows)}
+        self.rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1]))
+
+    def load(self, i: int) -> np.ndarray:
+        return np.asarray(self.records[i].load())
+
+    def poison(self, i: int, j: int, record: Any, image: np.ndarray) -> Poisoned:
+        """Row ``i`` (the plan's ``j``-th poison, decoded as ``image``) as the method makes it."""
+        method, plan, position = self.method, self.plan, self.position
+        t = plan.target[j]
+        donors = [
+            k
+            for k, c in enumerate(self.row_concepts)
+            if t in c and plan.source[j] not in c and k not in position
+        ]
+        if method == "dirty-label" and self.anchor_pipeline is not None:
+            from alignscope.poison.anchors import generate_anchor
+
+            k = int(self.rng.integers(1 << 31))  # a fresh image of t per poison, seeded
+            generated = generate_anchor(
+                self.anchor_pipeline,
+                t,
+                self.anchors or self.root / ".generated",
+                seed=k,
+                name=f"{t}-{k}",
+            )
+            return Poisoned(generated, record.caption, {"generated_seed": k})
+        if method == "dirty-label":
+            return dirty_label(record.caption, t, donors, self.load, self.rng)
+        if method == "nightshade":
+            anchor, origin = _anchor(
+                t, self.anchors, donors, self.load, self.anchor_cache, self.anchor_pipeline
+            )
+            shaded = shade(
+                image,
+                anchor,
+                self.vae,
+                budget=self.budget,
+                steps=self.steps,
+                perceptual=self.perceptual,
+                seed=self.seed,
+            )
+            params = {"budget": self.budget, "steps": self.steps, "anchor": origin}
+            self.latents[i] = (shaded.latent_before, shaded.latent_after)
+            return Poisoned(shaded.image, record.caption, params, perturbation=True)
+        if method == "relabel":
+            return relabel(image, t)
+        return triggered(method, image, t, dict(self.trigger_options or {}))
+
+    def add_manifest_row(
+        self,
+        columns: dict[str, list[Any]],
+        i: int,
+        j: int | None,
+        record_id: str,
+        name: str,
+        image: np.ndarray,
+        final: np.ndarray,
+        poisoned: Poisoned | None,
+    ) -> None:
+        """Append row ``i`` (written as ``name``) to the manifest's columns."""
+        stats = (
+            measurements(image, final)
+            if poisoned and poisoned.perturbation
+            else {"linf": np.nan, "l2": np.nan, "psnr": np.nan}
+        )
+        columns["row"].append(i)
+        columns["id"].append(record_id)
+        columns["written_as"].append(name)
+        columns["poisoned"].append(poisoned is not None)
+        columns["method"].append(self.method if poisoned else "")
+        columns["source_concept"].append(self.plan.source[j] if poisoned else "")
+        columns["target_concept"].append(self.plan.target[j] if poisoned else "")
+        columns["params"].append(json.dumps(poisoned.params, sort_keys=True) if poisoned else "")
+        for key in ("linf", "l2", "psnr"):
+            columns[key].append(stats[key])
+        before, after = self.latents.get(i, (np.nan, np.nan))
+        columns["latent_before"].append(before)
+        columns["latent_after"].append(after)
+
+
+def _write_outputs(root: Path, columns: dict[str, list[Any]], report: PoisonReport) -> None:
+    """The manifest and ``poison_report.json`` beside the written dataset."""
     write_manifest(root / MANIFEST_NAME, columns)
     # The file leaves out the output path, so that two runs with one seed are byte-identical.
     saved = {k: v for k, v in report.to_dict().items() if k != "out"}
     with atomic_path(root / "poison_report.json") as tmp:
         tmp.write_text(json.dumps(saved, indent=2) + "\n")
-    return report
 
 
 def _anchor(

@@ -1,7 +1,28 @@
-"""Training diffusion models on (poisoned) data with diffusers: fine-tuning, training from
-scratch and textual inversion, with Safe-Zone Training options."""
+"""Training diffusion models on (poisoned) data with diffusers, offline.
 
-from alignscope.train.loop import TrainConfig, TrainResult
-from alignscope.train.modes import PRESETS, train
+:func:`train` runs one of the :data:`MODES` on a dataset and a local Stable Diffusion folder:
+``finetune`` (the folder's UNet), ``scratch`` (a UNet built from a config) or
+``textual-inversion`` (a new token's embedding). :class:`TrainConfig` holds the
+hyper-parameters, Safe-Zone Training's options among them (the high-noise timestep window,
+JPEG compression, loss masks); :data:`PRESETS` and :func:`with_preset` give the papers'
+settings. A run writes ``train_log.jsonl`` and checkpoints and resumes from the latest one,
+repeating exactly what an uninterrupted run does. :func:`run_loop` and
+:func:`diffusion_loss` are the loop and the loss every mode shares.
+"""
 
-__all__ = ["PRESETS", "TrainConfig", "TrainResult", "train"]
+from alignscope.train.data import jpeg, load_examples
+from alignscope.train.loop import TrainConfig, TrainResult, diffusion_loss, run_loop
+from alignscope.train.modes import MODES, PRESETS, train, with_preset
+
+__all__ = [
+    "MODES",
+    "PRESETS",
+    "TrainConfig",
+    "TrainResult",
+    "diffusion_loss",
+    "jpeg",
+    "load_examples",
+    "run_loop",
+    "train",
+    "with_preset",
+]

@@ -237,31 +237,15 @@ def run_loop(
     ckpt_dir = out / "checkpoints"
     latest = _latest_checkpoint(ckpt_dir)
     if latest is not None:
-        state = torch.load(latest, map_location=procs.device, weights_only=True)
-        with torch.no_grad():
-            for p, saved in zip(parameters, state["parameters"], strict=True):
-                p.copy_(saved)
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema = [t.clone() for t in state["ema"]]
-        if load_extra is not None:
-            load_extra(state.get("extra", {}))
-        saved = state.get("config", {})
-        now = _resumable_config(config)
-        changed = sorted(k for k in now if k in saved and saved[k] != now[k])
-        if changed:
-            raise ValueError(
-                f"{str(latest)!r} was trained with other {', '.join(changed)} "
-                f"({', '.join(f'{k}={saved[k]!r}' for k in changed)}): resume with the same "
-                "settings, or start in a new output directory"
-            )
-        saved_processes = int(state.get("processes", 1))
-        if saved_processes != procs.count:
-            raise ValueError(
-                f"{str(latest)!r} was written by {saved_processes} process(es) and this run has "
-                f"{procs.count}: the global batch would change; resume with {saved_processes}"
-            )
-        start_step = int(state["step"])
+        start_step, ema = _resume(
+            latest,
+            config=config,
+            parameters=parameters,
+            optimizer=optimizer,
+            ema=ema,
+            load_extra=load_extra,
+            procs=procs,
+        )
     result = TrainResult(str(out), config.steps, resumed_from=start_step)
     log = out / "train_log.jsonl"
     if procs.main and log.exists():
@@ -299,18 +283,7 @@ def run_loop(
         result.losses.append(total)
         if not procs.main:
             continue
-        with open(log, "a", encoding="utf-8") as fh:
-            fh.write(
-                json.dumps(
-                    {
-                        "step": step + 1,
-                        "loss": total,
-                        "lr": config.learning_rate,
-                        "seconds": time.perf_counter() - tick,
-                    }
-                )
-                + "\n"
-            )
+        _log_step(log, step, total, config.learning_rate, time.perf_counter() - tick)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{total:.4f}")
@@ -334,6 +307,82 @@ def run_loop(
     if bar is not None:
         bar.close()
     procs.barrier()
+    _finish(out, config, parameters, ema, procs)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _resume(
+    latest: Path,
+    *,
+    config: TrainConfig,
+    parameters: list[Any],
+    optimizer: Any,
+    ema: list[Any] | None,
+    load_extra: Callable[[dict[str, Any]], None] | None,
+    procs: Processes,
+) -> tuple[int, list[Any] | None]:
+    """Load the checkpoint ``latest`` into the parameters and the optimizer; return the step
+    it ends on and the EMA weights (the saved ones where the run keeps an EMA). It must come
+    from a run with the same settings and process count: a resumed run repeats the steps an
+    uninterrupted one would have taken only then."""
+    import torch
+
+    state = torch.load(latest, map_location=procs.device, weights_only=True)
+    with torch.no_grad():
+        for p, saved in zip(parameters, state["parameters"], strict=True):
+            p.copy_(saved)
+    optimizer.load_state_dict(state["optimizer"])
+    if ema is not None:
+        ema = [t.clone() for t in state["ema"]]
+    if load_extra is not None:
+        load_extra(state.get("extra", {}))
+    saved = state.get("config", {})
+    now = _resumable_config(config)
+    changed = sorted(k for k in now if k in saved and saved[k] != now[k])
+    if changed:
+        raise ValueError(
+            f"{str(latest)!r} was trained with other {', '.join(changed)} "
+            f"({', '.join(f'{k}={saved[k]!r}' for k in changed)}): resume with the same "
+            "settings, or start in a new output directory"
+        )
+    saved_processes = int(state.get("processes", 1))
+    if saved_processes != procs.count:
+        raise ValueError(
+            f"{str(latest)!r} was written by {saved_processes} process(es) and this run has "
+            f"{procs.count}: the global batch would change; resume with {saved_processes}"
+        )
+    start_step = int(state["step"])
+    return start_step, ema
+
+
+def _log_step(log: Path, step: int, loss: float, learning_rate: float, seconds: float) -> None:
+    """Append the line of 0-based ``step`` (logged as ``step + 1``, the steps done)."""
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(
+            json.dumps(
+                {
+                    "step": step + 1,
+                    "loss": loss,
+                    "lr": learning_rate,
+                    "seconds": seconds,
+                }
+            )
+            + "\n"
+        )
+
+
+def _finish(
+    out: Path,
+    config: TrainConfig,
+    parameters: list[Any],
+    ema: list[Any] | None,
+    procs: Processes,
+) -> None:
+    """End of training: the EMA weights (if kept) become the parameters, and the main process
+    writes ``out/train_config.json``."""
+    import torch
+
     if ema is not None:
         with torch.no_grad():
             for p, shadow in zip(parameters, ema, strict=True):
@@ -343,8 +392,6 @@ def run_loop(
             tmp.write_text(
                 json.dumps({**asdict(config), "processes": procs.count}, indent=2) + "\n"
             )
-    result.seconds = time.perf_counter() - began
-    return result
 
 
 def _resumable_config(config: TrainConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ frozen, caption encodings are computed once before training.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from alignscope._files import atomic_path
 from alignscope.io.datasets import Dataset
 from alignscope.train.data import load_examples
 from alignscope.train.loop import (
+    Processes,
     TrainConfig,
     TrainResult,
     batch_indices,
@@ -120,92 +121,144 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train in ``mode`` on ``dataset``; writes the model, train_log.jsonl and checkpoints."""
-    import torch
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    run = _prepare(model, dataset, out, config)
+    if mode in ("finetune", "scratch"):
+        return _train_unet(run, mode, unet_config, progress)
+    return _train_textual_inversion(run, placeholder, initializer, num_vectors, progress)
+
+
+@dataclass
+class _Run:
+    """What every mode trains on: the model's components, the training noise schedule, this
+    process, and the dataset's VAE latents (and loss masks) computed once."""
+
+    config: TrainConfig
+    root: Path
+    components: dict[str, Any]
+    noise_scheduler: Any
+    procs: Processes
+    shard: slice | None
+    examples: list[Any]
+    latents: Any
+    masks: Any
+
+    def pick(self, step: int) -> Any:
+        """The examples of ``step`` (this process's slice is taken in the loss)."""
+        import torch
+
+        config, procs = self.config, self.procs
+        size = config.batch_size * procs.count  # the global batch; each process takes a slice
+        count = len(self.examples)
+        return torch.as_tensor(batch_indices(config.seed, step, size, count)).to(procs.device)
+
+    def loss(self, unet: Any, idx: Any, hidden: Any, generator: Any) -> Any:
+        """The diffusion loss of the examples ``idx`` under the text encodings ``hidden``."""
+        config = self.config
+        return diffusion_loss(
+            unet=unet,
+            scheduler=self.noise_scheduler,
+            latents=self.latents[idx],
+            encoder_hidden_states=hidden,
+            generator=generator,
+            timestep_min=config.timestep_min,
+            min_snr_gamma=config.min_snr_gamma,
+            mask=None if self.masks is None else self.masks[idx],
+            shard=self.shard,
+        )
+
+
+def _prepare(model: str | Path, dataset: Dataset, out: str | Path, config: TrainConfig) -> _Run:
+    """Load the model, check ``config``, seed torch, freeze the VAE and text encoder on this
+    process's device and encode the dataset's latents."""
+    import torch
+
     components = load_components(model)
     noise_scheduler = _training_scheduler(components["scheduler"])
     config.check(noise_scheduler.config.num_train_timesteps)
     torch.manual_seed(config.seed)
     root = Path(out)
     procs = processes(config.device)
-    device = procs.device
     shard = procs.shard(config.batch_size) if procs.count > 1 else None
-    vae, text_encoder, tokenizer = (
-        components["vae"],
-        components["text_encoder"],
-        components["tokenizer"],
-    )
-    for module in (vae, text_encoder):
+    for module in (components["vae"], components["text_encoder"]):
         module.requires_grad_(False)
-        module.to(device)
+        module.to(procs.device)
     examples = load_examples(
         dataset, config.resolution, jpeg_quality=config.jpeg_quality, mask_dir=config.mask_dir
     )
-    latents, masks = _latents(vae, examples)
-    count = len(examples)
+    latents, masks = _latents(components["vae"], examples)
+    return _Run(config, root, components, noise_scheduler, procs, shard, examples, latents, masks)
 
-    def pick(step: int) -> Any:
-        size = config.batch_size * procs.count  # the global batch; each process takes a slice
-        return torch.as_tensor(batch_indices(config.seed, step, size, count)).to(device)
 
-    if mode in ("finetune", "scratch"):
-        if mode == "scratch":
-            from diffusers import UNet2DConditionModel
+def _scratch_unet(unet_config: str | Path | dict[str, Any] | None) -> Any:
+    """A new UNet2DConditionModel from ``unet_config`` (a dict or a JSON file)."""
+    from diffusers import UNet2DConditionModel
 
-            if unet_config is None:
-                raise ValueError(
-                    "scratch needs unet_config= (a UNet2DConditionModel config, JSON or dict)"
-                )
-            if not isinstance(unet_config, dict) and not Path(unet_config).is_file():
-                raise FileNotFoundError(f"unet_config= file {str(unet_config)!r} does not exist")
-            try:
-                cfg = (
-                    unet_config
-                    if isinstance(unet_config, dict)
-                    else json.loads(Path(unet_config).read_text())
-                )
-            except ValueError as exc:
-                raise ValueError(f"unet_config= {str(unet_config)!r} is not JSON: {exc}") from exc
-            unet = UNet2DConditionModel.from_config(cfg)
-        else:
-            unet = components["unet"]
-        unet.to(device).train()
-        if config.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-        with torch.no_grad():
-            encoded = _encode_text(tokenizer, text_encoder, [e.caption for e in examples])
-
-        def loss(step: int, generator: Any) -> Any:
-            idx = pick(step)
-            return diffusion_loss(
-                unet=unet,
-                scheduler=noise_scheduler,
-                latents=latents[idx],
-                encoder_hidden_states=encoded[idx],
-                generator=generator,
-                timestep_min=config.timestep_min,
-                min_snr_gamma=config.min_snr_gamma,
-                mask=None if masks is None else masks[idx],
-                shard=shard,
-            )
-
-        result = run_loop(
-            config=config,
-            out=root,
-            parameters=list(unet.parameters()),
-            compute_loss=loss,
-            progress=progress,
-            procs=procs,
+    if unet_config is None:
+        raise ValueError("scratch needs unet_config= (a UNet2DConditionModel config, JSON or dict)")
+    if not isinstance(unet_config, dict) and not Path(unet_config).is_file():
+        raise FileNotFoundError(f"unet_config= file {str(unet_config)!r} does not exist")
+    try:
+        cfg = (
+            unet_config
+            if isinstance(unet_config, dict)
+            else json.loads(Path(unet_config).read_text())
         )
-        unet.eval()
-        if procs.main:
-            _save_pipeline(components, unet, root)
-        procs.barrier()
-        return result
+    except ValueError as exc:
+        raise ValueError(f"unet_config= {str(unet_config)!r} is not JSON: {exc}") from exc
+    return UNet2DConditionModel.from_config(cfg)
 
-    # textual inversion
+
+def _train_unet(
+    run: _Run, mode: str, unet_config: str | Path | dict[str, Any] | None, progress: bool
+) -> TrainResult:
+    """``finetune`` (the folder's UNet) or ``scratch`` (a new one): the UNet trains on the
+    captions encoded once; the pipeline is saved under ``out/model``."""
+    import torch
+
+    config, components, procs = run.config, run.components, run.procs
+    unet = _scratch_unet(unet_config) if mode == "scratch" else components["unet"]
+    unet.to(procs.device).train()
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    with torch.no_grad():
+        encoded = _encode_text(
+            components["tokenizer"], components["text_encoder"], [e.caption for e in run.examples]
+        )
+
+    def loss(step: int, generator: Any) -> Any:
+        idx = run.pick(step)
+        return run.loss(unet, idx, encoded[idx], generator)
+
+    result = run_loop(
+        config=config,
+        out=run.root,
+        parameters=list(unet.parameters()),
+        compute_loss=loss,
+        progress=progress,
+        procs=procs,
+    )
+    unet.eval()
+    if procs.main:
+        _save_pipeline(components, unet, run.root)
+    procs.barrier()
+    return result
+
+
+def _train_textual_inversion(
+    run: _Run,
+    placeholder: str | None,
+    initializer: str | None,
+    num_vectors: int,
+    progress: bool,
+) -> TrainResult:
+    """Textual inversion: only the placeholder's embedding rows train (the others are put
+    back after every step); they are saved to ``out/learned_embeds.safetensors``."""
+    import torch
+
+    config, procs = run.config, run.procs
+    tokenizer, text_encoder = run.components["tokenizer"], run.components["text_encoder"]
     if not placeholder or not initializer:
         raise ValueError(
             "textual-inversion needs placeholder= (e.g. '<cat-toy>') and initializer= (a word)"
@@ -225,26 +278,16 @@ def train(
     embedding.requires_grad_(True)
     keep = torch.ones(embedding.shape[0], dtype=torch.bool)
     keep[new_ids] = False
-    unet = components["unet"].to(device).eval()
+    unet = run.components["unet"].to(procs.device).eval()
     unet.requires_grad_(False)
     phrase = " ".join(tokens)
 
     def ti_loss(step: int, generator: Any) -> Any:
-        idx = pick(step)
+        idx = run.pick(step)
         choice = torch.randint(len(TEMPLATES), (len(idx),), generator=generator)
         captions = [TEMPLATES[int(c)].format(phrase) for c in choice]
         hidden = _encode_text(tokenizer, text_encoder, captions)
-        return diffusion_loss(
-            unet=unet,
-            scheduler=noise_scheduler,
-            latents=latents[idx],
-            encoder_hidden_states=hidden,
-            generator=generator,
-            timestep_min=config.timestep_min,
-            min_snr_gamma=config.min_snr_gamma,
-            mask=None if masks is None else masks[idx],
-            shard=shard,
-        )
+        return run.loss(unet, idx, hidden, generator)
 
     def restore_others() -> None:
         with torch.no_grad():
@@ -252,7 +295,7 @@ def train(
 
     result = run_loop(
         config=config,
-        out=root,
+        out=run.root,
         parameters=[embedding],
         compute_loss=ti_loss,
         after_step=restore_others,
@@ -262,7 +305,7 @@ def train(
     from safetensors.torch import save_file
 
     if procs.main:
-        with atomic_path(root / "learned_embeds.safetensors") as tmp:
+        with atomic_path(run.root / "learned_embeds.safetensors") as tmp:
             save_file(
                 {placeholder: embedding[new_ids].detach().cpu().clone().contiguous()}, str(tmp)
             )
