@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,8 +76,9 @@ def fingerprint_files(paths: list[Path]) -> list[dict[str, object]]:
 
 def fingerprint_tree(path: str | os.PathLike[str]) -> dict[str, object]:
     """Identity of a file or a folder of inputs without reading their contents: for a folder,
-    the sha256 of every regular file's relative path, size and mtime (ns), in sorted order;
-    for a file, :func:`fingerprint_files` of it."""
+    the sha256 of every regular file's relative path, size and mtime (ns), in sorted order
+    (links followed; pipes and devices are not data and do not count); for a file,
+    :func:`fingerprint_files` of it."""
     root = Path(path).resolve()
     if root.is_file():
         return fingerprint_files([root])[0]
@@ -87,8 +89,10 @@ def fingerprint_tree(path: str | os.PathLike[str]) -> dict[str, object]:
         for name in sorted(filenames):
             file = Path(dirpath) / name
             try:
-                info = file.lstat()
+                info = file.stat()
             except OSError:
+                continue
+            if not stat.S_ISREG(info.st_mode):
                 continue
             rel = file.relative_to(root).as_posix()
             digest.update(f"{rel}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
@@ -130,6 +134,7 @@ def claimed_output(
     identity: dict[str, object],
     *,
     overwrite: bool = False,
+    replaces_all: bool = False,
 ) -> Iterator[Path]:
     """Claim ``out_dir`` for one run of ``command`` whose result depends on ``identity``
     (inputs' fingerprints, models' fingerprints, every setting that changes the output).
@@ -142,6 +147,10 @@ def claimed_output(
       refused even with ``overwrite``: nothing of the user's is ever deleted.
     - The record (``.alignscope-run.json``) is written before any output, with
       ``"complete": false``, and marked complete when the block exits without an error.
+    - ``replaces_all``: the command stages every output and replaces the old ones whole at
+      its end (screen). Then ``overwrite`` deletes nothing up front and the new record is
+      written only on success, so an interrupted run leaves the earlier run, record included,
+      exactly as it was.
 
     Yields the folder's path.
     """
@@ -180,16 +189,19 @@ def claimed_output(
                     + (f"; and {len(differ) - 4} more" if len(differ) > 4 else "")
                     + "): pass --overwrite to replace it, or choose another folder"
                 )
-            if not same:
+            if not same and not replaces_all:
                 for p in others:
                     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        elif others:
+        elif [p for p in others if not (p / RECORD_NAME).is_file()]:
+            # (a sub-folder with its own record is alignscope's: e.g. the store that screen or
+            # replicate embedded a dataset into, inside their --out)
             raise OutputConflict(
                 f"--out {str(root)!r} is not empty and was not written by alignscope; choose "
                 "an empty or new folder"
             )
-        with atomic_path(record_path) as tmp:
-            tmp.write_text(json.dumps({**wanted, "complete": False}, indent=1, sort_keys=True))
+        if not replaces_all:
+            with atomic_path(record_path) as tmp:
+                tmp.write_text(json.dumps({**wanted, "complete": False}, indent=1, sort_keys=True))
         yield root
         with atomic_path(record_path) as tmp:
             tmp.write_text(json.dumps({**wanted, "complete": True}, indent=1, sort_keys=True))

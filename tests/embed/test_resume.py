@@ -47,7 +47,9 @@ def _snapshot(store: Path) -> dict[str, bytes]:
     return {
         p.relative_to(store).as_posix(): p.read_bytes()
         for p in sorted(store.rglob("*"))
-        if p.is_file() and p.name != "embed_report.json"
+        if p.is_file()
+        and p.name != "embed_report.json"
+        and not p.name.startswith(".alignscope-run")  # the run's provenance record and lock
     }
 
 
@@ -67,6 +69,9 @@ class CountingSSCD:
     def __init__(self, inner: SSCDEncoder, fail_at: int | None = None) -> None:
         self.inner, self.fail_at = inner, fail_at
         self.calls = self.images = 0
+
+    def __getattr__(self, name):  # path, preset, device...: what the store records
+        return getattr(self.inner, name)
 
     def encode(self, images):
         self.calls += 1
@@ -140,9 +145,10 @@ def test_embed_interrupted_mid_shard_resumes_to_the_uninterrupted_store(
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and named pipes")
 def test_ctrl_c_on_the_embed_command_then_rerun(tmp_path, rng, tiny_sscd, monkeypatch, capsys):
     """SIGINT to `python -m alignscope embed` once shard 0 is on disk: exit 130, shard 0 whole,
-    nothing else and no temp file; the rerun embeds only the rest and equals an uninterrupted
-    run. Record 4's caption is a named pipe, so the process blocks inside shard 1 until the
-    test writes the caption: it cannot finish before the signal, however slow the machine."""
+    nothing else and no temp file. Record 4's caption is a named pipe, so the process blocks
+    inside shard 1 until it is stopped, however slow the machine. Replacing the pipe changes
+    the dataset, so the rerun is refused (exit 2, naming the dataset), and --overwrite starts
+    over to the store an uninterrupted run writes."""
     data = _dataset(tmp_path / "data", rng)
     caption_4 = data / "004.txt"
     caption_4.unlink()
@@ -186,6 +192,10 @@ def test_ctrl_c_on_the_embed_command_then_rerun(tmp_path, rng, tiny_sscd, monkey
     assert set(_snapshot(store)) == {"sscd_emb/sscd_emb_0.npy", "metadata/metadata_0.parquet"}
     assert not (store / "embed_report.json").exists()
 
+    # The pipe was the test's way to hold the run inside shard 1; replacing it by a file
+    # changes the dataset, and a changed dataset is never resumed into the old store: the
+    # rerun is refused naming what changed, and --overwrite starts over. (Resuming an unchanged
+    # dataset, encoding only what is missing, is the test above.)
     caption_4.unlink()
     caption_4.write_text("caption 4")
     encoded = []
@@ -196,8 +206,12 @@ def test_ctrl_c_on_the_embed_command_then_rerun(tmp_path, rng, tiny_sscd, monkey
         return original(self, images)
 
     monkeypatch.setattr(SSCDEncoder, "encode", counting)
-    assert main(argv) == 0
-    assert sum(encoded) == 4  # records 3-6 (7 is corrupt); shard 0 is not encoded again
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "holds the output of another run (dataset." in capsys.readouterr().err
+    assert sum(encoded) == 0
+    assert main([*argv, "--overwrite"]) == 0
+    assert sum(encoded) == N - 1  # started over: every decodable record
     encoded.clear()
     assert main([*argv[:3], str(tmp_path / "reference"), *argv[4:]]) == 0
     assert sum(encoded) == N - 1

@@ -81,6 +81,15 @@ def _add_trust_models(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of another run in --out (by default a rerun resumes only "
+        "when its inputs and settings match the recorded ones)",
+    )
+
+
 def _open_dataset(path: str | Path, trust_pickles: bool, name: str = "DATASET") -> Any:
     """A dataset, or a one-line usage error naming the argument."""
     from alignscope.io.datasets import open_dataset

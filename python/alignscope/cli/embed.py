@@ -10,7 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.cli._common import UsageError, _add_trust_models, _open_dataset, _positive_int
+from alignscope.cli._common import (
+    UsageError,
+    _add_overwrite,
+    _add_trust_models,
+    _open_dataset,
+    _positive_int,
+)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -61,6 +67,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         shard_rows=args.shard_rows,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     data = report.to_dict()
     if args.json:
@@ -94,6 +101,7 @@ def _register_embed(sub: Any) -> None:
     emb.add_argument("--shard-rows", dest="shard_rows", type=_positive_int, default=100_000)
     emb.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     _add_trust_models(emb)
+    _add_overwrite(emb)
     emb.add_argument(
         "--trust-pickles",
         dest="trust_pickles",

@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alignscope.cli._common import UsageError, _load_npy, _open_dataset, _positive_int
+from alignscope.cli._common import (
+    UsageError,
+    _add_overwrite,
+    _load_npy,
+    _open_dataset,
+    _positive_int,
+)
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -90,6 +96,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         ids=ids,
         captions=_captions(path, store.n),
         thumbnails=(lambda rows: thumbnails(path, rows, dataset)) if path.is_dir() else None,
+        overwrite=args.overwrite,
     )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -125,6 +132,7 @@ def register(sub: Any) -> None:
         "store", help="a store (dir, .npy with --texts, .parquet) or an image dataset (with --clip)"
     )
     scr.add_argument("--out", required=True, help="output directory")
+    _add_overwrite(scr)
     scr.add_argument(
         "--scores",
         default="alignment,d_s,ad_xy,concept_consistency,k_distance,lid",

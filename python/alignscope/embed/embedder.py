@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope._files import atomic_path
+from alignscope._files import atomic_path, claimed_output, fingerprint_tree
 from alignscope.embed.clip import ClipEncoder
 from alignscope.embed.sscd import SSCDEncoder
 from alignscope.io.datasets import Dataset, Record
@@ -74,8 +74,13 @@ def embed_dataset(
     shard_rows: int = 100_000,
     dtype: Any = np.float16,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> EmbedReport:
     """Embed every decodable record of ``dataset`` into the store at ``out``.
+
+    A rerun resumes (complete shards are skipped) only when ``out`` was written from the same
+    dataset with the same encoders and settings (:func:`embed_identity`); otherwise it is
+    refused naming what differs, unless ``overwrite`` replaces the old store.
 
     Returns an :class:`EmbedReport` (also written to ``out/embed_report.json``): shards
     written and skipped (already complete), images embedded, records skipped with reasons.
@@ -84,7 +89,66 @@ def embed_dataset(
         raise ValueError("give a CLIP encoder, an SSCD encoder, or both")
     if batch_size < 1 or shard_rows < 1:
         raise ValueError("batch_size and shard_rows must be >= 1")
-    root = Path(out)
+    identity = embed_identity(dataset.source, dataset.kind, clip, sscd, shard_rows, dtype)
+    with claimed_output(out, "embed", identity, overwrite=overwrite):
+        return _embed_into(dataset, Path(out), clip, sscd, batch_size, shard_rows, dtype, progress)
+
+
+def _spec_files(spec: str) -> list[dict[str, object]]:
+    """Fingerprints of the local files or folders a model spec names (checkpoints, configs)."""
+    found = []
+    for part in spec.split(":")[1:]:
+        if part and Path(part).exists():
+            found.append(fingerprint_tree(part))
+    return found
+
+
+def embed_identity(
+    source: str,
+    kind: str,
+    clip: ClipEncoder | None,
+    sscd: SSCDEncoder | None,
+    shard_rows: int,
+    dtype: Any,
+) -> dict[str, object]:
+    """What an embedded store depends on: the dataset (its file listing), the encoders (spec,
+    model files' fingerprints, preprocessing, device) and the store settings."""
+    identity: dict[str, object] = {
+        "dataset": fingerprint_tree(source),
+        "dataset_kind": kind,
+        "clip": None,
+        "sscd": None,
+        "shard_rows": int(shard_rows),
+        "dtype": np.dtype(dtype).name,
+    }
+    if clip is not None:
+        spec = getattr(clip, "spec", type(clip).__name__)  # an encoder of the user's own
+        identity["clip"] = {
+            "spec": spec,
+            "files": _spec_files(spec),
+            "device": getattr(clip, "device", "cpu"),
+        }
+    if sscd is not None:
+        path = getattr(sscd, "path", None)
+        preset = getattr(sscd, "preset", None)
+        identity["sscd"] = {
+            "model": fingerprint_tree(path) if path is not None else type(sscd).__name__,
+            "preset": getattr(preset, "name", None),
+            "device": getattr(sscd, "device", "cpu"),
+        }
+    return identity
+
+
+def _embed_into(
+    dataset: Dataset,
+    root: Path,
+    clip: ClipEncoder | None,
+    sscd: SSCDEncoder | None,
+    batch_size: int,
+    shard_rows: int,
+    dtype: Any,
+    progress: bool,
+) -> EmbedReport:
     writer = StoreWriter(root, dtype)
     done = complete_shards(root)
     report = EmbedReport(

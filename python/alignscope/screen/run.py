@@ -3,6 +3,7 @@ writes the ranked table, plots, HTML report and the filtered training list."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._files import claimed_output, fingerprint_files
 from alignscope.io.manifest import poison_flags
 from alignscope.report import screening as out
 from alignscope.screen.evaluation import evaluate_scores
@@ -37,6 +39,13 @@ def load_truth(path: str | Path, n: int) -> np.ndarray:
     return flags
 
 
+def _digest(array: np.ndarray | None) -> str | None:
+    if array is None:
+        return None
+    a = np.ascontiguousarray(array)
+    return f"{a.dtype}{a.shape}:" + hashlib.sha256(a.tobytes()).hexdigest()[:32]
+
+
 def screen_store(
     store: Any,
     out_dir: str | Path,
@@ -52,12 +61,53 @@ def screen_store(
     captions: list[str] | None = None,
     images: dict[int, str] | None = None,
     thumbnails: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Score every pair of ``store`` and write the screening outputs to ``out_dir``."""
+    """Score every pair of ``store`` and write the screening outputs to ``out_dir``.
+
+    ``out_dir`` may hold an earlier screening only of the same store with the same settings
+    (then it is replaced); another one is refused naming what differs, unless ``overwrite``.
+    Outputs are staged and replace the earlier ones whole, so a stopped run leaves the earlier
+    run exactly as it was.
+    """
     if remove_fraction is not None and threshold is not None:
         raise ValueError("give --remove-fraction or --threshold, not both")
     if remove_fraction is not None and not 0.0 <= remove_fraction < 1.0:
         raise ValueError(f"remove fraction must be in [0, 1), got {remove_fraction}")
+    files = store.files() if hasattr(store, "files") else []
+    identity = {
+        "store": fingerprint_files(files) if files else str(getattr(store, "source", "")),
+        "n": int(store.n),
+        "scores": list(scores),
+        "k": int(k),
+        "rank_by": rank_by or scores[0],
+        "remove_fraction": remove_fraction,
+        "threshold": threshold,
+        "second_view": _digest(second_view),
+        "truth": _digest(truth),
+    }
+    with claimed_output(out_dir, "screen", identity, overwrite=overwrite, replaces_all=True):
+        return _screen_into(
+            store, out_dir, scores, second_view, truth, remove_fraction, threshold, rank_by, k,
+            ids, captions, images, thumbnails,
+        )  # fmt: skip
+
+
+def _screen_into(
+    store: Any,
+    out_dir: str | Path,
+    scores: tuple[str, ...],
+    second_view: np.ndarray | None,
+    truth: np.ndarray | None,
+    remove_fraction: float | None,
+    threshold: float | None,
+    rank_by: str | None,
+    k: int,
+    ids: list[str] | None,
+    captions: list[str] | None,
+    images: dict[int, str] | None,
+    thumbnails: Any,
+) -> dict[str, Any]:
     image = store.read(0, store.n, "image")
     text = store.read(0, store.n, "text") if store.has_text else None
     table = compute_scores(image, text, scores=scores, second_view=second_view, k=k)
