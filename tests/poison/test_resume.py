@@ -35,8 +35,13 @@ def _dataset(root: Path, rng: np.random.Generator) -> Path:
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden temp files included) by relative path."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Every file under ``root`` (hidden temp files included) by relative path, but the run's
+    provenance record and lock (``.alignscope-run.*``), which are not outputs."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".alignscope-run")
+    }
 
 
 def _poison(data: Path, out: Path, fmt: str):
@@ -94,3 +99,24 @@ def test_poison_interrupted_after_some_images_then_rerun(tmp_path, rng, monkeypa
     assert sorted(got) == sorted(want)
     for name in want:  # images, captions, tar, manifest and report: byte-identical
         assert got[name] == want[name], name
+
+
+def test_a_rerun_with_another_seed_is_refused_until_overwrite(tmp_path, rng, capsys):
+    """A poisoned set is never silently replaced by one of another plan: its manifest would no
+    longer match a store embedded from the old images."""
+    from alignscope.cli import main
+
+    data = _dataset(tmp_path / "data", rng)
+    base = ["poison", str(data), "--out", str(tmp_path / "out"), "--method", "relabel"]
+    base += ["--target", "dog", "--ratio", "0.3", "--quiet"]
+    assert main([*base, "--seed", "0"]) == 0
+    manifest = (tmp_path / "out" / "poison_manifest.parquet").read_bytes()
+    assert main([*base, "--seed", "0"]) == 0  # the same run again: allowed, same files
+    assert (tmp_path / "out" / "poison_manifest.parquet").read_bytes() == manifest
+    capsys.readouterr()
+    assert main([*base, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the output of another run (plan:" in err and "seed: 0 there, 1 now" in err
+    assert (tmp_path / "out" / "poison_manifest.parquet").read_bytes() == manifest
+    assert main([*base, "--seed", "1", "--overwrite"]) == 0
+    assert (tmp_path / "out" / "poison_manifest.parquet").read_bytes() != manifest

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from alignscope.cli._common import UsageError, _open_dataset, _positive_int
+from alignscope.cli._common import UsageError, _add_overwrite, _open_dataset, _positive_int
 
 
 def cmd_poison(args: argparse.Namespace) -> int:
@@ -67,6 +67,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_format=args.format,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     data = report.to_dict()
     if args.json:
@@ -85,6 +86,7 @@ def register(sub: Any) -> None:
     poi = sub.add_parser("poison", help="write a poisoned copy of a dataset and its manifest")
     poi.add_argument("dataset", help="image folder, webdataset .tar(s), pickle-per-pair dir, or HF")
     poi.add_argument("--out", required=True, help="output directory")
+    _add_overwrite(poi)
     poi.add_argument(
         "--method",
         required=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope._files import atomic_path
+from alignscope._files import atomic_path, claimed_output, fingerprint_tree
 from alignscope.io.datasets import BadImage, Dataset
 from alignscope.io.manifest import COLUMNS as MANIFEST_COLUMNS
 from alignscope.io.manifest import MANIFEST_NAME, write_manifest
@@ -25,6 +26,7 @@ from alignscope.poison.methods import (
     CONCEPT_METHODS,
     METHODS,
     Poisoned,
+    _describe,
     dirty_label,
     measurements,
     relabel,
@@ -82,6 +84,7 @@ def poison_dataset(
     steps: int = 500,
     perceptual: Any = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> PoisonReport:
     """Write a poisoned copy of ``dataset`` to ``out/`` plus ``out/poison_manifest.parquet``.
 
@@ -95,7 +98,9 @@ def poison_dataset(
     image of t). Trigger attacks (``relabel``, ``badnets-1``, ``badnets-2``, ``wanet``)
     poison a ``ratio`` (default 0.1) of the rows not about ``target`` and relabel them "A
     photo of a {target}". The same dataset, arguments and seed give
-    byte-identical files (Nightshade on the CPU included).
+    byte-identical files (Nightshade on the CPU included). ``out`` may hold only a poisoned
+    set made from the same dataset with the same plan and settings (it is rewritten);
+    another one is refused naming what differs, unless ``overwrite`` replaces it.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -117,52 +122,113 @@ def poison_dataset(
         seed=seed,
         clip=clip,
     )
-    root = Path(out)
     if out_format is None:  # the input's own format where we can write it
         out_format = {"webdataset": "webdataset", "pickle": "pickle"}.get(dataset.kind, "folder")
-    writer = DatasetWriter(root, out_format)
-    report = PoisonReport(str(root), method, seed, pairs=list(plan.pairs))
-    poisoner = _Poisoner(
-        method=method,
-        plan=plan,
-        records=records,
-        row_concepts=row_concepts,
-        root=root,
-        seed=seed,
-        trigger_options=trigger_options,
-        vae=vae,
-        anchors=anchors,
-        anchor_pipeline=anchor_pipeline,
-        budget=budget,
-        steps=steps,
-        perceptual=perceptual,
-    )
-    columns: dict[str, list[Any]] = {k: [] for k in MANIFEST_COLUMNS}
-    iterator = enumerate(records)
-    if progress:
-        from tqdm import tqdm
+    identity = poison_identity(
+        dataset.source, method, plan, seed, out_format, dataset.kind, trigger_options,
+        vae=vae, clip=clip, anchors=anchors, anchor_pipeline=anchor_pipeline, budget=budget,
+        steps=steps, perceptual=perceptual,
+    )  # fmt: skip
+    with claimed_output(out, "poison", identity, overwrite=overwrite):
+        root = Path(out)
+        writer = DatasetWriter(root, out_format)
+        report = PoisonReport(str(root), method, seed, pairs=list(plan.pairs))
+        poisoner = _Poisoner(
+            method=method,
+            plan=plan,
+            records=records,
+            row_concepts=row_concepts,
+            root=root,
+            seed=seed,
+            trigger_options=trigger_options,
+            vae=vae,
+            anchors=anchors,
+            anchor_pipeline=anchor_pipeline,
+            budget=budget,
+            steps=steps,
+            perceptual=perceptual,
+        )
+        columns: dict[str, list[Any]] = {k: [] for k in MANIFEST_COLUMNS}
+        iterator = enumerate(records)
+        if progress:
+            from tqdm import tqdm
 
-        iterator = tqdm(iterator, total=len(records), desc="poisoning", unit="img", file=sys.stderr)
-    try:
-        for i, record in iterator:
-            try:
-                image = np.asarray(record.load())
-            except BadImage as exc:
-                report.skipped.append((record.id, str(exc)))
-                continue
-            j = poisoner.position.get(i)
-            poisoned = None if j is None else poisoner.poison(i, j, record, image)
-            final = poisoned.image if poisoned else image
-            name = writer.add(i, final, poisoned.caption if poisoned else record.caption)
-            poisoner.add_manifest_row(columns, i, j, record.id, name, image, final, poisoned)
-            report.rows += 1
-            report.poisoned += poisoned is not None
-    except BaseException:
-        writer.abort()  # an error or Ctrl-C leaves no half-written tar behind
-        raise
-    writer.close()
-    _write_outputs(root, columns, report)
-    return report
+            iterator = tqdm(
+                iterator, total=len(records), desc="poisoning", unit="img", file=sys.stderr
+            )
+        try:
+            for i, record in iterator:
+                try:
+                    image = np.asarray(record.load())
+                except BadImage as exc:
+                    report.skipped.append((record.id, str(exc)))
+                    continue
+                j = poisoner.position.get(i)
+                poisoned = None if j is None else poisoner.poison(i, j, record, image)
+                final = poisoned.image if poisoned else image
+                name = writer.add(i, final, poisoned.caption if poisoned else record.caption)
+                poisoner.add_manifest_row(columns, i, j, record.id, name, image, final, poisoned)
+                report.rows += 1
+                report.poisoned += poisoned is not None
+        except BaseException:
+            writer.abort()  # an error or Ctrl-C leaves no half-written tar behind
+            raise
+        writer.close()
+        _write_outputs(root, columns, report)
+        return report
+
+
+def _module_digest(module: Any) -> str | None:
+    """sha256 of a torch module's parameters and buffers (its weights), or None."""
+    state = getattr(module, "state_dict", None)
+    if state is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def poison_identity(
+    source: str,
+    method: str,
+    plan: PoisonPlan,
+    seed: int,
+    out_format: str | None,
+    kind: str,
+    trigger_options: dict[str, Any] | None,
+    **models: Any,
+) -> dict[str, Any]:
+    """What a poisoned set depends on: the dataset's file listing, the plan (rows, sources,
+    targets), the seed, the format, the trigger options and the models' weights."""
+    plan_digest = hashlib.sha256(
+        json.dumps([plan.pairs, plan.source, plan.target, plan.m], default=str).encode()
+    )
+    plan_digest.update(np.asarray(plan.rows, dtype=np.int64).tobytes())
+    described: dict[str, Any] = {}
+    for name, value in models.items():
+        if value is None or isinstance(value, (int, float, str)):
+            described[name] = value
+        elif name == "anchors":
+            described[name] = fingerprint_tree(value) if Path(value).exists() else str(value)
+        elif getattr(value, "spec", None):  # a CLIP encoder
+            described[name] = value.spec
+        else:
+            described[name] = {
+                "class": type(value).__name__,
+                "weights": _module_digest(getattr(value, "unet", value)),
+            }
+    return {
+        "dataset": fingerprint_tree(source),
+        "dataset_kind": kind,
+        "method": method,
+        "seed": int(seed),
+        "plan": plan_digest.hexdigest(),
+        "format": out_format,
+        "trigger_options": {k: _describe(v) for k, v in (trigger_options or {}).items()},
+        **described,
+    }
 
 
 def _make_plan(
