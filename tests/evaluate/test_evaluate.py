@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -157,7 +158,21 @@ def test_images_do_not_depend_on_batching_or_the_other_concepts(tmp_path, tiny_s
 
     one = generate(["dog", "cat"], "a", 1)
     same_images(one, generate(["dog", "cat"], "b", 4))
-    assert one[4].seed == image_seed(4, "cat", 1) and one[0].prompt == "a photo of dog"
+    # the documented recipe, computed here: seed = SeedSequence([seed, crc32(name), image]),
+    # prompt "a photo of {concept}", the pipeline called directly with that generator
+    seed = int(np.random.SeedSequence([4, zlib.crc32(b"cat"), 1]).generate_state(1)[0])
+    assert one[4].seed == seed == image_seed(4, "cat", 1) and one[4].prompt == "a photo of cat"
+    direct = pipe(
+        ["a photo of cat"],
+        num_inference_steps=2,
+        guidance_scale=GenerationSettings().guidance,
+        height=16,
+        width=16,
+        generator=[torch.Generator("cpu").manual_seed(seed)],
+        output_type="np",
+    ).images[0]
+    expected = np.clip(np.rint(direct * 255.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(one[4].path)), expected)
     assert len({g.seed for g in one}) == 6
     # seeds follow the concept's name: adding a concept changes no other concept's images
     same_images(one[3:], generate(["bird", "cat"], "c", 4)[3:])
