@@ -284,9 +284,10 @@ def test_webdataset_members(tmp_path_factory, members):
     records = [record for record, _ in ds.images()]
     # members outside the archive are refused, each with a warning, never read
     unsafe = [name for name, _ in members if name.startswith(("/", ".."))]
-    assert len(ds.warnings) == len(unsafe)
-    for name, warning in zip(unsafe, ds.warnings, strict=True):
-        assert repr(name) in warning and "path outside the archive" in warning
+    refused = [w for w in ds.warnings if "path outside the archive" in w]
+    assert len(refused) == len(unsafe)
+    for name, warning in zip(unsafe, refused, strict=True):
+        assert repr(name) in warning
     # webdataset groups consecutive members by key; a group with an image is a sample
     groups: list[tuple[str, dict[str, bytes]]] = []
     for name, data in members:
@@ -297,12 +298,18 @@ def test_webdataset_members(tmp_path_factory, members):
             groups.append((key, {}))
         groups[-1][1][ext] = data
     samples = [(key, g) for key, g in groups if "jpg" in g or "png" in g]
-    loaded = {f"x/{key}" for key, _ in samples}
+    # a key that comes back after another one is a new sample with the same id: made unique
+    by_id: dict[str, dict[str, bytes]] = {}
+    seen: dict[str, int] = {}
+    for key, group in samples:
+        rid = f"x/{key}"
+        seen[rid] = seen.get(rid, 0) + 1
+        by_id[rid if seen[rid] == 1 else f"{rid}#{seen[rid]}"] = group
+    loaded = set(by_id)
     assert {r.id for r in records} <= loaded
     assert {r.id for r in records} | {rid for rid, _ in ds.skipped} == loaded
     for record in records:
-        group = dict(samples)[record.id[2:]]
-        assert record.caption == clean_caption(group.get("txt"))
+        assert record.caption == clean_caption(by_id[record.id].get("txt"))
 
 
 def _npy(dtype: type, shape: tuple[int, ...]) -> bytes:

@@ -228,3 +228,47 @@ def test_a_downloaded_store_cannot_point_reports_at_local_pictures(tmp_path, rng
     # the user names the dataset the store says it came from: thumbnails, as intended
     assert main([*argv, str(tmp_path / "c"), "--images", str(victim)]) == 0
     assert (tmp_path / "c" / "report.html").read_text().count("data:image/png") == 4
+
+
+def _tar_with(path, members):
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_ids_with_newlines_cannot_inject_rows_into_keep_txt(tmp_path, rng, tiny_open_clip):
+    """A tar member named "001\\nINJECTED-ID.png" used to become an id spanning two lines, so
+    keep.txt listed INJECTED-ID as a row to train on."""
+    from alignscope.io.datasets import safe_id
+
+    members = []
+    for key in ("000", "001\nINJECTED-ID", "002"):
+        members += [(f"{key}.png", _png(8 + len(key), 8)), (f"{key}.txt", b"a photo")]
+    _tar_with(tmp_path / "shard.tar", members)
+    ds = open_dataset(tmp_path / "shard.tar")
+    ids = [r.id for r in ds]
+    assert ids == ["shard/000", "shard/001\\nINJECTED-ID", "shard/002"]
+    assert all("\n" not in i for i in ids)
+    assert any("control characters" in w for w in ds.warnings)
+    assert safe_id("a\u2028b\x00c") == "a\\u2028b\\x00c" and safe_id("ok-é") == "ok-é"
+    argv = ["embed", str(tmp_path / "shard.tar"), "--out", str(tmp_path / "store"), "--quiet"]
+    assert main([*argv, "--clip", tiny_open_clip]) == 0
+    argv = ["screen", str(tmp_path / "store"), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*argv, "--scores", "k_distance", "--k", "1", "--remove-fraction", "0"]) == 0
+    keep = (tmp_path / "o" / "keep.txt").read_text().splitlines()
+    assert sorted(keep) == sorted(ids) and "INJECTED-ID" not in keep
+
+
+def test_repeated_ids_are_made_unique_and_reported(tmp_path):
+    members = []
+    for key in ("a", "b", "a"):  # the same key twice in one shard
+        members += [(f"{key}.png", _png(8, 8)), (f"{key}.txt", b"x")]
+    _tar_with(tmp_path / "shard.tar", members)
+    ds = open_dataset(tmp_path / "shard.tar")
+    assert [r.id for r in ds] == ["shard/a", "shard/b", "shard/a#2"]
+    assert [r.id for r in ds] == ["shard/a", "shard/b", "shard/a#2"]  # stable when read again
+    assert ds.warnings.count("id 'shard/a' repeats; this record is 'shard/a#2'") == 1

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import tarfile
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -89,6 +90,18 @@ def read_image_file(path: str | Path, mode: str = "RGB") -> Any:
         raise BadImage(f"{str(file)!r}: {exc}") from exc
 
 
+def safe_id(raw: str) -> str:
+    """``raw`` with control characters (and the Unicode line and paragraph separators) written
+    as escapes, so an id never spans lines in line-oriented outputs."""
+    out = []
+    for ch in raw:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def clean_caption(text: object) -> str:
     if text is None:
         return ""
@@ -122,6 +135,29 @@ class Dataset:
         self.warnings: list[str] = []
 
     def __iter__(self) -> Iterator[Record]:
+        """The reader's records with safe, unique ids: control characters are escaped (an id
+        is one line of keep.txt and similar outputs) and a repeated id gets ``#2``, ``#3``, …
+        (each change is listed once in ``warnings``)."""
+        seen: dict[str, int] = {}
+        for record in self._records():
+            rid = safe_id(record.id)
+            if rid != record.id:
+                self._warn(f"id {record.id!r} has control characters; used as {rid!r}")
+            if rid in seen:
+                seen[rid] += 1
+                unique = f"{rid}#{seen[rid]}"
+                self._warn(f"id {rid!r} repeats; this record is {unique!r}")
+                rid = unique
+            else:
+                seen[rid] = 1
+            record.id = rid
+            yield record
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def _records(self) -> Iterator[Record]:
         raise NotImplementedError
 
     def images(self) -> Iterator[tuple[Record, Any]]:
@@ -166,7 +202,7 @@ class ImageFolder(Dataset):
                 return {row["file"]: clean_caption(row.get("caption")) for row in reader}
         return None
 
-    def __iter__(self) -> Iterator[Record]:
+    def _records(self) -> Iterator[Record]:
         files = sorted(
             p
             for p in self.root.rglob("*")
@@ -207,7 +243,7 @@ class WebDataset(Dataset):
         super().__init__(source)
         self.shards = shards
 
-    def __iter__(self) -> Iterator[Record]:
+    def _records(self) -> Iterator[Record]:
         for shard in self.shards:
             yield from self._shard(shard)
 
@@ -276,7 +312,7 @@ class PickleDataset(Dataset):
         self.root = root
         self.trust = trust
 
-    def __iter__(self) -> Iterator[Record]:
+    def _records(self) -> Iterator[Record]:
         files = sorted(
             p for p in self.root.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file()
         )
@@ -332,7 +368,7 @@ class HFDiskDataset(Dataset):
             (c for c in ("caption", "text", "prompt") if c in names), None
         )
 
-    def __iter__(self) -> Iterator[Record]:
+    def _records(self) -> Iterator[Record]:
         for i in range(len(self.data)):
             row = self.data[i]
             image = row[self.image_column]
