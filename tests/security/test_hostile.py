@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import struct
 import zlib
@@ -272,3 +273,56 @@ def test_repeated_ids_are_made_unique_and_reported(tmp_path):
     assert [r.id for r in ds] == ["shard/a", "shard/b", "shard/a#2"]
     assert [r.id for r in ds] == ["shard/a", "shard/b", "shard/a#2"]  # stable when read again
     assert ds.warnings.count("id 'shard/a' repeats; this record is 'shard/a#2'") == 1
+
+
+def test_an_83_byte_png_of_1_by_1000_pixels_is_skipped_before_resizing():
+    # the sscd preset scales the short side to 288: 288 x 288,000 float32 pixels (6.5 GB)
+    data = _png(1, 1000)
+    assert len(data) < 200
+    with pytest.raises(BadImage, match=r"1x1000 pixels is more than 32 times longer"):
+        decode_image(data)
+    with pytest.raises(BadImage, match=r"400000x1 pixels is more than 32 times"):
+        decode_image(np.zeros((1, 400_000, 3), np.uint8))
+    assert decode_image(_png(32, 1000)).size == (32, 1000)  # 31.25:1 still passes
+
+
+def test_local_files_never_become_captions(tmp_path):
+    """A sidecar that links to a secret, a pipe (hangs a run) or /dev/zero (fills memory) is
+    ignored with a warning; the images are still embedded."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("hunter2")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        (data / f"{i}.png").write_bytes(_png(8, 8))
+    (data / "0.txt").write_text("a photo of a cat")
+    (data / "1.txt").symlink_to(secret)
+    os.mkfifo(data / "2.txt")
+    (data / "3.txt").symlink_to("/dev/zero")
+    ds = open_dataset(data)
+    assert [(r.id, r.caption) for r in ds] == [("0.png", "a photo of a cat"), ("1.png", ""),
+                                              ("2.png", ""), ("3.png", "")]  # fmt: skip
+    assert sorted(w.split(":")[0] for w in ds.warnings) == [
+        "caption '1.txt' ignored",
+        "caption '2.txt' ignored",
+        "caption '3.txt' ignored",
+    ]
+    assert not any("hunter2" in w for w in ds.warnings)
+    (data / "captions.jsonl").symlink_to(secret)
+    with pytest.raises(ValueError, match=r"captions.jsonl: a symbolic link"):
+        open_dataset(data)
+
+
+def test_pipes_and_oversized_members_in_tars(tmp_path, monkeypatch):
+    from alignscope.io import datasets
+
+    os.mkfifo(tmp_path / "a.tar")  # a FIFO named like a shard used to hang embed
+    good = tmp_path / "b.tar"
+    _tar_with(good, [("k.png", _png(8, 8)), ("k.txt", b"x"), ("big.png", bytes(4096))])
+    monkeypatch.setattr(datasets, "MAX_MEMBER_BYTES", 1024)
+    ds = open_dataset(tmp_path)
+    assert [r.id for r in ds] == ["b/k"]
+    assert "a.tar: skipped shard (not a regular file)" in ds.warnings
+    assert any("'big.png'" in w and "over the 1,024-byte limit" in w for w in ds.warnings)
+    with pytest.raises(ValueError, match=r"a.tar' is not a regular file"):
+        open_dataset(tmp_path / "a.tar")

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import stat
 import tarfile
 import unicodedata
 import warnings
@@ -32,6 +33,15 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".p")
 MAX_CAPTION_CHARS = 10_000
 MAX_IMAGE_PIXELS = 64_000_000  # 8000 x 8000: a larger image is skipped, never decoded
+# Preprocessing scales the short side up (288 for SSCD): a 1 x 1000 image would become
+# 288 x 288,000 float32 pixels (6.5 GB). Images longer than this many times their width (or
+# wider than tall) are skipped before decoding.
+MAX_ASPECT_RATIO = 32
+# Sizes checked before anything is read: a tar member (a compressed shard can expand a few KB
+# into GB), a caption sidecar, a caption table.
+MAX_MEMBER_BYTES = 64 * 2**20
+MAX_SIDECAR_BYTES = 2**20
+MAX_TABLE_BYTES = 256 * 2**20
 # The only decoders Pillow may use. Formats are sniffed from content, not names, so without this
 # a PostScript file named photo.jpg reaches the EPS plugin, which runs Ghostscript on it; the
 # other plugins (ICO, DDS, SPIDER, ...) are rarely used and raise exceptions of their own.
@@ -58,6 +68,7 @@ def decode_image(data: bytes | np.ndarray, mode: str = "RGB") -> Any:
             raise BadImage(f"expected an HWC uint8 array, got {data.dtype} {data.shape}")
         if data.shape[0] * data.shape[1] > MAX_IMAGE_PIXELS:
             raise BadImage(f"image of {data.shape[0]}x{data.shape[1]} pixels exceeds the limit")
+        _check_aspect(data.shape[1], data.shape[0])
         arr = data[:, :, 0] if data.ndim == 3 and data.shape[2] == 1 else data
         return Image.fromarray(arr).convert(mode)
     try:
@@ -66,6 +77,7 @@ def decode_image(data: bytes | np.ndarray, mode: str = "RGB") -> Any:
             image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise BadImage(f"image of {image.width}x{image.height} pixels exceeds the limit")
+            _check_aspect(image.width, image.height)
             image.load()
             return image.convert(mode)
     except BadImage:
@@ -76,6 +88,32 @@ def decode_image(data: bytes | np.ndarray, mode: str = "RGB") -> Any:
         ) from exc
     except Exception as exc:  # a decoder may raise any type on hostile bytes
         raise BadImage(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_aspect(width: int, height: int) -> None:
+    if min(width, height) < 1:
+        raise BadImage(f"image of {width}x{height} pixels has no pixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise BadImage(
+            f"image of {width}x{height} pixels is more than {MAX_ASPECT_RATIO} times longer "
+            "than wide (resizing it would take gigabytes)"
+        )
+
+
+def regular_file(path: Path, limit: int) -> str | None:
+    """Why ``path`` must not be read as data (a link, a pipe or device, over ``limit`` bytes),
+    or None when it is a regular file within the limit."""
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(info.st_mode):
+        return "a symbolic link (not followed)"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size > limit:
+        return f"{info.st_size:,} bytes, over the {limit:,}-byte limit"
+    return None
 
 
 def read_image_file(path: str | Path, mode: str = "RGB") -> Any:
@@ -177,8 +215,24 @@ class ImageFolder(Dataset):
         self.root = root
         self.captions = self._caption_table()
 
+    def _sidecar(self, side: Path) -> str:
+        """The caption in a sidecar, read only when it is a small regular file (a link could
+        put any local file into the outputs, a pipe hangs the run, /dev/zero fills memory)."""
+        if not side.exists() and not side.is_symlink():
+            return ""
+        problem = regular_file(side, MAX_SIDECAR_BYTES)
+        if problem is not None:
+            self._warn(f"caption {side.relative_to(self.root).as_posix()!r} ignored: {problem}")
+            return ""
+        return clean_caption(side.read_text(encoding="utf-8", errors="replace"))
+
     def _caption_table(self) -> dict[str, str] | None:
         jsonl, table = self.root / "captions.jsonl", self.root / "captions.csv"
+        for candidate in (jsonl, table):
+            if candidate.exists() or candidate.is_symlink():
+                problem = regular_file(candidate, MAX_TABLE_BYTES)
+                if problem is not None:
+                    raise ValueError(f"{candidate}: {problem}; give a regular caption file")
         if jsonl.exists():
             out = {}
             for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
@@ -213,12 +267,7 @@ class ImageFolder(Dataset):
             if self.captions is not None:
                 caption = self.captions.get(rel, self.captions.get(path.name, ""))
             else:
-                side = path.with_suffix(".txt")
-                caption = (
-                    clean_caption(side.read_text(encoding="utf-8", errors="replace"))
-                    if side.exists()
-                    else ""
-                )
+                caption = self._sidecar(path.with_suffix(".txt"))
             yield Record(rel, caption, lambda p=path: decode_image(p.read_bytes()), {"path": rel})
 
 
@@ -231,6 +280,8 @@ def _safe_member(member: tarfile.TarInfo) -> str | None:
         return "not a regular file"
     if name.startswith("/") or ".." in Path(name).parts:
         return "path outside the archive"
+    if member.size > MAX_MEMBER_BYTES:
+        return f"{member.size:,} bytes, over the {MAX_MEMBER_BYTES:,}-byte limit"
     return None
 
 
@@ -404,13 +455,27 @@ def open_dataset(
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"dataset {str(root)!r} does not exist")
-    if root.is_file():
-        if root.suffix == ".tar":
+    if not root.is_dir():
+        if root.suffix == ".tar" and root.is_file():
             return WebDataset([root], str(root))
+        if root.suffix == ".tar":
+            raise ValueError(f"{str(root)!r} is not a regular file (a pipe or device hangs a run)")
         raise ValueError(f"{str(root)!r}: a dataset is a directory or a .tar shard")
-    tars = sorted(root.glob("*.tar"))
-    if tars:
-        return WebDataset(tars, str(root))
+    candidates = sorted(root.glob("*.tar"))
+    if candidates:
+        # shards are regular files of this folder: no links out of it, no pipes or devices
+        unsafe = {t: regular_file(t, 2**62) for t in candidates}
+        shards = [t for t in candidates if unsafe[t] is None]
+        if not shards:
+            raise ValueError(
+                f"{str(root)!r}: no usable .tar shard ({candidates[0].name} is "
+                f"{unsafe[candidates[0]]})"
+            )
+        dataset = WebDataset(shards, str(root))
+        for t, problem in unsafe.items():
+            if problem is not None:
+                dataset._warn(f"{t.name}: skipped shard ({problem})")
+        return dataset
     if (root / "dataset_info.json").exists() or (root / "state.json").exists():
         return HFDiskDataset(root, image_column, caption_column)
     if any(p.suffix.lower() in PICKLE_SUFFIXES for p in root.iterdir()):
