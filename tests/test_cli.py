@@ -345,3 +345,25 @@ def test_replicate_escapes_paths_in_the_report(tmp_path, rng, capsys):
     )
     page = (tmp_path / "o" / "report.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+@pytest.mark.parametrize(("code", "text"), [(28, "No space left"), (30, "Read-only")])
+def test_full_or_read_only_disk_is_one_line_naming_the_path(tmp_path, rng, monkeypatch, capsys,
+                                                            code, text):  # fmt: skip
+    import errno
+
+    a = rng.normal(size=(50, 4)).astype(np.float32)
+    np.save(tmp_path / "img.npy", a)
+    np.save(tmp_path / "txt.npy", a[::-1].copy())
+    out = tmp_path / "terms.npy"
+
+    def failing_replace(src, dst):
+        raise OSError(code, os.strerror(code), str(dst))
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    argv = ["ad", "--images", str(tmp_path / "img.npy"), "--texts", str(tmp_path / "txt.npy")]
+    assert main([*argv, "--per-sample", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and text in err and str(out) in err
+    assert code in (errno.ENOSPC, errno.EROFS) and not out.exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"img.npy", "txt.npy"}  # no temp file left

@@ -4,6 +4,7 @@ errors on stderr. Exit codes: 0 success, 2 bad input or usage, 130 interrupted."
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -78,6 +79,10 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+# A full or read-only disk is the user's to fix: one line naming the path, not a traceback.
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
@@ -103,6 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         PermissionError,
     ) as exc:
         print(f"alignscope: error: {_to_flags(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        where = exc.filename or "the output"
+        print(
+            f"alignscope: error: cannot write {str(where)!r}: {exc.strerror}; free space or "
+            "choose a writable --out",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("alignscope: interrupted", file=sys.stderr)
