@@ -165,3 +165,41 @@ def test_labels_of_wrong_length(tmp_path, arrays):
 def test_missing_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_store(tmp_path / "nope")
+
+
+def _shards(root, views=("img_emb", "text_emb"), indices=("0", "1"), rows=5, d=4):
+    rng = np.random.default_rng(0)
+    for view in views:
+        (root / view).mkdir(parents=True, exist_ok=True)
+        for i in indices:
+            np.save(root / view / f"{view}_{i}.npy", rng.normal(size=(rows, d)).astype(np.float32))
+
+
+def test_one_spelling_per_shard_index(tmp_path):
+    """img_emb_1.npy beside img_emb_01.npy made each view pick one by directory order (AD 0.379
+    instead of 0.040, exit 0): now an error naming both files."""
+    _shards(tmp_path)
+    np.save(tmp_path / "img_emb" / "img_emb_01.npy", np.ones((5, 4), np.float32))
+    with pytest.raises(ValueError, match=r"img_emb_01.npy' and .*img_emb_1.npy' are both shard 1"):
+        open_store(tmp_path)
+
+
+def test_shard_indices_without_gaps(tmp_path):
+    _shards(tmp_path, indices=("0", "2"))
+    with pytest.raises(ValueError, match=r"numbered 0..1 without gaps; img_emb_1.npy is missing"):
+        open_store(tmp_path)
+
+
+@pytest.mark.parametrize("metadata", [("0",), ("0", "1", "2")])
+def test_metadata_shards_match_the_embedding_shards(tmp_path, metadata):
+    """An extra metadata_2 shifted ids (keep.txt named the wrong rows); a missing metadata_1
+    failed with 'list index out of range'."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    _shards(tmp_path)
+    (tmp_path / "metadata").mkdir()
+    for i in metadata:
+        pq.write_table(pa.table({"id": [f"{i}-{r}" for r in range(5)]}),
+                       tmp_path / "metadata" / f"metadata_{i}.parquet")  # fmt: skip
+    with pytest.raises(ValueError, match=r"must match the embedding shards one to one"):
+        open_store(tmp_path)

@@ -219,18 +219,37 @@ class EmbeddingStore:
         )
 
 
-def _shard_paths(root: Path, view: str) -> dict[int, Path]:
-    folder, prefix = _SHARD[view]
-    directory = root / folder
+def _indexed_files(directory: Path, prefix: str, suffix: str) -> dict[int, Path]:
+    """{i: path} of ``<prefix><i><suffix>`` files in ``directory``, checked to be the series
+    0..K-1 with one file per index: ``img_emb_1.npy`` beside ``img_emb_01.npy`` (each view
+    would pick one by directory order) or a gap is an error naming the files."""
     if not directory.is_dir():
         return {}
-    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.npy$")
-    found = {}
-    for entry in directory.iterdir():
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+){re.escape(suffix)}$")
+    found: dict[int, Path] = {}
+    for entry in sorted(directory.iterdir()):
         m = pattern.match(entry.name)
-        if m:
-            found[int(m.group(1))] = entry
+        if not m:
+            continue
+        i = int(m.group(1))
+        if i in found:
+            raise ValueError(
+                f"{str(found[i])!r} and {str(entry)!r} are both shard {i}; keep one spelling "
+                "of each shard index"
+            )
+        found[i] = entry
+    missing = sorted(set(range(len(found))) - set(found))
+    if missing:
+        raise ValueError(
+            f"{str(directory)!r}: shards must be numbered 0..{len(found) - 1} without gaps; "
+            f"{prefix}{missing[0]}{suffix} is missing"
+        )
     return found
+
+
+def _shard_paths(root: Path, view: str) -> dict[int, Path]:
+    folder, prefix = _SHARD[view]
+    return _indexed_files(root / folder, prefix, ".npy")
 
 
 def _open_clip_retrieval(root: Path) -> EmbeddingStore:
@@ -271,13 +290,20 @@ def _check_metadata(root: Path, order: list[int], shards: list[np.ndarray], path
     meta_dir = root / "metadata"
     if not meta_dir.is_dir():
         return
+    metas = _indexed_files(meta_dir, "metadata_", ".parquet")
+    if metas and set(metas) != set(order):
+        odd = sorted(set(metas) ^ set(order))[0]
+        raise ValueError(
+            f"{str(meta_dir)!r}: metadata shards must match the embedding shards one to one; "
+            f"shard index {odd} is in one of them only (ids and captions would shift rows)"
+        )
     try:
         import pyarrow.parquet as pq
     except ImportError:  # metadata is optional to AD; its row counts are checked when we can
         return
     for i, shard in zip(order, shards, strict=True):
-        meta = meta_dir / f"metadata_{i}.parquet"
-        if not meta.exists():
+        meta = metas.get(i)
+        if meta is None:
             continue
         try:
             rows = pq.read_metadata(meta).num_rows
@@ -444,10 +470,8 @@ def read_metadata_column(root: str | os.PathLike[str], name: str) -> list[str] |
     meta = Path(root) / "metadata"
     if not meta.is_dir():
         return None
-    pattern = re.compile(r"^metadata_(\d+)\.parquet$")
-    shards = sorted((int(m.group(1)), e) for e in meta.iterdir() if (m := pattern.match(e.name)))
     values: list[str] = []
-    for _, path in shards:
+    for _, path in sorted(_indexed_files(meta, "metadata_", ".parquet").items()):
         if name not in pq.read_schema(path).names:
             return None
         values.extend(str(v) for v in pq.read_table(path, columns=[name]).column(name).to_pylist())
