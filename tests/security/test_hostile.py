@@ -326,3 +326,22 @@ def test_pipes_and_oversized_members_in_tars(tmp_path, monkeypatch):
     assert any("'big.png'" in w and "over the 1,024-byte limit" in w for w in ds.warnings)
     with pytest.raises(ValueError, match=r"a.tar' is not a regular file"):
         open_dataset(tmp_path / "a.tar")
+
+
+def test_long_and_unencodable_captions_do_not_stop_a_run(tmp_path, tiny_sscd):
+    """A 200 KB caption in captions.csv (csv's field limit), a lone surrogate in a caption
+    (metadata that cannot be written) used to stop embed."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"{i}.png").write_bytes(_png(8, 8))
+    rows = ["file,caption", f"0.png,{'x' * 200_000}", '1.png,"a \ud800 b"', "2.png,plain"]
+    (data / "captions.csv").write_text("\n".join(rows) + "\n", errors="surrogatepass")
+    captions = {r.id: r.caption for r in open_dataset(data)}
+    assert captions["0.png"] == "x" * 10_000 and captions["2.png"] == "plain"
+    assert "\ud800" not in captions["1.png"] and captions["1.png"].startswith("a ")
+    out = tmp_path / "store"
+    argv = ["embed", str(data), "--out", str(out), "--sscd", str(tiny_sscd["torchscript"])]
+    assert main([*argv, "--sscd-preset", "sscd-square", "--quiet"]) == 0
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert pq.read_table(out / "metadata" / "metadata_0.parquet").num_rows == 3

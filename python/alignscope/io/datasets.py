@@ -129,11 +129,12 @@ def read_image_file(path: str | Path, mode: str = "RGB") -> Any:
 
 
 def safe_id(raw: str) -> str:
-    """``raw`` with control characters (and the Unicode line and paragraph separators) written
-    as escapes, so an id never spans lines in line-oriented outputs."""
+    """``raw`` with control characters, the Unicode line and paragraph separators and lone
+    surrogates (undecodable file-name bytes) written as escapes, so an id never spans lines in
+    line-oriented outputs and always encodes as UTF-8."""
     out = []
     for ch in raw:
-        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs"):  # Cs: a lone surrogate
             out.append(ch.encode("unicode_escape").decode("ascii"))
         else:
             out.append(ch)
@@ -144,6 +145,8 @@ def clean_caption(text: object) -> str:
     if text is None:
         return ""
     caption = text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+    # a lone surrogate (from JSON "\ud800") cannot be written to the metadata: replace it
+    caption = caption.encode("utf-8", errors="replace").decode("utf-8")
     return caption.strip()[:MAX_CAPTION_CHARS]
 
 
@@ -249,11 +252,19 @@ class ImageFolder(Dataset):
                     ) from exc
             return out
         if table.exists():
-            with open(table, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                if reader.fieldnames is None or "file" not in reader.fieldnames:
-                    raise ValueError(f"{table}: needs a header with columns file,caption")
-                return {row["file"]: clean_caption(row.get("caption")) for row in reader}
+            # csv's default field limit (128 KiB) made a long caption a crash; a sidecar's
+            # limit applies instead (captions are cut to MAX_CAPTION_CHARS afterwards)
+            previous = csv.field_size_limit(MAX_SIDECAR_BYTES)
+            try:
+                with open(table, newline="", encoding="utf-8", errors="replace") as fh:
+                    reader = csv.DictReader(fh)
+                    if reader.fieldnames is None or "file" not in reader.fieldnames:
+                        raise ValueError(f"{table}: needs a header with columns file,caption")
+                    return {row["file"]: clean_caption(row.get("caption")) for row in reader}
+            except csv.Error as exc:
+                raise ValueError(f"{table} line {reader.line_num}: {exc}") from exc
+            finally:
+                csv.field_size_limit(previous)
         return None
 
     def _records(self) -> Iterator[Record]:
