@@ -367,3 +367,13 @@ def test_full_or_read_only_disk_is_one_line_naming_the_path(tmp_path, rng, monke
     assert len(err.splitlines()) == 1 and text in err and str(out) in err
     assert code in (errno.ENOSPC, errno.EROFS) and not out.exists()
     assert {p.name for p in tmp_path.iterdir()} == {"img.npy", "txt.npy"}  # no temp file left
+
+
+def test_flags_are_never_abbreviated(tmp_path, capsys):
+    # `--image` used to be taken as `--images`: a typo that silently meant something else
+    a = np.ones((4, 3), np.float32)
+    np.save(tmp_path / "a.npy", a)
+    with pytest.raises(SystemExit) as exited:
+        main(["ad", "--image", str(tmp_path / "a.npy"), "--texts", str(tmp_path / "a.npy")])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --image" in capsys.readouterr().err

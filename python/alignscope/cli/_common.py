@@ -66,7 +66,12 @@ def _positive_int(text: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with usage errors as one line and exit code 2."""
+    """argparse, with usage errors as one line and exit code 2, and no abbreviated flags
+    (``--image`` silently meaning ``--images`` hides typos and breaks when a flag is added)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_BAD_INPUT, f"alignscope: error: {message} (see `{self.prog} --help`)\n")

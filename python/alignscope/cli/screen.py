@@ -129,7 +129,9 @@ def register(sub: Any) -> None:
     """Add the ``screen`` sub-command to ``sub`` (an argparse sub-parsers action)."""
     scr = sub.add_parser("screen", help="score pairs for poisoning; evaluate; write a keep list")
     scr.add_argument(
-        "store", help="a store (dir, .npy with --texts, .parquet) or an image dataset (with --clip)"
+        "store",
+        help="a store (clip-retrieval dir, .npy of image embeddings, .parquet) or an image dataset "
+        "(with --clip)",
     )
     scr.add_argument("--out", required=True, help="output directory")
     _add_overwrite(scr)
