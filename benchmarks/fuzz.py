@@ -132,6 +132,76 @@ def _hf_dataset(rng: np.random.Generator, root: Path) -> None:
         pass
 
 
+# Formats Pillow writes: the allowed ones and others that must be refused (ICO, TGA, ...).
+FORMATS = ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "ICO", "TGA", "PPM", "PCX", "SGI"]
+
+
+def _any_format_mutated(rng: np.random.Generator, root: Path) -> None:
+    """A small image saved in one of many formats, a few bytes mutated: decode_image returns
+    an RGB image of the allowed formats within the limits, or BadImage, never another error."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    size = (int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, format=str(rng.choice(FORMATS)))
+    data = bytearray(buf.getvalue())
+    for _ in range(int(rng.integers(0, 6))):
+        data[int(rng.integers(len(data)))] = int(rng.integers(256))
+    try:
+        image = decode_image(bytes(data))
+        assert image.mode == "RGB"
+    except BadImage:
+        pass
+
+
+_MODEL: list[bytes] = []
+
+
+def _torchscript_mutated(rng: np.random.Generator, root: Path) -> None:
+    """A tiny TorchScript model file with mutated bytes: load_torchscript returns a module
+    made of allowed operators or raises ValueError (one line naming the file)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    from alignscope._torchscript import ALLOWED_OPS, load_torchscript, operators
+
+    if not _MODEL:
+        path = root / "model.pt"
+        torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())).save(
+            str(path)
+        )
+        _MODEL.append(path.read_bytes())
+    data = bytearray(_MODEL[0])
+    for _ in range(int(rng.integers(1, 8))):
+        data[int(rng.integers(len(data)))] = int(rng.integers(256))
+    path = root / f"m{rng.integers(1 << 30)}.pt"
+    path.write_bytes(bytes(data))
+    try:
+        module = load_torchscript(path)
+        assert set(operators(module)) <= ALLOWED_OPS
+    except ValueError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc), str(exc)[:300]
+    finally:
+        path.unlink()
+
+
+def _store_names(rng: np.random.Generator, root: Path) -> None:
+    """Shard file names drawn from a few spellings: a store opens only as a series 0..K-1
+    with one file per index, else a ValueError naming the files."""
+    store = Path(tempfile.mkdtemp(prefix="n", dir=root))
+    for view in ("img_emb", "text_emb"):
+        (store / view).mkdir()
+        for name in rng.choice(["0", "1", "01", "2", "00"], size=int(rng.integers(1, 4))):
+            np.save(store / view / f"{view}_{name}.npy", np.ones((3, 4), np.float32))
+    try:
+        s = open_store(store)
+        assert s.n == 3 * len(s.files()) // 2
+    except ValueError:
+        pass
+
+
 WORDS = [
     "ad",
     "replicate",
@@ -169,6 +239,9 @@ def _cli(rng: np.random.Generator, root: Path) -> None:
 TARGETS = {
     "image bytes": _image,
     "mutated PNG": _valid_png_mutated,
+    "any format": _any_format_mutated,
+    "TorchScript": _torchscript_mutated,
+    "store names": _store_names,
     "pair pickle": _pickle,
     "webdataset tar": _tar,
     "store shard": _store,
@@ -185,10 +258,12 @@ def main_fuzz() -> int:
     )
     parser.add_argument("--seconds", type=float, default=120.0, help="per target")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", help="comma-separated target names")
     args = parser.parse_args()
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name, target in TARGETS.items():
+        chosen = args.only.split(",") if args.only else list(TARGETS)
+        for name, target in ((n, TARGETS[n]) for n in chosen):
             rng = np.random.default_rng(args.seed)
             tried, start = 0, time.perf_counter()
             while time.perf_counter() - start < args.seconds:

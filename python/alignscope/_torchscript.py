@@ -141,9 +141,13 @@ def check_archive(path: str | Path) -> None:
                     raise _refuse(
                         file, f"{info.filename} defines __setstate__, which would run on load"
                     )
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+    except UntrustedModel:
+        raise
+    except Exception as exc:  # zipfile raises many kinds on damaged archives (found by fuzzing)
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise UntrustedModel(
-            f"model file {str(file)!r} is not a readable TorchScript archive ({exc})"
+            f"model file {str(file)!r} is not a readable TorchScript archive "
+            f"({type(exc).__name__}: {first})"
         ) from exc
 
 

@@ -73,6 +73,7 @@ def decode_image(data: bytes | np.ndarray, mode: str = "RGB") -> Any:
         return Image.fromarray(arr).convert(mode)
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged-file chatter from the plugins (TIFF tags)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             if image.width * image.height > MAX_IMAGE_PIXELS:
