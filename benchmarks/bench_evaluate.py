@@ -34,35 +34,14 @@ TINY_CLIP = {
 
 def _models(root: Path) -> tuple[Path, str, Path]:
     """(tiny SD folder, tiny CLIP spec, aesthetics head file), built from configs."""
-    import torch
 
     sys.path.insert(0, str(TESTS))
-    from conftest import _byte_chars, build_tiny_sd
+    from conftest import build_tiny_sd, write_aesthetics_head, write_byte_vocab
 
-    vocab_dir = root / "byte_vocab"  # tests/conftest.py::byte_vocab
-    vocab_dir.mkdir(parents=True)
-    chars = _byte_chars()
-    vocab = {c: i for i, c in enumerate(chars)}
-    for c in chars:
-        vocab[c + "</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (vocab_dir / "vocab.json").write_text(json.dumps(vocab))
-    (vocab_dir / "merges.txt").write_text("#version: 0.2\n")
-    build_tiny_sd(vocab_dir).save_pretrained(root / "sd")
-
+    build_tiny_sd(write_byte_vocab(root / "byte_vocab")).save_pretrained(root / "sd")
     (root / "alignscope-tiny.json").write_text(json.dumps(TINY_CLIP))
     clip = f"open_clip:{root / 'alignscope-tiny.json'}"
-
-    # tests/evaluate/test_evaluate.py::aesthetics_head
-    torch.manual_seed(3)
-    sizes = [(16, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)]
-    state = {}
-    for index, (n_in, n_out) in zip((0, 2, 4, 6, 7), sizes, strict=True):
-        layer = torch.nn.Linear(n_in, n_out)
-        state[f"layers.{index}.weight"] = layer.weight.detach()
-        state[f"layers.{index}.bias"] = layer.bias.detach() + (6.5 if index == 7 else 0.0)
-    torch.save(state, root / "aesthetics.pth")
+    write_aesthetics_head(root / "aesthetics.pth")
     return root / "sd", clip, root / "aesthetics.pth"
 
 

@@ -24,7 +24,36 @@ def _byte_chars() -> list[str]:
 def byte_vocab(tmp_path_factory) -> Path:
     """A directory with vocab.json and merges.txt of a tiny byte-level CLIP tokenizer (no merges):
     enough for transformers' CLIPTokenizer offline."""
-    root = tmp_path_factory.mktemp("byte_vocab")
+    return write_byte_vocab(tmp_path_factory.mktemp("byte_vocab"))
+
+
+@pytest.fixture
+def aesthetics_head(tmp_path) -> Path:
+    """A LAION aesthetics head file with random weights for the tiny CLIP (16 dims)."""
+    pytest.importorskip("torch")
+    return write_aesthetics_head(tmp_path / "aesthetics.pth")
+
+
+def write_aesthetics_head(path: Path) -> Path:
+    """Random weights (seeded) in the LAION improved predictor's key layout, on the tiny CLIP's
+    16 dims; the last bias shifted so scores sit near the 6.5 threshold."""
+    import torch
+
+    torch.manual_seed(3)
+    sizes = [(16, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)]
+    state = {}
+    for index, (n_in, n_out) in zip((0, 2, 4, 6, 7), sizes, strict=True):
+        layer = torch.nn.Linear(n_in, n_out)
+        state[f"layers.{index}.weight"] = layer.weight.detach()
+        state[f"layers.{index}.bias"] = layer.bias.detach() + (6.5 if index == 7 else 0.0)
+    torch.save(state, path)
+    return path
+
+
+def write_byte_vocab(root: Path) -> Path:
+    """vocab.json and merges.txt of the byte-level tokenizer into ``root`` (the fixture above,
+    also used by benchmarks/bench_evaluate.py)."""
+    root.mkdir(parents=True, exist_ok=True)
     chars = _byte_chars()
     vocab = {c: i for i, c in enumerate(chars)}
     for c in chars:

@@ -24,20 +24,6 @@ pytest.importorskip("open_clip")
 NOUNS = ["dog", "cat", "car", "tree", "boat"]
 
 
-@pytest.fixture
-def aesthetics_head(tmp_path):
-    """Random weights in the improved predictor's key layout, on the tiny CLIP's 16 dims."""
-    torch.manual_seed(3)
-    sizes = [(16, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)]
-    state = {}
-    for index, (n_in, n_out) in zip((0, 2, 4, 6, 7), sizes, strict=True):
-        layer = torch.nn.Linear(n_in, n_out)
-        state[f"layers.{index}.weight"] = layer.weight.detach()
-        state[f"layers.{index}.bias"] = layer.bias.detach() + (6.5 if index == 7 else 0.0)
-    torch.save(state, tmp_path / "aesthetics.pth")
-    return tmp_path / "aesthetics.pth"
-
-
 def _poison_and_train(tmp_path, rng, tiny_sd_dir, size, steps, **attack):
     """A generated 20-pair dataset of ``size`` px, poisoned by ``attack``, then fine-tuned on."""
     data = tmp_path / "data"
