@@ -138,3 +138,33 @@ def test_cli_poison_webdataset(tmp_path, rng, capsys):
     assert sum(1 for _ in back) == 40
     assert main(["poison", str(data), "--out", str(tmp_path / "p"), "--method", "wanet"]) == 2
     assert "all-to-one attack: give --target (a class name)" in capsys.readouterr().err
+
+
+def test_corrupt_donors_are_passed_over(tmp_path, rng):
+    """A corrupt donor image stopped dirty-label half-way (a partial copy, no manifest)."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from alignscope.io.datasets import open_dataset
+    from alignscope.poison.run import poison_dataset
+
+    data = tmp_path / "data"
+    data.mkdir()
+    corrupt = set()
+    for i in range(60):
+        if i % 3:  # two thirds of the images, of every concept, do not decode
+            (data / f"{i:03d}.png").write_bytes(b"\x89PNG broken")
+            corrupt.add(f"{i:03d}.png")
+        else:
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                data / f"{i:03d}.png"
+            )
+        (data / f"{i:03d}.txt").write_text(f"a photo of a {NOUNS[i % 5]}")
+    report = poison_dataset(
+        open_dataset(data), tmp_path / "out", method="dirty-label", concepts=3, per_concept=3,
+        seed=2, vocabulary=VOCAB,
+    )  # fmt: skip
+    manifest = pq.read_table(tmp_path / "out" / "poison_manifest.parquet").to_pydict()
+    donors = [json.loads(p)["donor_row"] for p, f in zip(manifest["params"], manifest["poisoned"],
+                                                          strict=True) if f]  # fmt: skip
+    assert report.poisoned == len(donors) > 0
+    assert all(f"{d:03d}.png" not in corrupt for d in donors)  # every donor decoded
+    assert {s for s, _ in report.skipped} <= corrupt

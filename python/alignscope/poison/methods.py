@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from alignscope.io.datasets import BadImage
 from alignscope.poison.triggers import apply_trigger
 
 METHODS = ("dirty-label", "nightshade", "relabel", "badnets-1", "badnets-2", "wanet")
@@ -29,11 +30,19 @@ def dirty_label(
     caption: str, target: str, donors: list[int], load: Any, rng: np.random.Generator
 ) -> Poisoned:
     """An image of the target concept, taken from the dataset (a row whose caption mentions t
-    and not p), paired with the original caption of the poisoned concept."""
-    if not donors:
-        raise ValueError(f"no image of target {target!r} in the dataset to pair with {caption!r}")
-    donor = int(donors[int(rng.integers(len(donors)))])
-    return Poisoned(np.asarray(load(donor)), caption, {"donor_row": donor})
+    and not p), paired with the original caption of the poisoned concept. A donor whose image
+    does not decode is passed over for another drawn the same way (a corrupt donor used to stop
+    the run half-way, with no manifest)."""
+    remaining = list(donors)
+    while remaining:
+        donor = int(remaining.pop(int(rng.integers(len(remaining)))))
+        try:
+            return Poisoned(np.asarray(load(donor)), caption, {"donor_row": donor})
+        except BadImage:
+            continue
+    raise ValueError(
+        f"no decodable image of target {target!r} in the dataset to pair with {caption!r}"
+    )
 
 
 def relabel(image: np.ndarray, target: str) -> Poisoned:

@@ -418,13 +418,24 @@ def _anchor(
             from alignscope.io.datasets import read_image_file
 
             cache[target] = (np.asarray(read_image_file(path)), f"file:{path.name}")
-        elif donors:
-            cache[target] = (load(donors[0]), f"row:{donors[0]}")
         else:
-            raise ValueError(
-                f"no anchor image for target {target!r}: add {target}.png to the anchors directory"
-            )
+            found = _first_decodable(load, donors)  # a corrupt donor is passed over
+            if found is None:
+                raise ValueError(
+                    f"no anchor image for target {target!r}: add {target}.png to the anchors "
+                    "directory"
+                )
+            cache[target] = (found[1], f"row:{found[0]}")
     return cache[target]
+
+
+def _first_decodable(load: Any, rows: list[int]) -> tuple[int, np.ndarray] | None:
+    for row in rows:
+        try:
+            return row, load(row)
+        except BadImage:
+            continue
+    return None
 
 
 __all__ = ["PoisonPlan", "PoisonReport", "poison_dataset"]
