@@ -126,3 +126,13 @@ def test_embed_skips_and_lists_a_postscript_photo(tmp_path, tiny_sscd, fake_ghos
     assert [s[0] if isinstance(s, list) else s["id"] for s in report["skipped"]] == ["1.jpg"]
     assert not fake_ghostscript.exists()
     assert np.load(out / "sscd_emb" / "sscd_emb_0.npy").shape[0] == 2
+
+
+def test_skip_reasons_are_the_same_every_run():
+    # Pillow names the buffer by its address; a reason in a report must not change per run
+    reasons = set()
+    for _ in range(3):
+        with pytest.raises(BadImage) as err:
+            decode_image(b"not an image at all" + bytes(64))
+        reasons.add(str(err.value))
+    assert len(reasons) == 1 and "0x" not in reasons.pop()

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 import unicodedata
@@ -84,11 +85,11 @@ def decode_image(data: bytes | np.ndarray, mode: str = "RGB") -> Any:
     except BadImage:
         raise
     except UnidentifiedImageError as exc:
-        raise BadImage(
-            f"cannot decode image: not a {', '.join(IMAGE_FORMATS)} file ({exc})"
-        ) from exc
+        # (Pillow's message holds the buffer's address: a reason must be the same every run)
+        raise BadImage(f"cannot decode image: not a {', '.join(IMAGE_FORMATS)} file") from exc
     except Exception as exc:  # a decoder may raise any type on hostile bytes
-        raise BadImage(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+        reason = re.sub(r" at 0x[0-9a-fA-F]+", "", str(exc))
+        raise BadImage(f"cannot decode image: {type(exc).__name__}: {reason}") from exc
 
 
 def _check_aspect(width: int, height: int) -> None:
