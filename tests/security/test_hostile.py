@@ -345,3 +345,47 @@ def test_long_and_unencodable_captions_do_not_stop_a_run(tmp_path, tiny_sscd):
     assert main([*argv, "--sscd-preset", "sscd-square", "--quiet"]) == 0
     pq = pytest.importorskip("pyarrow.parquet")
     assert pq.read_table(out / "metadata" / "metadata_0.parquet").num_rows == 3
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        # lists of references to the same list, six deep: a 6 KB pickle, 50**6 nodes rebuilt
+        (lambda np_: _nested([0] * 50, 6), "with over 100,000 values"),
+        # one 1 MiB array referenced 1,500 times: 1.5 GB of copies when rebuilt
+        (
+            lambda np_: {"img": [np_.zeros(2**20, np_.uint8)] * 1500, "text": "x"},
+            "over 536,870,912",
+        ),
+        # integer keys that all hash alike: quadratic insertion
+        (lambda np_: {i * (2**61 - 1): 0 for i in range(5000)}, "over 1,000 items"),
+    ],
+    ids=["memo-references", "one-buffer-many-times", "colliding-keys"],
+)
+def test_unpickler_budgets(build, message):
+    import pickle
+
+    from alignscope.io.safe_pickle import UnsafePickleError, load_pair_pickle
+
+    data = pickle.dumps(build(np), protocol=2)  # protocol 2: arrays as _reconstruct + state
+    with pytest.raises(UnsafePickleError, match=message):
+        load_pair_pickle(data)
+
+
+def _nested(leaf, depth):
+    node = leaf
+    for _ in range(depth):
+        node = [node] * 50
+    return node
+
+
+def test_an_ordinary_pair_pickle_still_loads():
+    import pickle
+
+    from alignscope.io.safe_pickle import load_pair_pickle
+
+    img = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    for protocol in (2, 4, 5):
+        pair = load_pair_pickle(pickle.dumps({"img": img, "text": "a cat"}, protocol=protocol))
+        np.testing.assert_array_equal(pair["img"], img)
+        assert pair["text"] == "a cat"

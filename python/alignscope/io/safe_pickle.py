@@ -21,6 +21,13 @@ import numpy as np
 # Element types a pair image (or a simple array) can have.
 _DTYPES = {"u1", "i1", "b1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8"}
 _MAX_ELEMENTS = 1 << 31
+# Budgets of one pair pickle (a dict with an image array and a caption needs a few dozen
+# opcodes): a 6 KB pickle of memo references drove the unpickler to 94 s and 2.65 GB, one
+# buffer referenced 1,500 times to 1.5 GB, and colliding dict keys to quadratic time.
+_MAX_STEPS = 200_000  # opcodes executed
+_MAX_DICT_ITEMS = 1_000  # items of any one dict
+_MAX_NODES = 100_000  # containers and values visited when arrays are rebuilt
+_MAX_ARRAY_BYTES = 512 * 2**20  # bytes of all arrays rebuilt (a 64-Mpixel RGB image is 192 MB)
 
 
 class UnsafePickleError(ValueError):
@@ -136,12 +143,37 @@ def _load_bytearray8(self: Any) -> None:
     self.append(bytearray(data))
 
 
+def _counted(step: Any) -> Any:
+    """An opcode handler that counts the steps of the whole load against _MAX_STEPS."""
+
+    def counted(self: Any) -> None:
+        self._steps += 1
+        if self._steps > _MAX_STEPS:
+            raise UnsafePickleError(f"pair pickle runs more than {_MAX_STEPS:,} opcodes")
+        step(self)
+
+    return counted
+
+
+def _bounded_setitems(step: Any) -> Any:
+    def setitems(self: Any) -> None:
+        step(self)
+        top = self.stack[-1] if self.stack else None
+        if isinstance(top, dict) and len(top) > _MAX_DICT_ITEMS:
+            raise UnsafePickleError(f"a dict in a pair pickle has over {_MAX_DICT_ITEMS:,} items")
+
+    return setitems
+
+
 class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """The pure-Python unpickler (every step in Python: fuzzed input crashed the C one) with
-    a global allow-list, no out-of-band buffers or persistent ids, and a bounded BYTEARRAY8."""
+    a global allow-list, no out-of-band buffers or persistent ids, a bounded BYTEARRAY8, and
+    budgets of opcodes and dict sizes."""
 
     dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
     dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+    for _code in (pickle.SETITEM, pickle.SETITEMS):
+        dispatch[_code[0]] = _bounded_setitems(dispatch[_code[0]])
     for _code in (
         pickle.NEXT_BUFFER,
         pickle.READONLY_BUFFER,
@@ -152,9 +184,11 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         pickle.EXT4,
     ):
         dispatch.pop(_code[0], None)
+    dispatch = {code: _counted(step) for code, step in dispatch.items()}
 
     def __init__(self, data: bytes) -> None:
         self._size = len(data)
+        self._steps = 0
         super().__init__(io.BytesIO(data))
 
     def find_class(self, module: str, name: str) -> Any:
@@ -168,20 +202,41 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         )
 
 
-def _finish(obj: object, depth: int = 0) -> object:
-    """Replace array stand-ins by arrays (inside dicts, lists and tuples, a few levels deep)."""
+class _Budget:
+    """What :func:`_finish` may still spend: memo references make a small pickle a large DAG,
+    which rebuilding would expand into a tree (nodes) or copy (array bytes) many times."""
+
+    def __init__(self) -> None:
+        self.nodes = _MAX_NODES
+        self.array_bytes = _MAX_ARRAY_BYTES
+
+
+def _finish(obj: object, depth: int = 0, budget: _Budget | None = None) -> object:
+    """Replace array stand-ins by arrays (inside dicts, lists and tuples, a few levels deep),
+    within the node and byte budgets."""
+    budget = budget or _Budget()
+    budget.nodes -= 1
+    if budget.nodes < 0:
+        raise UnsafePickleError(f"a pair pickle with over {_MAX_NODES:,} values")
     if depth > 8:
         raise UnsafePickleError("a pair pickle nested too deeply")
     if isinstance(obj, _ArrayShell):
+        s = obj.state
+        raw = s[4] if isinstance(s, tuple) and len(s) == 5 else b""
+        budget.array_bytes -= len(raw) if isinstance(raw, (bytes, bytearray)) else 0
+        if budget.array_bytes < 0:
+            raise UnsafePickleError(
+                f"a pair pickle whose arrays hold over {_MAX_ARRAY_BYTES:,} bytes"
+            )
         return obj.build()
     if isinstance(obj, (_DType, _NDArrayMarker)) or obj is _NDArrayMarker:
         raise UnsafePickleError("a bare dtype or array class in a pair pickle")
     if isinstance(obj, dict):
-        return {k: _finish(v, depth + 1) for k, v in obj.items()}
+        return {k: _finish(v, depth + 1, budget) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_finish(v, depth + 1) for v in obj]
+        return [_finish(v, depth + 1, budget) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(_finish(v, depth + 1) for v in obj)
+        return tuple(_finish(v, depth + 1, budget) for v in obj)
     return obj
 
 
