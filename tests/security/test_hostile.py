@@ -389,3 +389,22 @@ def test_an_ordinary_pair_pickle_still_loads():
         pair = load_pair_pickle(pickle.dumps({"img": img, "text": "a cat"}, protocol=protocol))
         np.testing.assert_array_equal(pair["img"], img)
         assert pair["text"] == "a cat"
+
+
+def test_a_saved_dataset_cannot_point_at_files_outside_its_folder(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    feats = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
+    images = [{"bytes": _png(8, 8), "path": None}]
+    for name in ("other", "mine"):
+        datasets.Dataset.from_dict({"image": images, "text": [name]}, features=feats).save_to_disk(
+            str(tmp_path / name)
+        )
+    assert [r.caption for r in open_dataset(tmp_path / "mine")] == ["mine"]
+    state = json.loads((tmp_path / "mine" / "state.json").read_text())
+    arrow = state["_data_files"][0]["filename"]
+    state["_data_files"][0]["filename"] = f"../other/{arrow}"
+    (tmp_path / "mine" / "state.json").write_text(json.dumps(state))
+    with pytest.raises(
+        ValueError, match=r"names the data file '../other/.*not a regular file inside"
+    ):
+        open_dataset(tmp_path / "mine")

@@ -398,6 +398,27 @@ class PickleDataset(Dataset):
             )
 
 
+def _check_data_files(root: Path) -> None:
+    """The data files a saved dataset's ``state.json`` names must be regular files inside its
+    folder: the file is the dataset's own, and could otherwise point at another dataset."""
+    state = root / "state.json"
+    if not state.is_file():
+        return
+    try:
+        files = json.loads(state.read_text()).get("_data_files", [])
+        names = [f["filename"] for f in files]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{state}: not a readable datasets state file ({exc})") from exc
+    base = root.resolve()
+    for name in names:
+        target = (root / str(name)).resolve()
+        if base not in target.parents or regular_file(root / str(name), 2**62) is not None:
+            raise ValueError(
+                f"{state} names the data file {str(name)!r}, which is not a regular file inside "
+                f"{str(root)!r}; refusing to read it"
+            )
+
+
 class HFDiskDataset(Dataset):
     """A Hugging Face ``datasets`` dataset saved with ``save_to_disk``."""
 
@@ -411,6 +432,7 @@ class HFDiskDataset(Dataset):
             raise ValueError(
                 "reading a saved Hugging Face dataset needs: pip install datasets"
             ) from exc
+        _check_data_files(root)
         self.data = load_from_disk(str(root))
         if hasattr(self.data, "keys") and not hasattr(self.data, "column_names"):
             raise ValueError(
