@@ -200,7 +200,11 @@ def test_ctrl_c_on_the_embed_command_then_rerun(tmp_path, rng, tiny_sscd, monkey
     assert proc.returncode == 130, err
     assert b"alignscope: interrupted" in err
     # shard 0 complete, nothing of shard 1, no temp file, no report
-    assert set(_snapshot(store)) == {"sscd_emb/sscd_emb_0.npy", "metadata/metadata_0.parquet"}
+    assert set(_snapshot(store)) == {
+        "sscd_emb/sscd_emb_0.npy",
+        "metadata/metadata_0.parquet",
+        "metadata/skipped_0.json",
+    }
     assert not (store / "embed_report.json").exists()
 
     encoded = []
@@ -218,3 +222,18 @@ def test_ctrl_c_on_the_embed_command_then_rerun(tmp_path, rng, tiny_sscd, monkey
     assert sum(encoded) == N - 1
     capsys.readouterr()
     _assert_same_store(store, tmp_path / "reference")
+
+
+def test_the_report_of_a_resumed_run_lists_the_skips_of_earlier_shards(tmp_path, rng, encoders):
+    """embed_report.json after a resume covered only the last run: a corrupt image in a shard
+    completed before the interruption was no longer listed."""
+    clip, sscd = encoders
+    data = _dataset(tmp_path / "data", rng)
+    (data / "001.png").write_bytes(b"\x89PNG broken")  # in shard 0, done before the stop
+    reference = _embed(data, tmp_path / "reference", clip, sscd)
+    with pytest.raises(KeyboardInterrupt):  # call 3 is the first batch of shard 1
+        _embed(data, tmp_path / "store", clip, CountingSSCD(sscd, fail_at=3))
+    resumed = _embed(data, tmp_path / "store", clip, sscd)
+    assert resumed.shards_skipped == [0]
+    assert [r for r, _ in resumed.skipped] == [r for r, _ in reference.skipped]
+    assert [r for r, _ in resumed.skipped] == ["001.png", "007.png"]

@@ -168,7 +168,9 @@ def _embed_into(
         if i in done:
             report.shards_skipped.append(i)
             return
+        before = len(dataset.skipped)
         views, meta = _embed_records(records, dataset, clip, sscd, batch_size, bar)
+        write_shard_skips(root, i, dataset.skipped[before:])  # before the metadata
         if meta["id"]:
             writer.write_shard(i, views, meta)
             report.images += len(meta["id"])
@@ -184,7 +186,8 @@ def _embed_into(
     if bar is not None:
         bar.close()
     report.seconds = time.perf_counter() - start
-    report.skipped = list(dataset.skipped)
+    # every shard's skips, those of shards completed by an earlier (interrupted) run included
+    report.skipped = read_shard_skips(root, index + 1)
     report.warnings = list(dataset.warnings)
     with atomic_path(root / "embed_report.json") as tmp:
         tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -210,9 +213,28 @@ def embed_shard(
     records = [r for i, r in enumerate(dataset) if start <= i < stop]
     before = len(dataset.skipped)
     views, meta = _embed_records(records, dataset, clip, sscd, batch_size, None)
+    write_shard_skips(Path(out), index, dataset.skipped[before:])
     if meta["id"]:
         StoreWriter(Path(out), dtype).write_shard(index, views, meta)
     return len(meta["id"]), dataset.skipped[before:]
+
+
+def write_shard_skips(root: Path, index: int, skipped: list[tuple[str, str]]) -> None:
+    """The records shard ``index`` skipped, as ``metadata/skipped_<index>.json``, so the report
+    of a resumed run still lists the skips of shards an earlier run completed."""
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    with atomic_path(root / "metadata" / f"skipped_{index}.json") as tmp:
+        tmp.write_text(json.dumps([list(entry) for entry in skipped]))
+
+
+def read_shard_skips(root: Path, shards: int) -> list[tuple[str, str]]:
+    """(id, reason) of every record skipped in shards 0..shards-1, in shard order."""
+    out: list[tuple[str, str]] = []
+    for i in range(shards):
+        path = root / "metadata" / f"skipped_{i}.json"
+        if path.is_file():
+            out.extend((str(a), str(b)) for a, b in json.loads(path.read_text()))
+    return out
 
 
 def _embed_records(
