@@ -74,12 +74,23 @@ def test_another_identity_is_refused_naming_the_difference(tmp_path):
 
 def test_an_interrupted_run_is_recorded_incomplete_and_resumable(tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt), claimed_output(out, "screen", {"k": 3}):
+    with pytest.raises(KeyboardInterrupt), claimed_output(out, "embed", {"k": 3}):
+        (out / "shard_0").write_text("x")
         raise KeyboardInterrupt
     assert json.loads((out / RECORD_NAME).read_text())["complete"] is False
-    with claimed_output(out, "screen", {"k": 3}):
+    with claimed_output(out, "embed", {"k": 3}):
         pass
     assert json.loads((out / RECORD_NAME).read_text())["complete"] is True
+
+
+def test_a_run_that_fails_before_writing_claims_nothing(tmp_path):
+    # a bad flag found after the claim must not bind the folder to the bad settings
+    out = tmp_path / "out"
+    with pytest.raises(ValueError), claimed_output(out, "replicate", {"sscd": None}):
+        raise ValueError("give --sscd MODEL")
+    assert not (out / RECORD_NAME).exists()
+    with claimed_output(out, "replicate", {"sscd": "model.pt"}):
+        (out / "summary.json").write_text("{}")
 
 
 def test_folders_not_written_by_alignscope_are_never_emptied(tmp_path):

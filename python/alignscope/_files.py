@@ -202,7 +202,15 @@ def claimed_output(
         if not replaces_all:
             with atomic_path(record_path) as tmp:
                 tmp.write_text(json.dumps({**wanted, "complete": False}, indent=1, sort_keys=True))
-        yield root
+        try:
+            yield root
+        except BaseException:
+            # a run that stopped before writing anything (bad input, say) claims nothing
+            if not replaces_all and not [
+                p for p in root.iterdir() if p.name not in (LOCK_NAME, RECORD_NAME)
+            ]:
+                record_path.unlink(missing_ok=True)
+            raise
         with atomic_path(record_path) as tmp:
             tmp.write_text(json.dumps({**wanted, "complete": True}, indent=1, sort_keys=True))
     finally:

@@ -177,3 +177,8 @@ def test_cli_replicate_embeds_datasets_itself(tmp_path, rng, tiny_sscd, capsys):
     assert out["summary"]["n_generated"] == 3
     assert (tmp_path / "rep" / "training_store" / "sscd_emb" / "sscd_emb_0.npy").exists()
     assert (tmp_path / "rep" / "report.html").read_text().count("data:image/png;base64,") == 9
+    # another setting into the same --out: refused, naming it, until --overwrite
+    model = ["--sscd", str(tiny_sscd["onnx"]), "--sscd-preset", "sscd-square"]
+    assert main([*base, *model, "--k", "2"]) == 2
+    assert "k: 1 there, 2 now" in capsys.readouterr().err
+    assert main([*base, *model, "--k", "2", "--overwrite"]) == 0

@@ -153,14 +153,32 @@ def cmd_replicate(args: argparse.Namespace) -> int:
         raise UsageError(
             "replicate draws scatter.png with matplotlib: pip install 'alignscope[plots]'"
         ) from exc
+    from alignscope._files import claimed_output, fingerprint_tree
+
+    for name, path in (("GENERATED", args.generated), ("TRAINING", args.training)):
+        if not Path(path).exists():
+            raise UsageError(f"{name}: no such file or directory {path!r}")
+    identity = {
+        "generated": fingerprint_tree(args.generated),
+        "training": fingerprint_tree(args.training),
+        "k": args.k,
+        "method": args.method,
+        "view": args.view,
+        "sscd": None if args.sscd is None else fingerprint_tree(args.sscd),
+        "sscd_preset": args.sscd_preset,
+        "device": args.device,
+    }
+    with claimed_output(args.out, "replicate", identity, overwrite=args.overwrite):
+        return _replicate_into(args, open_store, write_replication, replication)
+
+
+def _replicate_into(args: argparse.Namespace, open_store: Any, write: Any, replication: Any) -> int:
     from alignscope.io import is_store
 
     stores = []
     store_paths = []
     datasets: list[str | None] = []  # thumbnails come only from datasets the user passed
     for name, path in (("GENERATED", args.generated), ("TRAINING", args.training)):
-        if not Path(path).exists():
-            raise UsageError(f"{name}: no such file or directory {path!r}")
         datasets.append(None if is_store(Path(path)) else str(path))
         if datasets[-1] is not None:
             # A dataset: embed it with SSCD first, into OUT/<name>_store (resumable).
@@ -191,7 +209,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
             datasets[1],
         ),
     )
-    files = write_replication(result, args.out, (str(args.generated), str(args.training)), pictures)
+    files = write(result, args.out, (str(args.generated), str(args.training)), pictures)
     summary = result.summary()
     if args.json:
         print(json.dumps({"summary": summary, "files": files}, indent=2))
@@ -242,6 +260,7 @@ def _register_replicate(sub: Any) -> None:
     rep.add_argument("--device", default="cpu")
     rep.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
     _add_trust_models(rep)
+    _add_overwrite(rep)
     rep.add_argument("--threads", type=_positive_int, default=None)
     rep.add_argument("--json", action="store_true")
     rep.add_argument("--quiet", action="store_true")
