@@ -377,3 +377,23 @@ def test_flags_are_never_abbreviated(tmp_path, capsys):
         main(["ad", "--image", str(tmp_path / "a.npy"), "--texts", str(tmp_path / "a.npy")])
     assert exited.value.code == 2
     assert "unrecognized arguments: --image" in capsys.readouterr().err
+
+
+def test_report_headers_say_what_was_done(tmp_path, rng, capsys):
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("pyarrow")
+    from alignscope.io import write_store
+
+    a = rng.normal(size=(60, 4)).astype(np.float32)
+    np.save(tmp_path / "img.npy", a)
+    np.save(tmp_path / "txt.npy", a + rng.normal(size=a.shape).astype(np.float32))
+    argv = ["ad", "--images", str(tmp_path / "img.npy"), "--texts", str(tmp_path / "txt.npy")]
+    argv += ["--per-sample", str(tmp_path / "d.npy"), "--per-sample-method", "landmarks"]
+    assert main([*argv, "--landmarks", "8"]) == 0
+    assert "(exact, per-sample D_s by landmarks," in capsys.readouterr().out
+    write_store(tmp_path / "s", a, a)
+    out = tmp_path / "o"
+    argv = ["screen", str(tmp_path / "s"), "--out", str(out), "--scores", "k_distance", "--k", "2"]
+    assert main([*argv, "--remove-fraction", "0.05", "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    assert "removed the top 5%: 3 removed, 57 kept." in page and "&quot;rule&quot;" not in page

@@ -30,8 +30,14 @@ class TileProgress:
         if self._bar is None:
             from tqdm import tqdm
 
+            # the engine reports work in its own units (tiles, pair blocks): a rate such as
+            # "8987794.29tile/s" means nothing to a user, so the bar shows share and time
             self._bar = tqdm(
-                total=total, desc=self._desc, unit="tile", file=sys.stderr, leave=False
+                total=total,
+                desc=self._desc,
+                file=sys.stderr,
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
             )
         self._bar.n = done
         self._bar.refresh()

@@ -35,8 +35,11 @@ def _parse_bounds(text: str) -> Any:
 def _result_table(result: Any) -> str:
     from alignscope.report.tables import format_table
 
+    how = result.method
+    if result.per_sample is not None and result.per_sample.method == "landmarks":
+        how += ", per-sample D_s by landmarks"  # the table was titled "exact" alone
     head = (
-        f"Alignment Difficulty ({result.method}, profile={result.profile}, N={result.n:,}, "
+        f"Alignment Difficulty ({how}, profile={result.profile}, N={result.n:,}, "
         f"{result.backend} x{result.threads}, {result.seconds:.2f} s)"
     )
     terms = [

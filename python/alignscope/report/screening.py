@@ -92,6 +92,21 @@ def write_keep(ids: list[str], path: Path) -> Path:
     return path
 
 
+def _removal_sentence(removal: dict[str, Any]) -> str:
+    """What was removed, as a sentence (the report used to print the raw dict)."""
+    if removal.get("rule") == "threshold":
+        rule = f"removed the pairs scoring above {removal['threshold']:g}"
+    else:
+        rule = f"removed the top {100 * float(removal.get('fraction', 0.0)):g}%"
+    text = f"{rule}: {removal['removed']:,} removed, {removal['kept']:,} kept"
+    if "poisons_removed" in removal:
+        text += (
+            f" ({removal['poisons_removed']:,} poisoned and {removal['benign_removed']:,} "
+            "benign removed)"
+        )
+    return text + "."
+
+
 def write_report(
     path: Path,
     *,
@@ -138,7 +153,7 @@ def write_report(
 td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
 <h1>Screening report</h1>
 <p>source: <code>{e(source)}</code>; ranked by <code>{e(rank_by)}</code>;
-{e(json.dumps(removal))}</p>
+{e(_removal_sentence(removal))}</p>
 <h2>Scores</h2><table><tr><th>score</th><th>computed</th>{head}</tr>{rows}</table>
 <h2>Plots</h2>{figures}
 <h2>Most suspicious pairs</h2>
