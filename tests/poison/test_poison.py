@@ -168,3 +168,28 @@ def test_corrupt_donors_are_passed_over(tmp_path, rng):
     assert report.poisoned == len(donors) > 0
     assert all(f"{d:03d}.png" not in corrupt for d in donors)  # every donor decoded
     assert {s for s, _ in report.skipped} <= corrupt
+
+
+def test_a_target_no_caption_names_is_refused_with_candidates(tmp_path, rng, capsys):
+    from alignscope.cli import main
+
+    data = _dataset(tmp_path / "data", rng, n=10)
+    argv = ["poison", str(data), "--out", str(tmp_path / "o"), "--method", "relabel"]
+    assert main([*argv, "--target", "catt", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "target 'catt' is named by no caption" in err and "closest concepts in the data: cat" in err
+    )
+    assert not (tmp_path / "o" / "poison_manifest.parquet").exists()
+
+
+def test_concept_attacks_on_a_dataset_without_captions(tmp_path, rng):
+    from alignscope.io.datasets import open_dataset
+    from alignscope.poison.run import poison_dataset
+
+    data = _dataset(tmp_path / "data", rng, n=10)
+    for caption in data.glob("*.txt"):
+        caption.unlink()
+    with pytest.raises(ValueError, match=r"no caption names a concept .*10 without a caption"):
+        poison_dataset(open_dataset(data), tmp_path / "o", method="dirty-label", concepts=2,
+                       vocabulary=VOCAB)  # fmt: skip

@@ -251,6 +251,13 @@ def _make_plan(
     if method not in CONCEPT_METHODS:
         if not target:
             raise ValueError(f"{method} is an all-to-one attack: give target= (a class name)")
+        present = set().union(*row_concepts) if row_concepts else set()
+        if target not in present:
+            import difflib
+
+            near = difflib.get_close_matches(target, sorted(present), n=5, cutoff=0.6)
+            hint = f"; the closest concepts in the data: {', '.join(near)}" if near else ""
+            raise ValueError(f"target {target!r} is named by no caption of the dataset{hint}")
         return plan_all_to_one(row_concepts, target, ratio=ratio or 0.1, seed=seed)
     if (concepts is None) == (concept_ranks is None):
         raise ValueError(f"{method} needs exactly one of concepts= (top K) or concept_ranks=")
@@ -260,6 +267,13 @@ def _make_plan(
         if concepts
         else select_concepts(freq, ranks=concept_ranks)
     )
+    if not candidates:
+        empty = sum(1 for r in records if not r.caption.strip())
+        raise ValueError(
+            f"no caption names a concept of the vocabulary ({len(records)} records, {empty} "
+            "without a caption): concept attacks choose among the captions' concepts; check "
+            "that the dataset has its captions (sidecar .txt, captions.jsonl or .csv)"
+        )
     n_poisoned = concepts if concepts else len(candidates)
     pool_filter = None
     if method == "nightshade" and clip is not None:
