@@ -182,3 +182,15 @@ def test_cli_replicate_embeds_datasets_itself(tmp_path, rng, tiny_sscd, capsys):
     assert main([*base, *model, "--k", "2"]) == 2
     assert "k: 1 there, 2 now" in capsys.readouterr().err
     assert main([*base, *model, "--k", "2", "--overwrite"]) == 0
+
+
+def test_embedding_a_dataset_without_captions_warns_once(tmp_path, rng, tiny_open_clip, capsys):
+    _folder(tmp_path / "data", smooth_images(rng, 3), [""] * 3)
+    for caption in (tmp_path / "data").glob("*.txt"):
+        caption.unlink()
+    argv = ["embed", str(tmp_path / "data"), "--out", str(tmp_path / "s"), "--clip"]
+    assert main([*argv, tiny_open_clip, "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("no record has a caption") == 1
+    report = json.loads((tmp_path / "s" / "embed_report.json").read_text())
+    assert any("no record has a caption" in w for w in report["warnings"])

@@ -209,3 +209,13 @@ def test_screen_a_dataset_poisoned_by_alignscope(tmp_path, rng, tiny_open_clip, 
     assert summary["removal"]["benign_removed"] == int((removed & ~flagged).sum())
     assert len((tmp_path / "o" / "keep.txt").read_text().split()) == 18
     assert "data:image/png;base64," in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_a_store_without_captions_is_refused_for_caption_scores(tmp_path, capsys):
+    """A captionless dataset was embedded, scored (feature AD 0.0000) and screened silently."""
+    x = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    write_store(tmp_path / "s", x, np.tile(x[:1], (30, 1)))  # one text row for every image
+    argv = ["screen", str(tmp_path / "s"), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*argv, "--scores", "alignment"]) == 2
+    assert "every text embedding is the same" in capsys.readouterr().err
+    assert main([*argv, "--scores", "k_distance,lid"]) == 0  # image-only scores still run

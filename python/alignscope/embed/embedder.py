@@ -32,6 +32,7 @@ class EmbedReport:
     shards_written: list[int] = field(default_factory=list)
     shards_skipped: list[int] = field(default_factory=list)
     images: int = 0
+    captioned: int = 0  # images written with a non-empty caption (not in the JSON report)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -174,6 +175,7 @@ def _embed_into(
         if meta["id"]:
             writer.write_shard(i, views, meta)
             report.images += len(meta["id"])
+            report.captioned += sum(1 for c in meta["caption"] if c)
         report.shards_written.append(i)
 
     for record in dataset:
@@ -185,6 +187,13 @@ def _embed_into(
         flush(shard, index)
     if bar is not None:
         bar.close()
+    if clip is not None and report.images and not report.captioned:
+        # the text view of a captionless dataset is one constant row: say so once, here
+        dataset._warn(
+            "no record has a caption: every text embedding is the same, so AD and the "
+            "caption-based screening scores will mean nothing for this store"
+        )
+        print(f"alignscope: warning: {dataset.warnings[-1]}", file=sys.stderr)
     report.seconds = time.perf_counter() - start
     # every shard's skips, those of shards completed by an earlier (interrupted) run included
     report.skipped = read_shard_skips(root, index + 1)

@@ -109,8 +109,15 @@ def compute_scores(
         raise ValueError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORES)}")
     n = image_emb.shape[0]
     table = ScoreTable(n)
-    if {"alignment", "d_s", "ad_xy", "concept_consistency"} & set(scores) and text_emb is None:
+    need_text = {"alignment", "d_s", "ad_xy", "concept_consistency"} & set(scores)
+    if need_text and text_emb is None:
         raise ValueError("alignment, d_s, ad_xy and concept_consistency need text embeddings")
+    if need_text and n > 1 and bool(np.all(np.asarray(text_emb) == np.asarray(text_emb)[:1])):
+        raise ValueError(
+            f"every text embedding is the same, so {', '.join(sorted(need_text))} would score "
+            "nothing (a dataset without captions?); embed the captions, or screen with "
+            "k_distance, lid or cross_view"
+        )
     if {"alignment", "d_s", "ad_xy"} & set(scores):
         d_ab, d_s, how = _per_sample(image_emb, text_emb, alpha, seed)
         parts = {
