@@ -177,6 +177,13 @@ def test_cli_replicate_embeds_datasets_itself(tmp_path, rng, tiny_sscd, capsys):
     assert out["summary"]["n_generated"] == 3
     assert (tmp_path / "rep" / "training_store" / "sscd_emb" / "sscd_emb_0.npy").exists()
     assert (tmp_path / "rep" / "report.html").read_text().count("data:image/png;base64,") == 9
+    pq = pytest.importorskip("pyarrow.parquet")
+    matches = pq.read_table(tmp_path / "rep" / "matches.parquet").to_pydict()
+    gen_ids = [r.id for r in open_dataset(tmp_path / "gen")]
+    train_ids = [r.id for r in open_dataset(tmp_path / "train")]
+    assert matches["generated_id"] == [gen_ids[i] for i in matches["generated"]]
+    assert matches["train_id"] == [train_ids[i] for i in matches["train"]]
+    assert matches["duplicate_id"] == [train_ids[i] for i in matches["duplicate"]]
     # another setting into the same --out: refused, naming it, until --overwrite
     model = ["--sscd", str(tiny_sscd["onnx"]), "--sscd-preset", "sscd-square"]
     assert main([*base, *model, "--k", "2"]) == 2

@@ -209,7 +209,10 @@ def _replicate_into(args: argparse.Namespace, open_store: Any, write: Any, repli
             datasets[1],
         ),
     )
-    files = write(result, args.out, (str(args.generated), str(args.training)), pictures)
+    from alignscope.io import store_row_ids
+
+    ids = tuple(store_row_ids(p) if Path(p).is_dir() else None for p in store_paths)
+    files = write(result, args.out, (str(args.generated), str(args.training)), pictures, ids)
     summary = result.summary()
     if args.json:
         print(json.dumps({"summary": summary, "files": files}, indent=2))

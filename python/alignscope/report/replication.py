@@ -14,11 +14,17 @@ from alignscope._files import atomic_path
 from alignscope.search.replication import ReplicationResult
 
 
-def write_matches(result: ReplicationResult, path: Path) -> Path:
+def write_matches(
+    result: ReplicationResult,
+    path: Path,
+    ids: tuple[list[str] | None, list[str] | None] = (None, None),
+) -> Path:
     """One row per generated item and match rank: generated, rank, train, similarity,
-    duplicate (the match's nearest other training item) and duplicate_similarity."""
+    duplicate (the match's nearest other training item) and duplicate_similarity; with the
+    stores' ids known (``ids``: generated, training), also generated_id, train_id and
+    duplicate_id beside the row numbers (parquet only)."""
     ng, k = result.similarity.shape
-    columns = {
+    columns: dict[str, object] = {
         "generated": np.repeat(np.arange(ng), k),
         "rank": np.tile(np.arange(1, k + 1), ng),
         "train": result.index.reshape(-1),
@@ -26,6 +32,15 @@ def write_matches(result: ReplicationResult, path: Path) -> Path:
         "duplicate": np.repeat(result.duplicate_index, k),
         "duplicate_similarity": np.repeat(result.duplicate_similarity, k).astype(np.float64),
     }
+    generated_ids, training_ids = ids
+    if path.suffix == ".parquet" and generated_ids is not None:
+        columns["generated_id"] = [generated_ids[i] for i in columns["generated"]]  # type: ignore[union-attr]
+    if path.suffix == ".parquet" and training_ids is not None:
+        columns["train_id"] = [training_ids[i] if i >= 0 else None for i in columns["train"]]  # type: ignore[union-attr]
+        columns["duplicate_id"] = [
+            training_ids[i] if i >= 0 else None
+            for i in columns["duplicate"]  # type: ignore[union-attr]
+        ]
     with atomic_path(path) as tmp:
         if path.suffix == ".parquet":
             import pyarrow as pa
@@ -157,8 +172,10 @@ def write_replication(
     out_dir: str | os.PathLike[str],
     sources: tuple[str, str],
     images: tuple[dict[int, str], dict[int, str]] = ({}, {}),
+    ids: tuple[list[str] | None, list[str] | None] = (None, None),
 ) -> dict[str, str]:
-    """matches.parquet (or .npy without pyarrow), summary.json, scatter.png, report.html."""
+    """matches.parquet (or .npy without pyarrow), summary.json, scatter.png, report.html;
+    ``ids`` (generated, training) name the items beside their row numbers."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = result.summary()
@@ -170,7 +187,7 @@ def write_replication(
     except ImportError:
         matches = out / "matches.npy"
     written = {
-        "matches": write_matches(result, matches),
+        "matches": write_matches(result, matches, ids),
         "summary": write_summary(summary, out / "summary.json"),
         "scatter": write_scatter(result, out / "scatter.png"),
         "report": write_report(result, summary, out / "report.html", sources, images),
