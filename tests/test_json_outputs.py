@@ -528,7 +528,7 @@ def test_embed_and_its_report_file(tmp_path, rng, capsys, tiny_sscd):
     assert json.loads((store / "embed_report.json").read_text()) == again
 
 
-POISON_KEYS = {"out", "method", "seed", "rows", "poisoned", "pairs", "skipped"}
+POISON_KEYS = {"out", "method", "seed", "rows", "poisoned", "planned", "pairs", "skipped"}
 
 
 def test_poison_and_its_report_file(tmp_path, rng, capsys):
@@ -540,7 +540,7 @@ def test_poison_and_its_report_file(tmp_path, rng, capsys):
     _keys(data, POISON_KEYS)
     assert (data["out"], data["method"], data["seed"]) == (str(out), "dirty-label", 9)
     assert data["rows"] == 19  # 20 records, one of which does not decode
-    assert data["poisoned"] == 2 * 3  # C_P concepts x m poisons
+    assert data["poisoned"] == data["planned"] == 2 * 3  # C_P concepts x m poisons
     assert len(data["skipped"]) == 1
     _keys(data["skipped"][0], {"id", "reason"})
     assert data["skipped"][0]["id"] == "007.png"

@@ -193,3 +193,22 @@ def test_concept_attacks_on_a_dataset_without_captions(tmp_path, rng):
     with pytest.raises(ValueError, match=r"no caption names a concept .*10 without a caption"):
         poison_dataset(open_dataset(data), tmp_path / "o", method="dirty-label", concepts=2,
                        vocabulary=VOCAB)  # fmt: skip
+
+
+def test_a_plan_cut_short_by_corrupt_images_says_so(tmp_path, rng, capsys):
+    """A planned poison row whose own image does not decode was dropped without a word."""
+    import json as json_module
+
+    from alignscope.cli import main
+
+    data = _dataset(tmp_path / "data", rng, n=20)
+    for i in range(0, 20, 2):  # half of the rows, poisoned or not, do not decode
+        (data / f"{i:03d}.png").write_bytes(b"\x89PNG broken")
+    argv = ["poison", str(data), "--out", str(tmp_path / "o"), "--method", "relabel"]
+    assert main([*argv, "--target", "cat", "--ratio", "0.5", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json_module.loads(captured.out)
+    assert report["poisoned"] < report["planned"]
+    assert f"{report['planned'] - report['poisoned']} of the {report['planned']} planned" in (
+        captured.err
+    )

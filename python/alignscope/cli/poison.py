@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from alignscope.cli._common import UsageError, _add_overwrite, _open_dataset, _positive_int
@@ -77,6 +78,12 @@ def cmd_poison(args: argparse.Namespace) -> int:
             f"{report.method}: poisoned {report.poisoned:,} of {report.rows:,} pairs "
             f"({len(report.pairs)} concept pair(s)), written to {report.out} with "
             "poison_manifest.parquet"
+        )
+    if report.poisoned < report.planned:
+        print(
+            f"alignscope: warning: {report.planned - report.poisoned} of the {report.planned} "
+            "planned poisons were skipped (their images do not decode; see skipped)",
+            file=sys.stderr,
         )
     return 0
 

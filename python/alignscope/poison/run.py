@@ -39,14 +39,16 @@ from alignscope.poison.writers import DatasetWriter
 
 @dataclass
 class PoisonReport:
-    """What a run wrote: rows written, rows poisoned, the (p, t) pairs drawn and the rows
-    skipped (id, reason) because their image could not be decoded."""
+    """What a run wrote: rows written, rows poisoned (of the ``planned`` poisons: a planned row
+    whose image does not decode is skipped, so the two can differ), the (p, t) pairs drawn and
+    the rows skipped (id, reason) because their image could not be decoded."""
 
     out: str
     method: str
     seed: int
     rows: int = 0
     poisoned: int = 0
+    planned: int = 0
     pairs: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -57,6 +59,7 @@ class PoisonReport:
             "seed": self.seed,
             "rows": self.rows,
             "poisoned": self.poisoned,
+            "planned": self.planned,
             "pairs": [list(p) for p in self.pairs],
             "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
         }
@@ -132,7 +135,9 @@ def poison_dataset(
     with claimed_output(out, "poison", identity, overwrite=overwrite):
         root = Path(out)
         writer = DatasetWriter(root, out_format)
-        report = PoisonReport(str(root), method, seed, pairs=list(plan.pairs))
+        report = PoisonReport(
+            str(root), method, seed, pairs=list(plan.pairs), planned=len(plan.rows)
+        )
         poisoner = _Poisoner(
             method=method,
             plan=plan,
