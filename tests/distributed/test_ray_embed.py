@@ -56,3 +56,10 @@ def test_ray_embedding_matches_single_process(
         )
     again = main(["embed", *common, "--out", str(tmp_path / "ray"), "--ray"])  # resume: all done
     assert again == 0 and json.loads(capsys.readouterr().out)["shards_skipped"] == [0, 1, 2]
+    # the single-process run may resume the Ray run's store: one record for both embedders
+    assert main(["embed", *common, "--out", str(tmp_path / "ray")]) == 0
+    assert json.loads(capsys.readouterr().out)["shards_skipped"] == [0, 1, 2]
+    # another dataset into the Ray run's store is refused, not mixed in
+    (data / "9.png").write_bytes((data / "0.png").read_bytes())
+    assert main(["embed", *common, "--out", str(tmp_path / "ray"), "--ray"]) == 2
+    assert "holds the output of another run (dataset." in capsys.readouterr().err

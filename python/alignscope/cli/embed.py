@@ -43,6 +43,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             trust_models=args.trust_models,
             num_gpus=1.0 if args.device.startswith("cuda") else 0.0,
             progress=not args.quiet,
+            overwrite=args.overwrite,
         )
         if args.json:
             print(json.dumps(data, indent=2))

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alignscope._files import atomic_path
+import numpy as np
+
+from alignscope._files import atomic_path, claimed_output
 
 
 class _Worker:
@@ -54,18 +56,20 @@ def ray_embed(
     trust_pickles: bool = False,
     trust_models: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Embed ``dataset`` into the store ``out`` with ``workers`` Ray actors (``num_gpus`` each).
+    ``out`` is claimed as :func:`alignscope.embed.embed_dataset` claims it: the same record,
+    so a rerun resumes only the same computation, and either embedder may resume the other's.
 
     Returns the run's report (also written to ``out/embed_report.json``).
     """
     try:
-        import ray
+        import ray  # noqa: F401  (checked before any work; the tasks import it below)
     except ImportError as exc:
         raise ValueError("the Ray backend needs: pip install 'alignscope[distributed]'") from exc
-    from ray.util import ActorPool
-
-    from alignscope.embed import SSCDEncoder, complete_shards
+    from alignscope.embed import SSCDEncoder
+    from alignscope.embed.embedder import embed_identity
     from alignscope.io.datasets import open_dataset
 
     if clip is None and sscd is None:
@@ -74,6 +78,46 @@ def ray_embed(
         # the driver checks the file once, so a refused model fails here, not in every actor
         SSCDEncoder(sscd, sscd_preset, "cpu", trust_models=trust_models)
     source = open_dataset(dataset, trust_pickles=trust_pickles)
+    identity = embed_identity(
+        source.source,
+        source.kind,
+        clip_spec=clip,
+        sscd_model=sscd,
+        sscd_preset=None if sscd is None else sscd_preset,
+        device=device,
+        shard_rows=shard_rows,
+        dtype=np.float16,
+    )
+    # the same record as a single-process embed: another dataset, model or setting is refused
+    with claimed_output(out, "embed", identity, overwrite=overwrite):
+        return _ray_embed_into(
+            source, dataset, out, clip, sscd, sscd_preset, batch_size, shard_rows, device,
+            workers, num_gpus, address, trust_pickles, trust_models, progress,
+        )  # fmt: skip
+
+
+def _ray_embed_into(
+    source: Any,
+    dataset: str | Path,
+    out: str | Path,
+    clip: str | None,
+    sscd: str | None,
+    sscd_preset: str,
+    batch_size: int,
+    shard_rows: int,
+    device: str,
+    workers: int,
+    num_gpus: float,
+    address: str | None,
+    trust_pickles: bool,
+    trust_models: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    import ray
+    from ray.util import ActorPool
+
+    from alignscope.embed import complete_shards
+
     count = sum(1 for _ in source)
     shards = -(-count // shard_rows)
     root = Path(out)

@@ -90,7 +90,7 @@ def embed_dataset(
         raise ValueError("give a CLIP encoder, an SSCD encoder, or both")
     if batch_size < 1 or shard_rows < 1:
         raise ValueError("batch_size and shard_rows must be >= 1")
-    identity = embed_identity(dataset.source, dataset.kind, clip, sscd, shard_rows, dtype)
+    identity = _encoders_identity(dataset, clip, sscd, shard_rows, dtype)
     with claimed_output(out, "embed", identity, overwrite=overwrite):
         return _embed_into(dataset, Path(out), clip, sscd, batch_size, shard_rows, dtype, progress)
 
@@ -107,37 +107,52 @@ def _spec_files(spec: str) -> list[dict[str, object]]:
 def embed_identity(
     source: str,
     kind: str,
-    clip: ClipEncoder | None,
-    sscd: SSCDEncoder | None,
+    *,
+    clip_spec: str | None,
+    sscd_model: str | Path | None,
+    sscd_preset: str | None,
+    device: str,
     shard_rows: int,
     dtype: Any,
 ) -> dict[str, object]:
     """What an embedded store depends on: the dataset (its file listing), the encoders (spec,
-    model files' fingerprints, preprocessing, device) and the store settings."""
-    identity: dict[str, object] = {
+    model files' fingerprints, preprocessing, device) and the store settings. One owner for
+    the single-process and the Ray embedders, so either may resume the other's store."""
+    return {
         "dataset": fingerprint_tree(source),
         "dataset_kind": kind,
-        "clip": None,
-        "sscd": None,
+        "clip": None
+        if clip_spec is None
+        else {"spec": clip_spec, "files": _spec_files(clip_spec), "device": device},
+        "sscd": None
+        if sscd_preset is None
+        else {
+            "model": fingerprint_tree(sscd_model) if sscd_model is not None else None,
+            "preset": sscd_preset,
+            "device": device,
+        },
         "shard_rows": int(shard_rows),
         "dtype": np.dtype(dtype).name,
     }
-    if clip is not None:
-        spec = getattr(clip, "spec", type(clip).__name__)  # an encoder of the user's own
-        identity["clip"] = {
-            "spec": spec,
-            "files": _spec_files(spec),
-            "device": getattr(clip, "device", "cpu"),
-        }
-    if sscd is not None:
-        path = getattr(sscd, "path", None)
-        preset = getattr(sscd, "preset", None)
-        identity["sscd"] = {
-            "model": fingerprint_tree(path) if path is not None else type(sscd).__name__,
-            "preset": getattr(preset, "name", None),
-            "device": getattr(sscd, "device", "cpu"),
-        }
-    return identity
+
+
+def _encoders_identity(
+    dataset: Dataset, clip: Any, sscd: Any, shard_rows: int, dtype: Any
+) -> dict[str, object]:
+    """:func:`embed_identity` of encoder objects (an encoder of the user's own may lack the
+    attributes ours have: its class name stands in)."""
+    device = getattr(clip if clip is not None else sscd, "device", "cpu")
+    preset = getattr(sscd, "preset", None)
+    return embed_identity(
+        dataset.source,
+        dataset.kind,
+        clip_spec=None if clip is None else getattr(clip, "spec", type(clip).__name__),
+        sscd_model=getattr(sscd, "path", None),
+        sscd_preset=None if sscd is None else getattr(preset, "name", type(sscd).__name__),
+        device=device,
+        shard_rows=shard_rows,
+        dtype=dtype,
+    )
 
 
 def _embed_into(
