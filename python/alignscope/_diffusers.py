@@ -1,4 +1,5 @@
-"""The loader of local Stable Diffusion folders that training and evaluation share.
+"""The loaders of local diffusers folders: Stable Diffusion pipelines (training and evaluation)
+and AutoencoderKL VAEs (Nightshade poisoning and ``embed --vae``).
 
 It loads a ``StableDiffusionPipeline`` from a folder with ``model_index.json``, safety checker
 off, fp16 on CUDA. Poisoning's anchor images load through their own
@@ -9,6 +10,7 @@ as a folder, and the pipeline as it was saved (its safety checker kept, no fp16 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,45 @@ def load_sd_pipeline(path: str | Path, *, device: str = "cpu", purpose: str = "t
     if device.startswith("cuda"):
         pipe = pipe.to(torch.float16)
     return pipe
+
+
+def check_vae_folder(path: str | Path) -> tuple[Path, str | None]:
+    """(folder, subfolder) to load a diffusers AutoencoderKL from: ``path`` itself when its
+    config.json is an AutoencoderKL's, or its ``vae`` subfolder (a Stable Diffusion folder).
+    Only the config is read, so a wrong folder is refused before any weights load."""
+    folder = Path(path)
+    for sub in (None, "vae"):
+        config = folder / sub / "config.json" if sub else folder / "config.json"
+        try:
+            name = json.loads(config.read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            continue  # no config here (or not a JSON object): try the next place
+        if name == "AutoencoderKL":
+            return folder, sub
+    raise ValueError(
+        f"{str(folder)!r} is not a diffusers AutoencoderKL folder: neither its config.json nor "
+        "vae/config.json names _class_name AutoencoderKL"
+    )
+
+
+def load_vae(spec: str | Path, *, purpose: str = "this") -> Any:
+    """A diffusers AutoencoderKL in float32 on the CPU, from a local directory (a VAE folder, or
+    a Stable Diffusion folder's ``vae`` subfolder; checked by :func:`check_vae_folder`) or a hub
+    id on machines that can reach it. ``purpose`` names what needs diffusers in the error when
+    it is missing."""
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError as exc:
+        raise ValueError(f"{purpose} needs diffusers: pip install diffusers") from exc
+    if not Path(spec).exists():
+        return AutoencoderKL.from_pretrained(str(spec)).float()
+    folder, sub = check_vae_folder(spec)
+    try:
+        vae = AutoencoderKL.from_pretrained(folder, subfolder=sub, torch_dtype=None)
+    except (OSError, ValueError, RuntimeError) as exc:  # missing or damaged weights
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ValueError(
+            f"{str(folder)!r} cannot be loaded as a diffusers AutoencoderKL: "
+            f"{first or type(exc).__name__}"
+        ) from exc
+    return vae.float()

@@ -584,3 +584,219 @@ def nightshade_step_sizes(budget: float, steps: int) -> np.ndarray:
         return np.array([budget])
     first, last = budget, budget / 100.0
     return np.array([first + (last - first) * i / (steps - 1) for i in range(steps)])
+
+
+# ---------------------------------------------------------------------------------------------
+# VAE latent views (embed --vae): the input pixels, the pooled grid and the mild purification,
+# written from alignscope.embed.vae's docstrings, not from its code
+# ---------------------------------------------------------------------------------------------
+
+
+def vae_input_pixels(image: object, size: int) -> np.ndarray:
+    """The (3, size, size) float64 pixels in [-1, 1] that the VAE sees for an RGB PIL image:
+    the short side resized to ``size`` (PIL bilinear, the long side scaled by the same factor
+    and rounded), the centred size x size square cropped, then 2 * (value / 255) - 1."""
+    from PIL import Image
+
+    w, h = image.size  # type: ignore[attr-defined]
+    scale = size / min(w, h)
+    resized = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)  # type: ignore[attr-defined]
+    pixels = np.asarray(resized.convert("RGB"), dtype=np.float64)
+    top, left = (pixels.shape[0] - size) // 2, (pixels.shape[1] - size) // 2
+    square = pixels[top : top + size, left : left + size]
+    return (2.0 * square / 255.0 - 1.0).transpose(2, 0, 1)
+
+
+def adaptive_block_means(latent: np.ndarray, grid: int) -> np.ndarray:
+    """(C, H, W) -> (C * grid * grid,) float64 mean of each of grid x grid cells, flattened
+    channel-major then row-major. Cell (i, j) covers rows floor(i H / grid) up to (excluding)
+    ceil((i + 1) H / grid), and the same for columns: equal blocks when grid divides H, else
+    neighbouring cells overlap by one row or column (adaptive average pooling)."""
+    x = np.asarray(latent, dtype=np.float64)
+    c, h, w = x.shape
+    out = np.empty((c, grid, grid))
+    for i in range(grid):
+        r0, r1 = (i * h) // grid, -((-(i + 1) * h) // grid)
+        for j in range(grid):
+            c0, c1 = (j * w) // grid, -((-(j + 1) * w) // grid)
+            for ch in range(c):
+                out[ch, i, j] = x[ch, r0:r1, c0:c1].mean()
+    return out.reshape(-1)
+
+
+def mild_purification(image: object) -> object:
+    """An RGB PIL image after the mild purification, step by step: saved as JPEG at quality 75
+    and decoded; resized (bicubic) to 3/4 of each side, rounded half up, then back to its
+    size; blurred with PIL's Gaussian blur of radius 0.5."""
+    import io
+
+    from PIL import Image, ImageFilter
+
+    encoded = io.BytesIO()
+    image.save(encoded, "JPEG", quality=75)  # type: ignore[attr-defined]
+    decoded = Image.open(encoded)
+    decoded.load()
+    w, h = decoded.size
+    quarter_down = decoded.resize(((3 * w + 2) // 4, (3 * h + 2) // 4), resample=Image.BICUBIC)
+    restored = quarter_down.resize((w, h), resample=Image.BICUBIC)
+    return restored.filter(ImageFilter.GaussianBlur(radius=0.5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Screening decisions (screen/decisions.py): the threshold at a target FPR and the few-shot
+# model's rank features, by their definitions, in plain Python loops.
+# ---------------------------------------------------------------------------------------------
+
+
+def fpr_threshold_definition(values: np.ndarray, fpr: float) -> float:
+    """The smallest t among the values (and -inf) for which at most a share ``fpr`` of the
+    values lie strictly above t, the share compared as count / n <= fpr."""
+    v = [float(x) for x in np.asarray(values, dtype=np.float64)]
+    feasible = [t for t in [-np.inf, *v] if sum(1 for x in v if x > t) / len(v) <= fpr]
+    return min(feasible)
+
+
+def rank_logit_features(scores: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, S): per score and row, with r = (number of rows strictly below) + (number tied,
+    itself included, + 1) / 2 its mean rank, the log-odds log(F / (1 - F)) of
+    F = (r - 1/2) / N."""
+    columns = []
+    for s in scores.values():
+        v = [float(x) for x in np.asarray(s, dtype=np.float64)]
+        n = len(v)
+        col = []
+        for x in v:
+            below = sum(1 for y in v if y < x)
+            tied = sum(1 for y in v if y == x)
+            f = (below + (tied + 1) / 2 - 0.5) / n
+            col.append(np.log(f / (1 - f)))
+        columns.append(col)
+    return np.asarray(columns, dtype=np.float64).T
+
+
+# ---------------------------------------------------------------------------------------------
+# Screening against peers (screen/relative.py) and the combined ranking (screen/combine.py):
+# each score from its docstring, in plain loops and sorts over nearest_others.
+# ---------------------------------------------------------------------------------------------
+
+
+def _median_of(values: list[float]) -> float:
+    """Median of a list: the middle value, or the mean of the two middle values."""
+    v = sorted(values)
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2.0
+
+
+def relative_alignment_definition(
+    image: np.ndarray, text: np.ndarray, k: int, trim: float = 0.1, rounds: int = 2
+) -> np.ndarray:
+    """(N,) ref_i - cos(x_i, y_i). ref_i starts as the median CLIP score cos(x_j, y_j) over the
+    k nearest other captions j of y_i; each of ``rounds`` rounds then makes it the mean over
+    those j that are not in the top ``trim`` share of the current scores ref - cos, a row
+    being in the top share when the rows scoring at least as high as it number at most
+    trim * N. Every row must keep a peer (the docstring defines no fallback)."""
+    x, y = unit_rows(image), unit_rows(text)
+    n = x.shape[0]
+    agree = [float(np.dot(x[i], y[i])) for i in range(n)]
+    near = nearest_others(text, min(k, n - 1))
+    ref = [_median_of([agree[j] for j in near[i]]) for i in range(n)]
+    for _ in range(rounds):
+        score = [ref[i] - agree[i] for i in range(n)]
+        in_top = [sum(1 for t in score if t >= s) <= trim * n for s in score]
+        kept = [[agree[j] for j in near[i] if not in_top[j]] for i in range(n)]
+        if not all(kept):
+            raise ValueError("a row has no trusted peer; the definition does not cover it")
+        ref = [sum(v) / len(v) for v in kept]
+    return np.array([ref[i] - agree[i] for i in range(n)])
+
+
+def view_residual_definition(image: np.ndarray, view: np.ndarray, k: int) -> np.ndarray:
+    """(N,) r_i' S^-1 r_i with r_i = v_i - mean of v_j over the k nearest other CLIP images j
+    of x_i (v: unit rows of the view) and S = (1/N) sum_i r_i r_i', the residuals' covariance
+    about zero (the value a residual has when the neighbours explain the view). Needs S
+    invertible (more rows than view dimensions)."""
+    v = unit_rows(view)
+    n = v.shape[0]
+    near = nearest_others(image, min(k, n - 1))
+    r = [v[i] - sum(v[j] for j in near[i]) / len(near[i]) for i in range(n)]
+    s = sum(np.outer(ri, ri) for ri in r) / n
+    return np.array([float(ri @ np.linalg.solve(s, ri)) for ri in r])
+
+
+def purification_shift_definition(
+    image: np.ndarray, latent: np.ndarray, purified: np.ndarray, k: int
+) -> np.ndarray:
+    """(N,) shift_i minus the median shift_j over the k nearest other CLIP images j of x_i,
+    with shift_i = log(|z_i - z~_i| / |z_i|) (needs z~_i != z_i)."""
+    z, zt = np.asarray(latent, dtype=np.float64), np.asarray(purified, dtype=np.float64)
+    n = z.shape[0]
+    shift = [float(np.log(np.linalg.norm(z[i] - zt[i]) / np.linalg.norm(z[i]))) for i in range(n)]
+    near = nearest_others(image, min(k, n - 1))
+    return np.array([shift[i] - _median_of([shift[j] for j in near[i]]) for i in range(n)])
+
+
+def upper_tail_definition(score: np.ndarray) -> np.ndarray:
+    """(N,) the share of rows whose score is >= each row's score."""
+    s = [float(v) for v in np.asarray(score, dtype=np.float64)]
+    return np.array([sum(1 for t in s if t >= v) / len(s) for v in s])
+
+
+def concentration_definition(
+    score: np.ndarray, neighbours: list[np.ndarray], top: float = 0.02
+) -> float:
+    """The top rows are the max(1, ceil(top N)) highest scores (ties to the lower index); per
+    (N, k) table, the mean over top rows i of |N(i) & top| / k, over the top rows' share of N
+    (what a scattered top set would find); the max over tables, 1 without tables."""
+    s = [float(v) for v in np.asarray(score, dtype=np.float64)]
+    n = len(s)
+    count = max(1, int(np.ceil(top * n)))
+    chosen = set(sorted(range(n), key=lambda i: (-s[i], i))[:count])
+    found = []
+    for table in neighbours:
+        k = table.shape[1]
+        hits = [sum(1 for j in table[i] if int(j) in chosen) / k for i in chosen]
+        found.append(sum(hits) / len(hits) / (count / n))
+    return max(found) if found else 1.0
+
+
+def combined_terms(
+    scores: dict[str, np.ndarray], neighbours: list[np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """The combined score's parts: (max_s w_s L_s(i), sum_s w_s L_s(i), weights), with
+    L_s = -log of the upper tail of score s and w_s its concentration over the largest (all 1
+    when no input is concentrated at all)."""
+    level = {name: concentration_definition(v, neighbours or []) for name, v in scores.items()}
+    top = max(level.values())
+    weights = {name: (value / top if top > 0 else 1.0) for name, value in level.items()}
+    logs = np.array(
+        [-np.log(upper_tail_definition(v)) * weights[name] for name, v in scores.items()]
+    )
+    return logs.max(axis=0), logs.sum(axis=0), weights
+
+
+# ---------------------------------------------------------------------------------------------
+# view_density (screening, #15): written from the docstring of screen.relative.view_density
+# ---------------------------------------------------------------------------------------------
+
+
+def whitened_rows_definition(view: np.ndarray) -> np.ndarray:
+    """(N, r) centred rows in principal coordinates with unit variance per axis, from the SVD
+    of the centred matrix (singular values below 1e-9 of the largest variance dropped)."""
+    x = np.asarray(view, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    _, sv, vt = np.linalg.svd(x, full_matrices=False)
+    var = sv**2 / x.shape[0]
+    keep = var > 1e-9 * var.max()
+    return x @ vt[keep].T / np.sqrt(var[keep])
+
+
+def view_density_definition(image: np.ndarray, view: np.ndarray, k: int) -> np.ndarray:
+    """(N,) P(mean cosine distance to the k nearest other CLIP images) minus P(the same in the
+    whitened view), P(v) = share of rows whose value is <= v."""
+    out = []
+    for x in (np.asarray(image, dtype=np.float64), whitened_rows_definition(view)):
+        d = cosine_distances(x)
+        near = nearest_others(x, k)
+        spread = [sum(d[i, j] for j in near[i]) / k for i in range(x.shape[0])]
+        out.append(np.array([sum(1 for t in spread if t <= v) / len(spread) for v in spread]))
+    return out[0] - out[1]

@@ -24,8 +24,9 @@ def local_ray():
 
 
 def test_ray_embedding_matches_single_process(
-    local_ray, tmp_path, rng, tiny_open_clip, tiny_sscd, capsys
+    local_ray, tmp_path, rng, tiny_open_clip, tiny_sscd, tiny_vae, capsys
 ):
+    tiny_vae.save_pretrained(tmp_path / "vae")
     data = tmp_path / "data"
     data.mkdir()
     for i in range(9):
@@ -39,6 +40,10 @@ def test_ray_embedding_matches_single_process(
         str(tiny_sscd["torchscript"]),
         "--sscd-preset",
         "sscd-square",
+        "--vae",
+        str(tmp_path / "vae"),
+        "--vae-size",
+        "16",
         "--shard-rows",
         "4",
         "--quiet",
@@ -50,7 +55,7 @@ def test_ray_embedding_matches_single_process(
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 9 and report["shards_written"] == [0, 1, 2]
     a, b = open_store(tmp_path / "single"), open_store(tmp_path / "ray")
-    for view in ("image", "text", "sscd"):
+    for view in ("image", "text", "sscd", "vae", "vae_purified"):
         np.testing.assert_allclose(
             a.read(0, 9, view).astype(np.float32), b.read(0, 9, view).astype(np.float32), atol=2e-3
         )

@@ -19,7 +19,28 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 N = 120
 ALL = ("alignment", "d_s", "ad_xy", "concept_consistency", "cross_view", "k_distance", "lid")
-DEFAULT = ("alignment", "d_s", "ad_xy", "concept_consistency", "k_distance", "lid")
+CHOICES = (
+    "combined",
+    "relative_alignment",
+    "alignment",
+    "d_s",
+    "ad_xy",
+    "concept_consistency",
+    "cross_view",
+    "view_residual",
+    "view_density",
+    "purification",
+    "k_distance",
+    "lid",
+)
+DEFAULT = (
+    "combined",
+    "relative_alignment",
+    "alignment",
+    "concept_consistency",
+    "k_distance",
+    "lid",
+)
 ATOL = 1e-6  # float32 neighbour search in the engine
 SUMMARY_KEYS = {"n", "scores", "rank_by", "removal", "metrics"}
 METRIC_KEYS = {"auroc", "auprc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "tradeoff"}
@@ -125,7 +146,20 @@ def _methods(k):
         "cross_view": f"neighbourhood D_s, k={k} per view",
         "k_distance": f"k={k}",
         "lid": f"MLE, k={k}",
+        "relative_alignment": "exact caption k-NN, k=50, 10% trimmed",
+        "combined": "min-p of relative_alignment (weight 1.00)",
     }
+
+
+def _with_peer_scores(want, image, text):
+    """``want`` plus relative_alignment and the combined score of it alone (no second view):
+    the maximum term plus the tie break below the smallest gap between distinct maxima."""
+    out = dict(want)
+    out["relative_alignment"] = ref.relative_alignment_definition(image, text, 50)
+    top, total, _ = ref.combined_terms({"relative_alignment": out["relative_alignment"]})
+    gaps = np.diff(np.unique(top))
+    out["combined"] = top + 0.5 * (gaps.min() if gaps.size else 1.0) * total / total.max()
+    return out
 
 
 def test_every_score_ranked_and_filtered_by_fraction(world, capsys):
@@ -281,20 +315,22 @@ def test_manifest_parquet_and_default_rank_by(world, capsys):
 
 
 def test_defaults_without_ground_truth(world, capsys):
-    """No --scores, --k, --manifest or removal option: the six default scores at k = 10,
-    ranked by alignment, nothing removed, no metrics and no trade-off plot."""
+    """No --scores, --k, --manifest or removal option: the six default scores at k = 10 (no
+    second view in the store, so no view scores), ranked by the combined score, nothing
+    removed, no metrics and no trade-off plot."""
     out, stdout = _screen(world, "defaults", capsys=capsys)
     removed = np.zeros(N, dtype=bool)
+    want = _with_peer_scores(world["ref"][10], world["image"], world["text"])
     summary = _check_outputs(
-        out, want=world["ref"][10], rank_by="alignment", removed=removed, truth=None, names=DEFAULT
+        out, want=want, rank_by="combined", removed=removed, truth=None, names=DEFAULT
     )
     _check_summary(
         summary,
         names=DEFAULT,
         methods=_methods(10),
-        rank_by="alignment",
+        rank_by="combined",
         removal={"rule": "remove_fraction", "fraction": 0.0, "removed": 0, "kept": N},
-        want=world["ref"][10],
+        want=want,
         truth=None,
     )
     assert stdout == (
@@ -343,11 +379,12 @@ def _bad_files(root):
 
 # (options, message after "alignscope: error: "); {r} is the test's directory
 BAD_INPUT = [
-    (["--scores", "magic"], "--scores: unknown score 'magic'; choose from " + ", ".join(ALL)),
-    (["--scores", ","], "--scores: unknown score ''; choose from " + ", ".join(ALL)),
+    (["--scores", "magic"], "--scores: unknown score 'magic'; choose from " + ", ".join(CHOICES)),
+    (["--scores", ","], "--scores: unknown score ''; choose from " + ", ".join(CHOICES)),
     (
         ["--scores", "cross_view"],
-        "cross_view needs --second-view (a view of the store, e.g. sscd, or an .npy)",
+        "cross_view needs --second-view (a view of the store: vae from `embed --vae`, sscd; or an "
+        ".npy)",
     ),
     (
         ["--scores", "cross_view", "--second-view", "sscd"],

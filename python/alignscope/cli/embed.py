@@ -19,11 +19,38 @@ from alignscope.cli._common import (
 )
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
-    from alignscope.embed import SSCDEncoder, embed_dataset, load_clip
+def _vae_settings(args: argparse.Namespace) -> tuple[str | None, int]:
+    """(folder, input size) of ``--vae`` / ``--vae-size``, checked before any model loads (only
+    the folder's config.json is read); the folder is None without --vae."""
+    from alignscope._diffusers import check_vae_folder
+    from alignscope.embed.vae import DEFAULT_SIZE, check_vae_size
 
-    if args.clip is None and args.sscd is None:
-        raise UsageError("give --clip SPEC and/or --sscd MODEL (see `alignscope embed --help`)")
+    if args.vae is None:
+        if args.vae_size is not None:
+            raise UsageError("--vae-size sets the input size of --vae DIR; give --vae too")
+        return None, DEFAULT_SIZE
+    size = DEFAULT_SIZE if args.vae_size is None else args.vae_size
+    try:
+        check_vae_size(size)
+    except ValueError as exc:
+        raise UsageError(f"--vae-size: {exc}") from exc
+    if not Path(args.vae).is_dir():
+        raise UsageError(f"--vae: no such directory {args.vae!r}")
+    try:
+        check_vae_folder(args.vae)
+    except ValueError as exc:
+        raise UsageError(f"--vae: {exc}") from exc
+    return args.vae, size
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from alignscope.embed import SSCDEncoder, VAEEncoder, embed_dataset, load_clip
+
+    if args.clip is None and args.sscd is None and args.vae is None:
+        raise UsageError(
+            "give --clip SPEC, --sscd MODEL and/or --vae DIR (see `alignscope embed --help`)"
+        )
+    vae_dir, vae_size = _vae_settings(args)
     dataset = _open_dataset(args.dataset, args.trust_pickles)
     if args.ray is not None:
         from alignscope.distributed.embedding import ray_embed
@@ -34,6 +61,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
             clip=args.clip,
             sscd=args.sscd,
             sscd_preset=args.sscd_preset,
+            vae=vae_dir,
+            vae_size=vae_size,
             batch_size=args.batch_size,
             shard_rows=args.shard_rows,
             device=args.device,
@@ -60,11 +89,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
         if args.sscd
         else None
     )
+    vae = None
+    if vae_dir is not None:
+        try:
+            vae = VAEEncoder(vae_dir, vae_size, args.device)
+        except ValueError as exc:  # weights that do not load (the config was checked above)
+            raise UsageError(f"--vae: {exc}") from exc
     report = embed_dataset(
         dataset,
         args.out,
         clip=clip,
         sscd=sscd,
+        vae=vae,
         batch_size=args.batch_size,
         shard_rows=args.shard_rows,
         progress=not args.quiet,
@@ -97,6 +133,21 @@ def _register_embed(sub: Any) -> None:
     emb.add_argument("--sscd", help="SSCD model: .pt/.torchscript (TorchScript) or .onnx")
     emb.add_argument(
         "--sscd-preset", dest="sscd_preset", default="sscd", choices=("sscd", "sscd-square", "dcr")
+    )
+    emb.add_argument(
+        "--vae",
+        metavar="DIR",
+        help="diffusers AutoencoderKL folder (or a Stable Diffusion folder with vae/): writes the "
+        "views vae (pooled latent means, as Nightshade computes them) and vae_purified (the "
+        "same of a mildly purified copy: JPEG, small resize, slight blur)",
+    )
+    emb.add_argument(
+        "--vae-size",
+        dest="vae_size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--vae: centre-crop and resize images to N x N first (a multiple of 8; 256)",
     )
     emb.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=64)
     emb.add_argument("--shard-rows", dest="shard_rows", type=_positive_int, default=100_000)

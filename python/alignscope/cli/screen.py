@@ -20,7 +20,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from alignscope.io import is_store, open_store, store_row_ids
     from alignscope.report.thumbnails import thumbnails
     from alignscope.screen.run import load_truth, screen_store
-    from alignscope.screen.scores import SCORES
+    from alignscope.screen.scores import DEFAULT_SCORES, SCORES
 
     try:
         import matplotlib  # noqa: F401
@@ -28,7 +28,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
         raise UsageError(
             "screen draws plots with matplotlib: pip install 'alignscope[plots]'"
         ) from exc
-    scores = tuple(s.strip() for s in args.scores.split(",") if s.strip())
+    scores = tuple(s.strip() for s in (args.scores or "").split(",") if s.strip())
+    if args.scores is None:
+        scores = DEFAULT_SCORES
     bad = [s for s in scores if s not in SCORES]
     if bad or not scores:
         raise UsageError(
@@ -59,23 +61,12 @@ def cmd_screen(args: argparse.Namespace) -> int:
         store = open_store(path)
     except ValueError as exc:
         raise UsageError(f"STORE: {exc}") from exc
-    second = None
-    if "cross_view" in scores:
-        if not args.second_view:
-            raise UsageError(
-                "cross_view needs --second-view (a view of the store, e.g. sscd, or an .npy)"
-            )
-        if args.second_view in ("sscd", "image", "text") and store.has_view(args.second_view):
-            second = store.read(0, store.n, args.second_view)
-        elif args.second_view in ("sscd", "image", "text") and not Path(args.second_view).exists():
-            raise UsageError(f"--second-view: the store has no {args.second_view} view")
-        else:
-            second = _load_npy(args.second_view, "--second-view")
-        if second.ndim != 2 or second.shape[0] != store.n:
-            raise UsageError(
-                f"--second-view: expected ({store.n}, d) rows, one per pair, got shape "
-                f"{tuple(second.shape)}"
-            )
+    second, purified = _second_view(args, store, scores)
+    if args.scores is None:  # the default: every score the store's views allow
+        if second is not None:
+            scores += ("view_density", "cross_view")
+        if purified is not None:
+            scores += ("purification",)
     truth = None
     if args.manifest:
         try:
@@ -83,14 +74,18 @@ def cmd_screen(args: argparse.Namespace) -> int:
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(f"--manifest: {exc}") from exc
     ids = store_row_ids(path) if path.is_dir() else None
+    reference = _reference_clean(args, ids, store.n)
     summary = screen_store(
         store,
         args.out,
         scores=scores,
         second_view=second,
+        purified_view=purified,
         truth=truth,
         remove_fraction=args.remove_fraction,
         threshold=args.threshold,
+        target_fpr=args.target_fpr,
+        reference_clean=reference,
         rank_by=args.rank_by,
         k=args.k,
         ids=ids,
@@ -110,11 +105,73 @@ def cmd_screen(args: argparse.Namespace) -> int:
             ]
             print(format_table(("score", "AUROC", "AUPRC", "TPR@1%FPR", "TPR@5%FPR"), rows))
         r = summary["removal"]
+        if r["rule"] == "target_fpr":
+            basis = (
+                f"from {r['n_reference']:,} trusted clean rows, FPR at most "
+                f"{r['fpr_upper_bound']:.4g} with {r['confidence']:.0%} confidence"
+                if r["basis"] == "reference-clean"
+                else "from the distribution of all rows"
+            )
+            print(f"threshold at {r['fpr']:g} FPR: {r['threshold']:.6g} ({basis})")
         print(
             f"removed {r['removed']:,}, kept {r['kept']:,}; wrote scores.parquet, summary.json, "
             f"plots/, report.html, keep.txt to {args.out}"
         )
     return 0
+
+
+def _second_view(args: argparse.Namespace, store: Any, scores: tuple[str, ...]) -> tuple[Any, Any]:
+    """The second image view (--second-view, else the store's vae view when it has one) and,
+    when that is the store's vae view, its purified latents; (None, None) when there is none."""
+    from alignscope.io.store import VIEWS  # image, text, sscd, vae, vae_purified
+    from alignscope.screen.scores import VIEW_SCORES
+
+    name = args.second_view
+    if name is None:
+        if store.has_view("vae"):
+            name = "vae"
+        elif VIEW_SCORES & set(scores):
+            named = sorted(VIEW_SCORES & set(scores))
+            raise UsageError(
+                f"{', '.join(named)} need{'s' if len(named) == 1 else ''} --second-view (a view "
+                "of the store: vae from `embed --vae`, sscd; or an .npy)"
+            )
+        else:
+            return None, None
+    if name in VIEWS and store.has_view(name):
+        second = store.read(0, store.n, name)
+    elif name in VIEWS and not Path(name).exists():
+        raise UsageError(f"--second-view: the store has no {name} view")
+    else:
+        second = _load_npy(name, "--second-view")
+    if second.ndim != 2 or second.shape[0] != store.n:
+        raise UsageError(
+            f"--second-view: expected ({store.n}, d) rows, one per pair, got shape "
+            f"{tuple(second.shape)}"
+        )
+    purified = None
+    if name == "vae" and store.has_view("vae_purified"):
+        purified = store.read(0, store.n, "vae_purified")
+    elif "purification" in scores:
+        raise UsageError(
+            "purification needs the store's vae and vae_purified views (`alignscope embed "
+            "--vae DIR`) and --second-view vae"
+        )
+    return second, purified
+
+
+def _reference_clean(args: argparse.Namespace, ids: list[str] | None, n: int) -> Any:
+    """Rows of the ids listed in --reference-clean (ids as in keep.txt), or None."""
+    if not args.reference_clean:
+        return None
+    if args.target_fpr is None:
+        raise UsageError("--reference-clean needs --target-fpr")
+    from alignscope.screen.decisions import read_row_ids
+
+    try:  # rows without stored ids are named by their index, as in keep.txt
+        return read_row_ids(args.reference_clean, ids or [str(i) for i in range(n)])
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"--reference-clean: {exc}") from exc
 
 
 def _captions(path: Path, n: int) -> list[str] | None:
@@ -127,6 +184,8 @@ def _captions(path: Path, n: int) -> list[str] | None:
 
 def register(sub: Any) -> None:
     """Add the ``screen`` sub-command to ``sub`` (an argparse sub-parsers action)."""
+    from alignscope.screen.scores import DEFAULT_SCORES, SCORES
+
     scr = sub.add_parser("screen", help="score pairs for poisoning; evaluate; write a keep list")
     scr.add_argument(
         "store",
@@ -137,19 +196,44 @@ def register(sub: Any) -> None:
     _add_overwrite(scr)
     scr.add_argument(
         "--scores",
-        default="alignment,d_s,ad_xy,concept_consistency,k_distance,lid",
-        help="comma-separated; from: alignment, d_s, ad_xy, concept_consistency, cross_view, "
-        "k_distance, lid",
+        default=None,
+        help="comma-separated, from: "
+        + ", ".join(SCORES)
+        + ". Default: "
+        + ",".join(DEFAULT_SCORES)
+        + ", plus view_density and cross_view with a second view (the store's vae view by "
+        "default) and purification with the store's vae_purified view",
     )
     scr.add_argument(
-        "--second-view", dest="second_view", help="cross_view's view: sscd, or an .npy"
+        "--second-view",
+        dest="second_view",
+        help="the second image view of view_density, cross_view, view_residual and "
+        "purification: a view of the store (vae or vae_purified from embed --vae, sscd, image, "
+        "text), or an .npy of (N, d) rows; default: the store's vae view when it has one",
     )
     scr.add_argument(
         "--manifest", help="ground truth: poison_manifest.parquet, truth.npz or bool .npy"
     )
     scr.add_argument("--remove-fraction", dest="remove_fraction", type=float, help="drop the top F")
     scr.add_argument("--threshold", type=float, help="drop pairs scoring above T (on --rank-by)")
-    scr.add_argument("--rank-by", dest="rank_by", help="score to rank and filter by (first score)")
+    scr.add_argument(
+        "--target-fpr",
+        dest="target_fpr",
+        type=float,
+        help="drop pairs above the threshold that flags at most F of clean pairs (0 < F < 1)",
+    )
+    scr.add_argument(
+        "--reference-clean",
+        dest="reference_clean",
+        metavar="FILE",
+        help="ids of trusted clean pairs, one a line ('#' comments), to estimate the "
+        "--target-fpr threshold from; without it, from all pairs' scores",
+    )
+    scr.add_argument(
+        "--rank-by",
+        dest="rank_by",
+        help="score to rank and filter by (default: the first of --scores; combined by default)",
+    )
     scr.add_argument("--k", type=_positive_int, default=10, help="neighbours for k-NN scores (10)")
     scr.add_argument("--clip", help="CLIP spec to embed a dataset given instead of a store")
     scr.add_argument(

@@ -17,12 +17,19 @@ from alignscope._files import atomic_path, claimed_output
 
 class _Worker:
     def __init__(
-        self, clip: str | None, sscd: str | None, preset: str, device: str, trust_models: bool
+        self,
+        clip: str | None,
+        sscd: str | None,
+        preset: str,
+        vae: tuple[str, int] | None,
+        device: str,
+        trust_models: bool,
     ) -> None:
-        from alignscope.embed import SSCDEncoder, load_clip
+        from alignscope.embed import SSCDEncoder, VAEEncoder, load_clip
 
         self.clip = load_clip(clip, device) if clip else None
         self.sscd = SSCDEncoder(sscd, preset, device, trust_models=trust_models) if sscd else None
+        self.vae = VAEEncoder(vae[0], vae[1], device) if vae else None
 
     def run(self, dataset: str, trust: bool, out: str, index: int, rows: int, batch: int) -> Any:
         from alignscope.embed.embedder import embed_shard
@@ -35,6 +42,7 @@ class _Worker:
             rows,
             clip=self.clip,
             sscd=self.sscd,
+            vae=self.vae,
             batch_size=batch,
         )
         return index, images, skipped
@@ -47,6 +55,8 @@ def ray_embed(
     clip: str | None = None,
     sscd: str | None = None,
     sscd_preset: str = "sscd",
+    vae: str | None = None,
+    vae_size: int = 256,
     batch_size: int = 64,
     shard_rows: int = 100_000,
     device: str = "cpu",
@@ -62,21 +72,29 @@ def ray_embed(
     ``out`` is claimed as :func:`alignscope.embed.embed_dataset` claims it: the same record,
     so a rerun resumes only the same computation, and either embedder may resume the other's.
 
+    ``vae`` (a diffusers VAE folder) writes the ``vae`` and ``vae_purified`` views, from
+    images resized to ``vae_size`` (:class:`alignscope.embed.VAEEncoder`).
+
     Returns the run's report (also written to ``out/embed_report.json``).
     """
     try:
         import ray  # noqa: F401  (checked before any work; the tasks import it below)
     except ImportError as exc:
         raise ValueError("the Ray backend needs: pip install 'alignscope[distributed]'") from exc
+    from alignscope._diffusers import check_vae_folder
     from alignscope.embed import SSCDEncoder
     from alignscope.embed.embedder import embed_identity
+    from alignscope.embed.vae import check_vae_size
     from alignscope.io.datasets import open_dataset
 
-    if clip is None and sscd is None:
-        raise ValueError("give a CLIP spec, an SSCD model, or both")
+    if clip is None and sscd is None and vae is None:
+        raise ValueError("give a CLIP spec, an SSCD model or a VAE folder (any of them)")
     if sscd is not None:
         # the driver checks the file once, so a refused model fails here, not in every actor
         SSCDEncoder(sscd, sscd_preset, "cpu", trust_models=trust_models)
+    if vae is not None:
+        check_vae_folder(vae)
+        check_vae_size(vae_size)
     source = open_dataset(dataset, trust_pickles=trust_pickles)
     identity = embed_identity(
         source.source,
@@ -87,11 +105,14 @@ def ray_embed(
         device=device,
         shard_rows=shard_rows,
         dtype=np.float16,
+        vae_model=vae,
+        vae_size=None if vae is None else vae_size,
     )
     # the same record as a single-process embed: another dataset, model or setting is refused
     with claimed_output(out, "embed", identity, overwrite=overwrite):
         return _ray_embed_into(
-            source, dataset, out, clip, sscd, sscd_preset, batch_size, shard_rows, device,
+            source, dataset, out, clip, sscd, sscd_preset,
+            None if vae is None else (vae, vae_size), batch_size, shard_rows, device,
             workers, num_gpus, address, trust_pickles, trust_models, progress,
         )  # fmt: skip
 
@@ -103,6 +124,7 @@ def _ray_embed_into(
     clip: str | None,
     sscd: str | None,
     sscd_preset: str,
+    vae: tuple[str, int] | None,
     batch_size: int,
     shard_rows: int,
     device: str,
@@ -139,7 +161,7 @@ def _ray_embed_into(
         )
         pool = ActorPool(
             [
-                actor.remote(clip, sscd, sscd_preset, device, trust_models)
+                actor.remote(clip, sscd, sscd_preset, vae, device, trust_models)
                 for _ in range(max(1, min(workers, len(todo))))
             ]
         )

@@ -3,7 +3,8 @@
 Shard i holds the decodable records among records [i * shard_rows, (i + 1) * shard_rows) of
 the dataset's fixed order. Its files are written atomically and its metadata file last, so a
 shard whose metadata exists is complete; a rerun skips complete shards without decoding their
-images. Views: ``img_emb``/``text_emb`` (CLIP) and ``sscd_emb`` (SSCD).
+images. Views: ``img_emb``/``text_emb`` (CLIP), ``sscd_emb`` (SSCD), and ``vae_emb`` /
+``vae_purified_emb`` (pooled VAE latent means of each image and of its purified copy).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from alignscope._files import atomic_path, claimed_output, fingerprint_tree
 from alignscope.embed.clip import ClipEncoder
 from alignscope.embed.sscd import SSCDEncoder
+from alignscope.embed.vae import VAEEncoder
 from alignscope.io.datasets import Dataset, Record
 from alignscope.io.write import StoreWriter
 
@@ -65,12 +67,22 @@ def complete_shards(root: Path) -> set[int]:
     return out
 
 
+@dataclass
+class _Encoders:
+    """The encoders of one embedding run (any of them may be absent)."""
+
+    clip: ClipEncoder | None = None
+    sscd: SSCDEncoder | None = None
+    vae: VAEEncoder | None = None
+
+
 def embed_dataset(
     dataset: Dataset,
     out: str | Path,
     *,
     clip: ClipEncoder | None = None,
     sscd: SSCDEncoder | None = None,
+    vae: VAEEncoder | None = None,
     batch_size: int = 64,
     shard_rows: int = 100_000,
     dtype: Any = np.float16,
@@ -83,16 +95,19 @@ def embed_dataset(
     dataset with the same encoders and settings (:func:`embed_identity`); otherwise it is
     refused naming what differs, unless ``overwrite`` replaces the old store.
 
+    ``vae`` writes two views, ``vae`` and ``vae_purified`` (:class:`VAEEncoder`).
+
     Returns an :class:`EmbedReport` (also written to ``out/embed_report.json``): shards
     written and skipped (already complete), images embedded, records skipped with reasons.
     """
-    if clip is None and sscd is None:
-        raise ValueError("give a CLIP encoder, an SSCD encoder, or both")
+    if clip is None and sscd is None and vae is None:
+        raise ValueError("give a CLIP, an SSCD or a VAE encoder (any of them, or several)")
     if batch_size < 1 or shard_rows < 1:
         raise ValueError("batch_size and shard_rows must be >= 1")
-    identity = _encoders_identity(dataset, clip, sscd, shard_rows, dtype)
+    encoders = _Encoders(clip, sscd, vae)
+    identity = _encoders_identity(dataset, encoders, shard_rows, dtype)
     with claimed_output(out, "embed", identity, overwrite=overwrite):
-        return _embed_into(dataset, Path(out), clip, sscd, batch_size, shard_rows, dtype, progress)
+        return _embed_into(dataset, Path(out), encoders, batch_size, shard_rows, dtype, progress)
 
 
 def _spec_files(spec: str) -> list[dict[str, object]]:
@@ -114,11 +129,17 @@ def embed_identity(
     device: str,
     shard_rows: int,
     dtype: Any,
+    vae_model: str | Path | None = None,
+    vae_size: int | None = None,
 ) -> dict[str, object]:
     """What an embedded store depends on: the dataset (its file listing), the encoders (spec,
     model files' fingerprints, preprocessing, device) and the store settings. One owner for
-    the single-process and the Ray embedders, so either may resume the other's store."""
-    return {
+    the single-process and the Ray embedders, so either may resume the other's store.
+
+    ``vae_model`` (a VAE folder, or the name of an encoder of the user's own) adds a "vae"
+    entry; without one the record has no such key, so stores embedded before VAE views
+    existed still resume."""
+    identity: dict[str, object] = {
         "dataset": fingerprint_tree(source),
         "dataset_kind": kind,
         "clip": None
@@ -134,14 +155,23 @@ def embed_identity(
         "shard_rows": int(shard_rows),
         "dtype": np.dtype(dtype).name,
     }
+    if vae_model is not None:
+        identity["vae"] = {
+            "model": fingerprint_tree(vae_model) if Path(vae_model).exists() else str(vae_model),
+            "size": vae_size,
+            "device": device,
+        }
+    return identity
 
 
 def _encoders_identity(
-    dataset: Dataset, clip: Any, sscd: Any, shard_rows: int, dtype: Any
+    dataset: Dataset, encoders: _Encoders, shard_rows: int, dtype: Any
 ) -> dict[str, object]:
     """:func:`embed_identity` of encoder objects (an encoder of the user's own may lack the
     attributes ours have: its class name stands in)."""
-    device = getattr(clip if clip is not None else sscd, "device", "cpu")
+    clip, sscd, vae = encoders.clip, encoders.sscd, encoders.vae
+    first = next(e for e in (clip, sscd, vae) if e is not None)
+    device = getattr(first, "device", "cpu")
     preset = getattr(sscd, "preset", None)
     return embed_identity(
         dataset.source,
@@ -152,14 +182,15 @@ def _encoders_identity(
         device=device,
         shard_rows=shard_rows,
         dtype=dtype,
+        vae_model=None if vae is None else getattr(vae, "path", type(vae).__name__),
+        vae_size=getattr(vae, "size", None),
     )
 
 
 def _embed_into(
     dataset: Dataset,
     root: Path,
-    clip: ClipEncoder | None,
-    sscd: SSCDEncoder | None,
+    encoders: _Encoders,
     batch_size: int,
     shard_rows: int,
     dtype: Any,
@@ -185,7 +216,7 @@ def _embed_into(
             report.shards_skipped.append(i)
             return
         before = len(dataset.skipped)
-        views, meta = _embed_records(records, dataset, clip, sscd, batch_size, bar)
+        views, meta = _embed_records(records, dataset, encoders, batch_size, bar)
         write_shard_skips(root, i, dataset.skipped[before:])  # before the metadata
         if meta["id"]:
             writer.write_shard(i, views, meta)
@@ -202,7 +233,7 @@ def _embed_into(
         flush(shard, index)
     if bar is not None:
         bar.close()
-    if clip is not None and report.images and not report.captioned:
+    if encoders.clip is not None and report.images and not report.captioned:
         # the text view of a captionless dataset is one constant row: say so once, here
         dataset._warn(
             "no record has a caption: every text embedding is the same, so AD and the "
@@ -226,6 +257,7 @@ def embed_shard(
     *,
     clip: ClipEncoder | None,
     sscd: SSCDEncoder | None,
+    vae: VAEEncoder | None = None,
     batch_size: int = 64,
     dtype: Any = np.float16,
 ) -> tuple[int, list[tuple[str, str]]]:
@@ -236,7 +268,7 @@ def embed_shard(
     start, stop = index * shard_rows, (index + 1) * shard_rows
     records = [r for i, r in enumerate(dataset) if start <= i < stop]
     before = len(dataset.skipped)
-    views, meta = _embed_records(records, dataset, clip, sscd, batch_size, None)
+    views, meta = _embed_records(records, dataset, _Encoders(clip, sscd, vae), batch_size, None)
     write_shard_skips(Path(out), index, dataset.skipped[before:])
     if meta["id"]:
         StoreWriter(Path(out), dtype).write_shard(index, views, meta)
@@ -264,12 +296,18 @@ def read_shard_skips(root: Path, shards: int) -> list[tuple[str, str]]:
 def _embed_records(
     records: list[Record],
     dataset: Dataset,
-    clip: ClipEncoder | None,
-    sscd: SSCDEncoder | None,
+    encoders: _Encoders,
     batch_size: int,
     bar: Any,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
-    parts: dict[str, list[np.ndarray]] = {"image": [], "text": [], "sscd": []}
+    clip, sscd, vae = encoders.clip, encoders.sscd, encoders.vae
+    parts: dict[str, list[np.ndarray]] = {
+        "image": [],
+        "text": [],
+        "sscd": [],
+        "vae": [],
+        "vae_purified": [],
+    }
     meta: dict[str, list[Any]] = {"id": [], "caption": [], "extra": []}
     batch: list[tuple[Record, Any]] = []
 
@@ -280,6 +318,10 @@ def _embed_records(
             parts["text"].append(clip.encode_texts([r.caption for r, _ in items]))
         if sscd is not None:
             parts["sscd"].append(sscd.encode(images))
+        if vae is not None:
+            pooled, purified = vae.encode(images)
+            parts["vae"].append(pooled)
+            parts["vae_purified"].append(purified)
         for r, _ in items:
             meta["id"].append(r.id)
             meta["caption"].append(r.caption)

@@ -20,12 +20,22 @@ import numpy as np
 from alignscope import _backend
 
 SUPPORTED_DTYPES = (np.float16, np.float32, np.float64)
-VIEWS = ("image", "text", "sscd")
-_SHARD = {
-    "image": ("img_emb", "img_emb_"),
-    "text": ("text_emb", "text_emb_"),
-    "sscd": ("sscd_emb", "sscd_emb_"),
+# The one owner of the views a store may hold and their folders (shard i of a view is
+# ``<folder>/<folder>_<i>.npy``): the reader here and the writer (io/write.py) both use it.
+VIEW_FOLDERS = {
+    "image": "img_emb",  # CLIP image embeddings
+    "text": "text_emb",  # CLIP text embeddings
+    "sscd": "sscd_emb",  # SSCD copy-detection descriptors
+    "vae": "vae_emb",  # pooled VAE latent means (embed --vae)
+    "vae_purified": "vae_purified_emb",  # ... of a mildly purified copy of each image
 }
+VIEWS = tuple(VIEW_FOLDERS)
+
+
+def shard_file(view: str, index: int) -> str:
+    """The path of shard ``index`` of ``view`` relative to the store's root."""
+    folder = VIEW_FOLDERS[view]
+    return f"{folder}/{folder}_{index}.npy"
 
 
 def _open_npy(path: Path, what: str) -> np.ndarray:
@@ -110,8 +120,11 @@ class EmbeddingStore:
         labels: np.ndarray | None,
         source: str,
         sscd: _View | None = None,
+        others: dict[str, _View] | None = None,
     ) -> None:
-        self._views = {"image": image, "text": text, "sscd": sscd}
+        # every view of VIEWS has an entry, None when absent; ``others``: vae, vae_purified
+        self._views: dict[str, _View | None] = dict.fromkeys(VIEWS)
+        self._views.update(image=image, text=text, sscd=sscd, **(others or {}))
         self.labels = labels
         self.source = source
         # open_store's arguments, so another process (a Ray worker) can open the same store
@@ -248,8 +261,11 @@ def _indexed_files(directory: Path, prefix: str, suffix: str) -> dict[int, Path]
 
 
 def _shard_paths(root: Path, view: str) -> dict[int, Path]:
-    folder, prefix = _SHARD[view]
-    return _indexed_files(root / folder, prefix, ".npy")
+    folder = VIEW_FOLDERS[view]
+    return _indexed_files(root / folder, f"{folder}_", ".npy")
+
+
+_OTHER_FOLDERS = [folder for view, folder in VIEW_FOLDERS.items() if view != "image"]
 
 
 def _open_clip_retrieval(root: Path) -> EmbeddingStore:
@@ -258,15 +274,16 @@ def _open_clip_retrieval(root: Path) -> EmbeddingStore:
     if not present:
         raise ValueError(
             f"{str(root)!r} holds no embedding shards: expected img_emb/img_emb_<i>.npy "
-            "(the clip-retrieval layout; also text_emb/, sscd_emb/), or pass a .npy or .parquet"
+            f"(the clip-retrieval layout; also {', '.join(f'{f}/' for f in _OTHER_FOLDERS)}), "
+            "or pass a .npy or .parquet"
         )
     first = present[0]
     for view in present[1:]:
         if set(found[view]) != set(found[first]):
             missing = sorted(set(found[view]) ^ set(found[first]))
             raise ValueError(
-                f"{str(root)!r}: {_SHARD[first][0]} and {_SHARD[view][0]} shards differ; shard "
-                f"index {missing[0]} is present in one view only"
+                f"{str(root)!r}: {VIEW_FOLDERS[first]} and {VIEW_FOLDERS[view]} shards "
+                f"differ; shard index {missing[0]} is present in one view only"
             )
     order = sorted(found[first])
     opened = {view: [_open_npy(found[view][i], f"{view} shard") for i in order] for view in present}
@@ -282,7 +299,12 @@ def _open_clip_retrieval(root: Path) -> EmbeddingStore:
         view: _make_view(opened[view], [found[view][i] for i in order], view) for view in present
     }
     return EmbeddingStore(
-        views.get("image"), views.get("text"), None, str(root), sscd=views.get("sscd")
+        views.get("image"),
+        views.get("text"),
+        None,
+        str(root),
+        sscd=views.get("sscd"),
+        others={v: views[v] for v in views if v not in ("image", "text", "sscd")},
     )
 
 
@@ -456,7 +478,7 @@ def is_store(path: str | os.PathLike[str]) -> bool:
     p = Path(path)
     if p.is_file():
         return p.suffix in (".npy", ".parquet")
-    return any((p / folder).is_dir() for folder, _ in _SHARD.values())
+    return any((p / folder).is_dir() for folder in VIEW_FOLDERS.values())
 
 
 def read_metadata_column(root: str | os.PathLike[str], name: str) -> list[str] | None:

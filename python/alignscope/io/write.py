@@ -9,12 +9,7 @@ from typing import Any
 import numpy as np
 
 from alignscope._files import atomic_path
-
-_VIEW_FILES = {
-    "image": ("img_emb", "img_emb_"),
-    "text": ("text_emb", "text_emb_"),
-    "sscd": ("sscd_emb", "sscd_emb_"),
-}
+from alignscope.io.store import VIEW_FOLDERS, shard_file
 
 
 class StoreWriter:
@@ -35,8 +30,8 @@ class StoreWriter:
 
     def existing_shards(self) -> list[int]:
         found = set()
-        for folder, prefix in _VIEW_FILES.values():
-            for p in (self.root / folder).glob(f"{prefix}*.npy"):
+        for folder in VIEW_FOLDERS.values():
+            for p in (self.root / folder).glob(f"{folder}_*.npy"):
                 tail = p.stem.rsplit("_", 1)[1]
                 if tail.isdigit():
                     found.add(int(tail))
@@ -62,28 +57,26 @@ class StoreWriter:
         for view, arr in (("image", image_emb), ("text", text_emb)):
             if arr is None:
                 continue
-            folder, prefix = _VIEW_FILES[view]
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
-            self._write_npy(self.root / folder / f"{prefix}{i}.npy", np.asarray(arr))
+            self._write_npy(self.root / shard_file(view, i), np.asarray(arr))
         if metadata is not None:
             self._write_metadata(i, metadata, image_emb.shape[0])
         self.next_index += 1
         return i
 
     def write_shard(self, i: int, views: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
-        """Write shard ``i`` of any views ("image", "text", "sscd"), metadata last: a shard
-        whose metadata exists is complete (the resume rule of ``alignscope embed``)."""
+        """Write shard ``i`` of any views (names of :data:`alignscope.io.store.VIEWS`),
+        metadata last: a shard whose metadata exists is complete (the resume rule of
+        ``alignscope embed``)."""
         rows = {v.shape[0] for v in views.values()}
         if len(rows) != 1:
             raise ValueError(f"views of shard {i} differ in rows: {sorted(rows)}")
         for view, arr in views.items():
-            folder, prefix = _VIEW_FILES[view]
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
-            self._write_npy(self.root / folder / f"{prefix}{i}.npy", arr)
+            self._write_npy(self.root / shard_file(view, i), arr)
         self._write_metadata(i, metadata, rows.pop())
         self.next_index = max(self.next_index, i + 1)
 
     def _write_npy(self, path: Path, arr: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr.astype(self.dtype, copy=False), allow_pickle=False)
 

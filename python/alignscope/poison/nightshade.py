@@ -153,15 +153,9 @@ def load_lpips() -> Callable[[Any, Any], Any]:
 
 
 def load_vae(spec: str) -> Any:
-    """A diffusers AutoencoderKL from a local directory (or a hub id on machines that can
-    reach it): a VAE folder, or a Stable Diffusion folder (its ``vae`` subfolder)."""
-    from pathlib import Path
+    """A diffusers AutoencoderKL for :func:`shade` (:func:`alignscope._diffusers.load_vae`, the
+    one loader that ``embed --vae`` shares): a VAE folder, a Stable Diffusion folder (its
+    ``vae`` subfolder) or a hub id on machines that can reach it."""
+    from alignscope._diffusers import load_vae as load
 
-    try:
-        from diffusers import AutoencoderKL
-    except ImportError as exc:
-        raise ValueError("nightshade needs diffusers: pip install diffusers") from exc
-    path = Path(spec)
-    if (path / "vae" / "config.json").exists():
-        return AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=None).float()
-    return AutoencoderKL.from_pretrained(spec).float()
+    return load(spec, purpose="nightshade")

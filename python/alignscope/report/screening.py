@@ -94,7 +94,22 @@ def write_keep(ids: list[str], path: Path) -> Path:
 
 def _removal_sentence(removal: dict[str, Any]) -> str:
     """What was removed, as a sentence (the report used to print the raw dict)."""
-    if removal.get("rule") == "threshold":
+    if removal.get("rule") == "target_fpr":
+        rule = (
+            f"removed the pairs scoring above {removal['threshold']:g}, the threshold at "
+            f"{100 * float(removal['fpr']):g}% FPR estimated "
+        )
+        if removal.get("basis") == "reference-clean":
+            rule += (
+                f"from {removal['n_reference']:,} trusted clean rows (with "
+                f"{100 * float(removal['confidence']):g}% confidence the FPR is at most "
+                f"{100 * float(removal['fpr_upper_bound']):.2g}%)"
+            )
+        else:
+            # no trusted rows: the quantile of all rows (poisons at a rate r keep the realised
+            # rate below fpr / (1 - r); see threshold_at_fpr)
+            rule += "from the scores of all rows, assuming poisons are a small minority"
+    elif removal.get("rule") == "threshold":
         rule = f"removed the pairs scoring above {removal['threshold']:g}"
     else:
         rule = f"removed the top {100 * float(removal.get('fraction', 0.0)):g}%"
@@ -102,7 +117,13 @@ def _removal_sentence(removal: dict[str, Any]) -> str:
     if "poisons_removed" in removal:
         text += (
             f" ({removal['poisons_removed']:,} poisoned and {removal['benign_removed']:,} "
-            "benign removed)"
+            "benign removed"
+            + (
+                f"; realised FPR {100 * removal['realised_fpr']:.2g}%"
+                if "realised_fpr" in removal
+                else ""
+            )
+            + ")"
         )
     return text + "."
 

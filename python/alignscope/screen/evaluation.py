@@ -54,18 +54,30 @@ def auprc(score: np.ndarray, poisoned: np.ndarray) -> float:
     return float(np.sum(precision * recall_gain))
 
 
+def flag_budget(n: int, fpr: float) -> int:
+    """The most of ``n`` benign rows a rule may flag at a false-positive rate of at most
+    ``fpr``: the largest k in [0, n] with k / n <= fpr."""
+    allowed = int(np.floor(fpr * n))
+    # fpr * n can round across an integer (0.29 * 100 = 28.999...): decide on the share itself.
+    while allowed < n and (allowed + 1) / n <= fpr:
+        allowed += 1
+    while allowed > 0 and allowed / n > fpr:
+        allowed -= 1
+    return allowed
+
+
+def fpr_threshold(benign: np.ndarray, fpr: float) -> float:
+    """The smallest t for which the rule ``score > t`` flags at most ``fpr`` of ``benign``:
+    its (k + 1)-th largest value for k = flag_budget(n, fpr), or -inf when k = n."""
+    values = np.sort(np.asarray(benign, dtype=np.float64))[::-1]
+    allowed = flag_budget(values.size, fpr)
+    return float(values[allowed]) if allowed < values.size else -np.inf
+
+
 def tpr_at_fpr(score: np.ndarray, poisoned: np.ndarray, fpr: float) -> float:
     """Share of poisons above the threshold that flags at most ``fpr`` of benign samples."""
     s, y = _check(score, poisoned)
-    benign = np.sort(s[~y])[::-1]
-    allowed = int(np.floor(fpr * benign.size))
-    # fpr * n can round across an integer (0.29 * 100 = 28.999...): decide on the share itself.
-    while allowed < benign.size and (allowed + 1) / benign.size <= fpr:
-        allowed += 1
-    while allowed > 0 and allowed / benign.size > fpr:
-        allowed -= 1
-    threshold = benign[allowed] if allowed < benign.size else -np.inf
-    return float(np.mean(s[y] > threshold))
+    return float(np.mean(s[y] > fpr_threshold(s[~y], fpr)))
 
 
 def tradeoff_curve(

@@ -15,6 +15,7 @@ import numpy as np
 from alignscope._files import claimed_output, fingerprint_files
 from alignscope.io.manifest import poison_flags
 from alignscope.report import screening as out
+from alignscope.screen.decisions import check_sample_size, row_indices, threshold_at_fpr
 from alignscope.screen.evaluation import evaluate_scores
 from alignscope.screen.scores import compute_scores
 
@@ -52,9 +53,12 @@ def screen_store(
     *,
     scores: tuple[str, ...],
     second_view: np.ndarray | None = None,
+    purified_view: np.ndarray | None = None,
     truth: np.ndarray | None = None,
     remove_fraction: float | None = None,
     threshold: float | None = None,
+    target_fpr: float | None = None,
+    reference_clean: Any = None,
     rank_by: str | None = None,
     k: int = 10,
     ids: list[str] | None = None,
@@ -69,9 +73,40 @@ def screen_store(
     (then it is replaced); another one is refused naming what differs, unless ``overwrite``.
     Outputs are staged and replace the earlier ones whole, so a stopped run leaves the earlier
     run exactly as it was.
+
+    One removal rule at most: ``remove_fraction`` (the top share by ``rank_by``), ``threshold``
+    (rows scoring above it) or ``target_fpr`` (rows above the threshold at that false-positive
+    rate, :func:`alignscope.screen.decisions.threshold_at_fpr`, estimated from the trusted clean
+    rows ``reference_clean`` — row indices or a (N,) bool mask — when given, else from all
+    rows). Without one nothing is removed.
     """
-    if remove_fraction is not None and threshold is not None:
-        raise ValueError("give --remove-fraction or --threshold, not both")
+    rules = [
+        flag
+        for flag, value in (
+            ("--remove-fraction", remove_fraction),
+            ("--threshold", threshold),
+            ("--target-fpr", target_fpr),
+        )
+        if value is not None
+    ]
+    if len(rules) == 3:
+        raise ValueError("give one of --remove-fraction, --threshold and --target-fpr, not all")
+    if len(rules) == 2:
+        raise ValueError(f"give {rules[0]} or {rules[1]}, not both")
+    if reference_clean is not None and target_fpr is None:
+        raise ValueError("--reference-clean needs --target-fpr")
+    reference_rows = None
+    if target_fpr is not None:
+        if isinstance(target_fpr, bool) or not 0.0 < target_fpr < 1.0:
+            raise ValueError(f"--target-fpr must be in (0, 1), got {target_fpr}")
+        if reference_clean is not None:
+            reference_rows = row_indices("reference_clean", reference_clean, int(store.n))
+        # before any scoring: a sample too small for the rate could not flag a single row
+        check_sample_size(
+            int(store.n) if reference_rows is None else reference_rows.size,
+            target_fpr,
+            reference=reference_rows is not None,
+        )
     if remove_fraction is not None and not 0.0 <= remove_fraction < 1.0:
         raise ValueError(f"remove fraction must be in [0, 1), got {remove_fraction}")
     files = store.files() if hasattr(store, "files") else []
@@ -83,13 +118,16 @@ def screen_store(
         "rank_by": rank_by or scores[0],
         "remove_fraction": remove_fraction,
         "threshold": threshold,
+        "target_fpr": target_fpr,
+        "reference_clean": _digest(reference_rows),
         "second_view": _digest(second_view),
+        "purified_view": _digest(purified_view),
         "truth": _digest(truth),
     }
     with claimed_output(out_dir, "screen", identity, overwrite=overwrite, replaces_all=True):
         return _screen_into(
-            store, out_dir, scores, second_view, truth, remove_fraction, threshold, rank_by, k,
-            ids, captions, images, thumbnails,
+            store, out_dir, scores, (second_view, purified_view), truth, remove_fraction,
+            threshold, target_fpr, reference_rows, rank_by, k, ids, captions, images, thumbnails,
         )  # fmt: skip
 
 
@@ -97,10 +135,12 @@ def _screen_into(
     store: Any,
     out_dir: str | Path,
     scores: tuple[str, ...],
-    second_view: np.ndarray | None,
+    views: tuple[np.ndarray | None, np.ndarray | None],
     truth: np.ndarray | None,
     remove_fraction: float | None,
     threshold: float | None,
+    target_fpr: float | None,
+    reference_rows: np.ndarray | None,
     rank_by: str | None,
     k: int,
     ids: list[str] | None,
@@ -110,14 +150,28 @@ def _screen_into(
 ) -> dict[str, Any]:
     image = store.read(0, store.n, "image")
     text = store.read(0, store.n, "text") if store.has_text else None
-    table = compute_scores(image, text, scores=scores, second_view=second_view, k=k)
+    table = compute_scores(
+        image, text, scores=scores, second_view=views[0], purified_view=views[1], k=k
+    )
     key = rank_by or scores[0]
     if key not in table.scores:
         raise ValueError(f"--rank-by {key!r} is not among the computed scores {list(table.scores)}")
     primary = table.scores[key]
     order = np.argsort(-primary, kind="stable")
     n = store.n
-    if threshold is not None:
+    if target_fpr is not None:
+        cut = threshold_at_fpr(primary, target_fpr, reference=reference_rows)
+        removed = cut.flags(primary)
+        removal = {
+            "rule": "target_fpr",
+            "fpr": target_fpr,
+            "threshold": cut.value,
+            "basis": cut.basis,
+            "n_reference": cut.n_reference,
+            "fpr_upper_bound": cut.fpr_upper_bound,
+            "confidence": cut.confidence,
+        }
+    elif threshold is not None:
         removed = primary > threshold
         removal = {"rule": "threshold", "threshold": threshold}
     else:
@@ -170,6 +224,8 @@ def _screen_into(
         if truth is not None:
             summary["removal"]["poisons_removed"] = int((removed & truth).sum())
             summary["removal"]["benign_removed"] = int((removed & ~truth).sum())
+            if target_fpr is not None:  # the rate the threshold was meant to hold
+                summary["removal"]["realised_fpr"] = float(np.mean(removed[~truth]))
         out.write_json(summary, root / "summary.json")
         out.write_keep([ids[i] for i in range(n) if not removed[i]], root / "keep.txt")
         top = order[: out.TOP_SUSPICIOUS]

@@ -15,6 +15,20 @@
   n_p / N (on the synthetic benchmark: AUROC 0.59 global vs 1.0 local); two k-NN searches.
 - ``k_distance`` / ``lid``: local density in CLIP image space (cosine distance to the k-th
   neighbour; the LID maximum-likelihood estimate); catches outliers; one k-NN search.
+- ``relative_alignment``: how far a pair's raw CLIP score falls below that of the pairs with
+  the nearest captions (:func:`alignscope.screen.relative.relative_alignment`); dirty-label
+  poisons, robust to concepts' differing CLIP scores and to generic captions; one k-NN search.
+- ``view_residual``: the whitened residual of the second view given the CLIP neighbours'
+  second views (:func:`~alignscope.screen.relative.view_residual`); one k-NN search.
+- ``view_density``: how much tighter a sample's neighbourhood is in the whitened second view
+  than in CLIP (:func:`~alignscope.screen.relative.view_density`); clean-label poisons, which
+  Nightshade pulls toward one anchor latent per concept; two k-NN searches.
+- ``purification``: how much further the image's VAE latent moves under mild purification
+  than its CLIP neighbours' do (:func:`~alignscope.screen.relative.purification_shift`);
+  clean-label (adversarial) poisons; needs the latent and purified views (embed --vae).
+- ``combined``: the default ranking. The concentration-weighted min-p combination
+  (:mod:`alignscope.screen.combine`) of the detectors among relative_alignment, view_density
+  and purification that the inputs allow; needs no knowledge of the attack.
 """
 
 from __future__ import annotations
@@ -26,9 +40,43 @@ import numpy as np
 
 from alignscope._rows import unit_rows
 from alignscope.metrics import alignment_difficulty
+from alignscope.screen.combine import combined_score
+from alignscope.screen.relative import (
+    purification_shift,
+    relative_alignment,
+    view_density,
+    view_residual,
+)
 from alignscope.search import topk
 
-SCORES = ("alignment", "d_s", "ad_xy", "concept_consistency", "cross_view", "k_distance", "lid")
+SCORES = (
+    "combined",
+    "relative_alignment",
+    "alignment",
+    "d_s",
+    "ad_xy",
+    "concept_consistency",
+    "cross_view",
+    "view_residual",
+    "view_density",
+    "purification",
+    "k_distance",
+    "lid",
+)
+# What `alignscope screen` and compute_scores compute when not told: the combined ranking
+# first, then what explains it and the classics that need no second view.
+DEFAULT_SCORES = (
+    "combined",
+    "relative_alignment",
+    "alignment",
+    "concept_consistency",
+    "k_distance",
+    "lid",
+)
+# Scores that need a second image view.
+VIEW_SCORES = {"cross_view", "view_residual", "view_density", "purification"}
+# What the combined score combines, when the inputs allow each: one detector per attack family.
+COMBINED_INPUTS = ("relative_alignment", "view_density", "purification")
 # Exact O(N^2) per-sample terms up to this N; landmarks beyond.
 EXACT_MAX_N = 50_000
 
@@ -82,15 +130,9 @@ def compute_scores(
     image_emb: np.ndarray,
     text_emb: np.ndarray | None = None,
     *,
-    scores: tuple[str, ...] = (
-        "alignment",
-        "d_s",
-        "ad_xy",
-        "concept_consistency",
-        "k_distance",
-        "lid",
-    ),
+    scores: tuple[str, ...] = DEFAULT_SCORES,
     second_view: np.ndarray | None = None,
+    purified_view: np.ndarray | None = None,
     k: int = 10,
     alpha: float = 0.8,
     seed: int = 0,
@@ -101,17 +143,33 @@ def compute_scores(
     ----------
     image_emb, text_emb : (N, d) CLIP embeddings (host arrays); text_emb is needed by
         alignment, d_s, ad_xy and concept_consistency.
-    second_view : (N, d2) a second image view for ``cross_view`` (e.g. pooled VAE latents).
-    k : neighbours for concept_consistency and the density scores.
+    second_view : (N, d2) a second image view for ``cross_view`` and ``view_residual`` (e.g.
+        pooled VAE latents), and the latent of ``purification``.
+    purified_view : (N, d2) the pooled latents of the purified images (``purification``).
+    k : neighbours for concept_consistency, cross_view, view_residual, purification and the
+        density scores (relative_alignment uses its own reference neighbourhood).
     """
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
         raise ValueError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORES)}")
     n = image_emb.shape[0]
     table = ScoreTable(n)
-    need_text = {"alignment", "d_s", "ad_xy", "concept_consistency"} & set(scores)
+    combined_inputs = (
+        _combined_inputs(text_emb, second_view, purified_view) if ("combined" in scores) else ()
+    )
+    wanted = set(scores) | set(combined_inputs)
+    need_text = {
+        "alignment", "d_s", "ad_xy", "concept_consistency", "relative_alignment"
+    } & wanted  # fmt: skip
     if need_text and text_emb is None:
-        raise ValueError("alignment, d_s, ad_xy and concept_consistency need text embeddings")
+        raise ValueError(
+            "alignment, relative_alignment, d_s, ad_xy and concept_consistency need text embeddings"
+        )
+    if text_emb is not None and np.shape(text_emb)[0] != n:
+        raise ValueError(
+            f"image_emb has {n} rows but text_emb has {np.shape(text_emb)[0]}; "
+            "row i of both must describe the same pair"
+        )
     if need_text and n > 1 and bool(np.all(np.asarray(text_emb) == np.asarray(text_emb)[:1])):
         raise ValueError(
             f"every text embedding is the same, so {', '.join(sorted(need_text))} would score "
@@ -128,13 +186,10 @@ def compute_scores(
         for name in ("alignment", "d_s", "ad_xy"):
             if name in scores:
                 table.scores[name], table.methods[name] = parts[name]
-    if "cross_view" in scores:
-        if second_view is None:
-            raise ValueError("cross_view needs a second image view (second_view=)")
-        if np.shape(second_view)[0] != n:
-            raise ValueError(f"second_view has {np.shape(second_view)[0]} rows, image_emb {n}")
-        table.scores["cross_view"] = local_structure_disagreement(image_emb, second_view, k)
-        table.methods["cross_view"] = f"neighbourhood D_s, k={min(k, n - 1)} per view"
+    _view_scores(table, wanted, image_emb, second_view, purified_view, k)
+    if "relative_alignment" in wanted:
+        table.scores["relative_alignment"] = relative_alignment(image_emb, text_emb)  # type: ignore[arg-type]
+        table.methods["relative_alignment"] = "exact caption k-NN, k=50, 10% trimmed"
     need_image_knn = {"concept_consistency", "k_distance", "lid"} & set(scores)
     if need_image_knn:
         kk = min(k, n - 1)
@@ -157,4 +212,85 @@ def compute_scores(
             mean = ratios[:, :-1].mean(axis=1) if kk > 1 else np.zeros(n)
             table.scores["lid"] = np.where(mean < 0, -1.0 / np.minimum(mean, -1e-12), 0.0)
             table.methods["lid"] = f"MLE, k={kk}"
+    if "combined" in scores:
+        _combine(table, combined_inputs, image_emb, text_emb, k)
+    # Scores computed only as the combined score's inputs are reported too (they explain it).
+    order = [name for name in SCORES if name in table.scores]
+    table.scores = {name: table.scores[name] for name in order}
+    table.methods = {name: table.methods[name] for name in order}
     return table
+
+
+def _combined_inputs(
+    text_emb: np.ndarray | None, second_view: np.ndarray | None, purified: np.ndarray | None
+) -> tuple[str, ...]:
+    have = {
+        "relative_alignment": text_emb is not None,
+        "view_density": second_view is not None,
+        "purification": second_view is not None and purified is not None,
+    }
+    chosen = tuple(name for name in COMBINED_INPUTS if have[name])
+    if not chosen:
+        raise ValueError("the combined score needs text embeddings, a second image view, or both")
+    return chosen
+
+
+def _view_scores(
+    table: ScoreTable,
+    wanted: set[str],
+    image_emb: np.ndarray,
+    second_view: np.ndarray | None,
+    purified_view: np.ndarray | None,
+    k: int,
+) -> None:
+    """cross_view, view_residual and purification, whichever ``wanted`` names."""
+    n = image_emb.shape[0]
+    kk = min(k, n - 1)
+    for name in ("cross_view", "view_residual", "view_density", "purification"):
+        if name not in wanted:
+            continue
+        if second_view is None:
+            raise ValueError(f"{name} needs a second image view (second_view=)")
+        if np.shape(second_view)[0] != n:
+            raise ValueError(f"second_view has {np.shape(second_view)[0]} rows, image_emb {n}")
+    if "cross_view" in wanted:
+        table.scores["cross_view"] = local_structure_disagreement(image_emb, second_view, k)  # type: ignore[arg-type]
+        table.methods["cross_view"] = f"neighbourhood D_s, k={kk} per view"
+    if "view_residual" in wanted:
+        table.scores["view_residual"] = view_residual(image_emb, second_view, k)  # type: ignore[arg-type]
+        table.methods["view_residual"] = f"whitened residual, k={kk}"
+    if "view_density" in wanted:
+        table.scores["view_density"] = view_density(image_emb, second_view, k)  # type: ignore[arg-type]
+        table.methods["view_density"] = f"CLIP minus whitened-view k-NN distance percentile, k={kk}"
+    if "purification" in wanted:
+        if purified_view is None or np.shape(purified_view) != np.shape(second_view):
+            raise ValueError(
+                "purification needs the purified latents (purified_view=) of the shape of "
+                "second_view: embed with --vae, which writes both"
+            )
+        table.scores["purification"] = purification_shift(
+            image_emb,
+            second_view,  # type: ignore[arg-type]
+            purified_view,
+            k,
+        )
+        table.methods["purification"] = f"log latent shift minus CLIP peers' median, k={kk}"
+
+
+def _combine(
+    table: ScoreTable,
+    inputs: tuple[str, ...],
+    image_emb: np.ndarray,
+    text_emb: np.ndarray | None,
+    k: int,
+) -> None:
+    n = image_emb.shape[0]
+    kk = min(k, n - 1)
+    graphs = [topk(image_emb, image_emb, kk, exclude=np.arange(n))[1]]
+    if text_emb is not None:
+        graphs.append(topk(text_emb, text_emb, kk, exclude=np.arange(n))[1])
+    values, weights = combined_score({name: table.scores[name] for name in inputs}, graphs)
+    table.scores["combined"] = values
+    table.methods["combined"] = "min-p of " + ", ".join(
+        f"{name} (weight {weights[name]:.2f})" for name in inputs
+    )

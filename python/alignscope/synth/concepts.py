@@ -1,10 +1,11 @@
-"""Synthetic datasets in embedding space, for demos, tests and benchmarks.
+"""The easy concept world: equal-size concepts in CLIP-like geometry.
 
 ``concept_world`` mimics CLIP geometry: each concept has a direction shared by its images and
 captions, each modality has its own offset (the "modality gap"), and samples add isotropic
 noise. With the defaults, a matched image/caption pair has cosine ~0.32 (inside the paper
 profile's [0.2, 0.45] window), a caption of another concept ~0.0, two images of one concept
-~0.90 and of two concepts ~0.38.
+~0.90 and of two concepts ~0.38. Its poisons are pure (a dirty-label image shows only the
+target), which makes screening easy; :mod:`alignscope.synth.realistic` adds what real data has.
 """
 
 from __future__ import annotations

@@ -1,0 +1,169 @@
+"""Scores that judge a sample against its peers, not against a global scale.
+
+Real captions differ in how well they can match an image (a concept's typical CLIP score, a
+generic caption, a caption naming two things), and a VAE latent varies with style that CLIP
+ignores. A global threshold on a raw similarity then flags whole concepts and generic captions;
+comparing each sample with the samples most like it removes those offsets. Every function
+returns (N,) float64, higher meaning more suspicious, and costs one exact k-NN search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from alignscope._rows import unit_rows
+from alignscope.search import topk
+
+# Neighbours that define a caption's expected CLIP score: enough that the m poisons of a
+# concept stay a minority among them in frequent concepts, few enough to stay on-topic.
+REFERENCE_K = 50
+# Share of the most suspicious rows left out of every reference (poisons are a minority; a
+# reference that includes them drifts toward them), and the reweighting rounds.
+TRIM = 0.1
+ROUNDS = 2
+_CHUNK = 8192
+
+
+def _neighbours(x: np.ndarray, k: int) -> np.ndarray:
+    n = x.shape[0]
+    kk = min(k, n - 1)
+    if kk < 1:
+        raise ValueError("neighbour scores need at least two samples")
+    _, idx = topk(x, x, kk, exclude=np.arange(n))
+    return idx
+
+
+def relative_alignment(
+    image_emb: np.ndarray, text_emb: np.ndarray, k: int = REFERENCE_K
+) -> np.ndarray:
+    """How far a pair's CLIP score falls below that of the pairs with the nearest captions.
+
+    score_i = ref_i - cos(x_i, y_i), where ref_i is the mean CLIP score cos(x_j, y_j) over the
+    k nearest captions j of y_i, leaving out rows whose own score is in the top ``TRIM`` share
+    (:data:`ROUNDS` rounds, starting from the median; "top share" is every row above the
+    (1 - TRIM) quantile of the scores; a row none of whose peers is trusted keeps its
+    previous reference). A dirty-label pair (caption of p, image of
+    t) scores high; a generic caption is compared with other generic captions, a concept with a
+    low typical CLIP score with itself.
+
+    Parameters
+    ----------
+    image_emb, text_emb : (N, d) float, any scale (rows are normalised).
+    k : reference neighbours (capped at N - 1).
+    """
+    x, y = unit_rows(image_emb, np.float64), unit_rows(text_emb, np.float64)
+    agreement = np.einsum("ij,ij->i", x, y)
+    near = _neighbours(text_emb, k)
+    peers = agreement[near]
+    reference = np.median(peers, axis=1)
+    for _ in range(ROUNDS):
+        score = reference - agreement
+        trusted = ~(score > np.quantile(score, 1.0 - TRIM))[near]
+        reference = _trusted_mean(peers, trusted, reference)
+    return reference - agreement
+
+
+def _trusted_mean(values: np.ndarray, trusted: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Row means of ``values`` over ``trusted`` entries; ``fallback`` where none is trusted."""
+    count = trusted.sum(axis=1)
+    total = np.where(trusted, values, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), fallback)
+
+
+def view_residual(image_emb: np.ndarray, view: np.ndarray, k: int = 10) -> np.ndarray:
+    """How unusual a sample's second view is, given the second views of its CLIP neighbours.
+
+    r_i = v_i - mean_j v_j over the k nearest CLIP images j of x_i (unit rows of the second
+    view); the score is the squared Mahalanobis norm r_i' S^-1 r_i under S = R'R / N, the
+    second moment of all residuals about zero (their mean is ~0 by construction).
+    S whitens away what varies among images CLIP calls alike (style, colour, texture in a VAE
+    latent), so a shift the CLIP neighbourhood does not explain (a latent
+    pulled toward another concept) stands out.
+
+    Parameters
+    ----------
+    image_emb : (N, d) CLIP image embeddings; view : (N, d2) the second image view.
+    k : CLIP neighbours (capped at N - 1).
+    """
+    near = _neighbours(image_emb, k)
+    v = unit_rows(view, np.float64)
+    residual = np.empty_like(v)
+    for s in range(0, v.shape[0], _CHUNK):
+        residual[s : s + _CHUNK] = v[s : s + _CHUNK] - v[near[s : s + _CHUNK]].mean(axis=1)
+    cov = residual.T @ residual / residual.shape[0]
+    # A ridge of 1e-6 of the mean variance keeps S invertible when the view has fewer
+    # informative directions than dimensions (constant channels, d2 > N).
+    cov += np.eye(cov.shape[0]) * (1e-6 * np.trace(cov) / cov.shape[0] + 1e-300)
+    values, vectors = np.linalg.eigh(cov)
+    whitened = residual @ (vectors / np.sqrt(values))
+    return np.einsum("ij,ij->i", whitened, whitened)
+
+
+def whiten(view: np.ndarray) -> np.ndarray:
+    """(N, d2) float64 PCA-whitened rows: centred, rotated to the principal axes and scaled to
+    unit variance on each, so that a few high-variance directions (style shared across
+    concepts, in a VAE latent) do not decide who is whose neighbour. Axes with variance below
+    1e-9 of the largest are dropped (constant channels)."""
+    x = np.asarray(view, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    values, vectors = np.linalg.eigh(x.T @ x / max(x.shape[0], 1))
+    keep = values > 1e-9 * max(float(values.max()), 1e-300)
+    return x @ (vectors[:, keep] / np.sqrt(values[keep]))
+
+
+def _percentile_ranks(x: np.ndarray) -> np.ndarray:
+    """Each value's share of the values at or below it (ties share the highest), in (0, 1]."""
+    ordered = np.sort(x)
+    return np.searchsorted(ordered, x, side="right") / x.size
+
+
+def view_density(image_emb: np.ndarray, view: np.ndarray, k: int = 10) -> np.ndarray:
+    """How much tighter a sample's neighbourhood is in the second view than in CLIP.
+
+    score_i = P(mean cosine distance to the k nearest CLIP images) - P(mean cosine distance
+    to the k nearest rows of the whitened second view), with P the percentile among all rows.
+    Nightshade pulls every poison of a concept toward the latent of one anchor image, so the
+    poisons become near neighbours in the latent while their CLIP views stay ordinary, varied
+    images of their concept. Percentiles make the two views' distance scales comparable; a
+    benign near-duplicate is tight in both views and scores ~0.
+
+    Parameters
+    ----------
+    image_emb : (N, d) CLIP image embeddings; view : (N, d2) the second image view.
+    k : neighbours per view (capped at N - 1).
+    """
+    n = image_emb.shape[0]
+    kk = min(k, n - 1)
+    if kk < 1:
+        raise ValueError("neighbour scores need at least two samples")
+    # The engine searches float32 rows; whitened coordinates are O(1), well inside its range.
+    white = np.ascontiguousarray(whiten(view), dtype=np.float32)
+    spread = []
+    for x in (image_emb, white):
+        sims, _ = topk(x, x, kk, exclude=np.arange(n))
+        spread.append(np.clip(1.0 - sims.astype(np.float64), 0.0, None).mean(axis=1))
+    return _percentile_ranks(spread[0]) - _percentile_ranks(spread[1])
+
+
+def purification_shift(
+    image_emb: np.ndarray, latent: np.ndarray, purified: np.ndarray, k: int = 10
+) -> np.ndarray:
+    """How much further a sample's latent moves under mild purification than its peers' do.
+
+    shift_i = log(|z_i - z~_i| / |z_i|), with z the pooled VAE latent of the image and z~ that
+    of its purified copy (JPEG, a small resize, a slight blur: alignscope embed --vae); the
+    score is shift_i minus the median shift of its k nearest CLIP images. An adversarial
+    perturbation (Nightshade) is brittle under purification, a benign image is not; comparing
+    with CLIP peers removes what a concept's texture does to the shift.
+
+    Parameters
+    ----------
+    image_emb : (N, d) CLIP image embeddings.
+    latent, purified : (N, d2) pooled latents of the images and of their purified copies.
+    """
+    z = np.asarray(latent, dtype=np.float64)
+    moved = np.linalg.norm(z - np.asarray(purified, dtype=np.float64), axis=1)
+    size = np.linalg.norm(z, axis=1)
+    # The floor keeps an image that purification leaves bit-identical finite (log 0).
+    shift = np.log(np.maximum(moved, 1e-12 * np.maximum(size, 1e-300)) / np.maximum(size, 1e-300))
+    return shift - np.median(shift[_neighbours(image_emb, k)], axis=1)
