@@ -32,6 +32,7 @@ SCORES = (
     "concept_consistency",
     "cross_view",
     "view_residual",
+    "view_density",
     "k_distance",
     "lid",
 )

@@ -222,6 +222,7 @@ def test_compute_scores_reports_the_combined_weights():
     inputs = {
         "relative_alignment": ref.relative_alignment_definition(image, text, 50),
         "view_density": ref.view_density_definition(image, second, k),
+        "cross_view": ref.screen_cross_view(image, second, k),
         "purification": ref.purification_shift_definition(image, second, purified, k),
     }
     graphs = [ref.nearest_others(image, k), ref.nearest_others(text, k)]
@@ -230,7 +231,13 @@ def test_compute_scores_reports_the_combined_weights():
     assert table.methods["combined"] == "min-p of " + ", ".join(
         f"{name} (weight {w:.2f})" for name, w in weights.items()
     )
-    assert list(table.scores) == ["combined", "relative_alignment", "view_density", "purification"]
+    assert list(table.scores) == [
+        "combined",
+        "relative_alignment",
+        "cross_view",
+        "view_density",
+        "purification",
+    ]
     assert np.array_equal(
         np.argsort(-table.scores["combined"], kind="stable"), np.lexsort((-total, -top))
     )

@@ -76,7 +76,7 @@ DEFAULT_SCORES = (
 # Scores that need a second image view.
 VIEW_SCORES = {"cross_view", "view_residual", "view_density", "purification"}
 # What the combined score combines, when the inputs allow each: one detector per attack family.
-COMBINED_INPUTS = ("relative_alignment", "view_density", "purification")
+COMBINED_INPUTS = ("relative_alignment", "view_density", "cross_view", "purification")
 # Exact O(N^2) per-sample terms up to this N; landmarks beyond.
 EXACT_MAX_N = 50_000
 
@@ -227,6 +227,7 @@ def _combined_inputs(
     have = {
         "relative_alignment": text_emb is not None,
         "view_density": second_view is not None,
+        "cross_view": second_view is not None,
         "purification": second_view is not None and purified is not None,
     }
     chosen = tuple(name for name in COMBINED_INPUTS if have[name])
