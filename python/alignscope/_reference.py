@@ -745,17 +745,22 @@ def concentration_definition(
     score: np.ndarray, neighbours: list[np.ndarray], top: float = 0.02
 ) -> float:
     """The top rows are the max(1, ceil(top N)) highest scores (ties to the lower index); per
-    (N, k) table, the mean over top rows i of |N(i) & top| / k, over the top rows' share of N
-    (what a scattered top set would find); the max over tables, 1 without tables."""
+    (N, k) table (entries < 0 missing), the mean over top rows i with a neighbour of
+    |N(i) & top| / |N(i)|, over the top rows' share of N (what a scattered top set would
+    find); the max over tables that have any neighbour, 1 without."""
     s = [float(v) for v in np.asarray(score, dtype=np.float64)]
     n = len(s)
     count = max(1, int(np.ceil(top * n)))
     chosen = set(sorted(range(n), key=lambda i: (-s[i], i))[:count])
     found = []
     for table in neighbours:
-        k = table.shape[1]
-        hits = [sum(1 for j in table[i] if int(j) in chosen) / k for i in chosen]
-        found.append(sum(hits) / len(hits) / (count / n))
+        hits = []
+        for i in chosen:
+            near = [int(j) for j in table[i] if int(j) >= 0]
+            if near:
+                hits.append(sum(1 for j in near if j in chosen) / len(near))
+        if hits:
+            found.append(sum(hits) / len(hits) / (count / n))
     return max(found) if found else 1.0
 
 

@@ -279,3 +279,37 @@ def test_combined_rejects_unpaired_text_rows():
     assert str(err.value) == (
         "image_emb has 20 rows but text_emb has 15; row i of both must describe the same pair"
     )
+
+
+def test_concentration_skips_missing_neighbours():
+    rng = np.random.default_rng(4)
+    n, k = 150, 6
+    table = rng.integers(0, n, size=(n, k))
+    table[rng.random((n, k)) < 0.3] = -1  # duplicates removed: missing entries
+    table[:3] = -1  # rows with no neighbour at all
+    score = rng.normal(size=n)
+    score[:3] = 10.0  # the rows without neighbours are among the top
+    got = concentration(score, [table], top=0.05)
+    assert got == pytest.approx(ref.concentration_definition(score, [table], top=0.05), abs=1e-12)
+    assert concentration(score, [np.full((n, k), -1)]) == 1.0  # no neighbours anywhere
+
+
+def test_repeated_captions_do_not_count_as_neighbours():
+    """75 captions, each repeated by 4 rows: a caption score is constant within a caption, so
+    its top rows share captions and, without dropping duplicates, fill each other's caption
+    neighbourhoods; as distinct neighbours they are other captions' rows. A caption repeated
+    beyond the 2k nearest leaves its rows without neighbours (-1)."""
+    from alignscope.screen.scores import _distinct_neighbours
+
+    rng = np.random.default_rng(8)
+    captions = rng.normal(size=(75, 16))
+    text = np.repeat(captions, 4, axis=0).astype(np.float32)
+    near = _distinct_neighbours(text, 5)
+    assert near.shape == (300, 5) and (near >= 0).all()
+    same = np.repeat(np.arange(75), 4)
+    assert not (same[near] == same[:, None]).any()  # no neighbour shares the caption
+    score = same.astype(float)  # the top 2% (6 rows): captions 74 and 73
+    assert concentration(score, [ref.nearest_others(text, 5)]) > 20  # duplicates as neighbours
+    assert concentration(score, [near]) < 5
+    crowded = np.repeat(captions[:3], 100, axis=0).astype(np.float32)
+    assert (_distinct_neighbours(crowded, 5) == -1).all()

@@ -38,15 +38,23 @@ TOP_SHARE = 0.02
 
 def concentration(score: np.ndarray, neighbours: list[np.ndarray], top: float = TOP_SHARE) -> float:
     """How much more often the top ``top`` share of rows by ``score`` are each other's
-    neighbours than chance: max over the (N, k) neighbour tables of
-    mean_{i in top} |N(i) & top| / k, divided by the share actually chosen, ceil(top N) / N
-    (ties broken by row order). 1 means scattered; 1.0 without tables."""
+    neighbours than chance: max over the (N, k) neighbour tables of the mean over top rows i of
+    |N(i) & top| / |N(i)|, divided by the share actually chosen, ceil(top N) / N (ties broken
+    by row order). Entries < 0 are missing neighbours (a row whose table has none is left
+    out). 1 means scattered; 1.0 without tables."""
     s = np.asarray(score, dtype=np.float64)
     count = max(1, int(np.ceil(top * s.size)))
     chosen = np.zeros(s.size, dtype=bool)
     chosen[np.argsort(-s, kind="stable")[:count]] = True
     share = count / s.size
-    found = [float(chosen[idx[chosen]].mean()) / share for idx in neighbours if idx.size]
+    found = []
+    for idx in neighbours:
+        table = np.asarray(idx)[chosen]
+        valid = table >= 0
+        hits = (chosen[np.where(valid, table, 0)] & valid).sum(axis=1)
+        have = valid.sum(axis=1)
+        if have.any():
+            found.append(float(np.mean(hits[have > 0] / have[have > 0])) / share)
     return max(found, default=1.0)
 
 

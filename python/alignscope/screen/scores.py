@@ -278,6 +278,24 @@ def _view_scores(
         table.methods["purification"] = f"log latent shift minus CLIP peers' median, k={kk}"
 
 
+# Cosine above which two rows count as one (a repeated caption, a copied image).
+DUPLICATE_COS = 1.0 - 1e-6
+
+
+def _distinct_neighbours(x: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) the k nearest rows of each row that are not duplicates of it (-1 where fewer
+    exist among its 2k nearest). Web captions repeat word for word; rows sharing a caption
+    are neighbours whatever a score says of them, so they would make any caption score look
+    concentrated."""
+    n = x.shape[0]
+    kk = min(k, n - 1)
+    sims, idx = topk(x, x, min(2 * kk, n - 1), exclude=np.arange(n))
+    idx = np.where(sims < DUPLICATE_COS, idx, -1)
+    # Stable sort puts the kept neighbours first, nearest first; then keep kk columns.
+    order = np.argsort(idx < 0, axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1)[:, :kk]
+
+
 def _combine(
     table: ScoreTable,
     inputs: tuple[str, ...],
@@ -285,11 +303,9 @@ def _combine(
     text_emb: np.ndarray | None,
     k: int,
 ) -> None:
-    n = image_emb.shape[0]
-    kk = min(k, n - 1)
-    graphs = [topk(image_emb, image_emb, kk, exclude=np.arange(n))[1]]
+    graphs = [_distinct_neighbours(image_emb, k)]
     if text_emb is not None:
-        graphs.append(topk(text_emb, text_emb, kk, exclude=np.arange(n))[1])
+        graphs.append(_distinct_neighbours(text_emb, k))
     values, weights = combined_score({name: table.scores[name] for name in inputs}, graphs)
     table.scores["combined"] = values
     table.methods["combined"] = "min-p of " + ", ".join(
