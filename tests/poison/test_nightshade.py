@@ -139,7 +139,12 @@ def test_nightshade_end_to_end(tmp_path, rng, tiny_vae, capsys):
         assert m["linf"][i] <= 0.05
         caption = (tmp_path / "a" / f"{m['row'][i]:08d}.txt").read_text()
         assert caption == f"a {m['source_concept'][i]} on the street"  # clean label
-        assert json.loads(m["params"][i])["anchor"].startswith("row:")
+        params = json.loads(m["params"][i])
+        assert params["anchor"].startswith("row:")
+        # What the bytes depend on beyond input, options and seed (README: "Nightshade also
+        # the same device and torch thread count").
+        assert params["device"] == "cpu"
+        assert params["torch_threads"] == torch.get_num_threads()
     for name in sorted(p.name for p in (tmp_path / "a").iterdir()):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     vae_dir = tmp_path / "vae"

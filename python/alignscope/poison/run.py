@@ -195,6 +195,17 @@ def _module_digest(module: Any) -> str | None:
     return digest.hexdigest()
 
 
+def _compute_context(module: Any) -> dict[str, Any]:
+    """Where a torch computation ran: its device and, on the CPU, torch's thread count."""
+    import torch
+
+    device = next(iter(module.parameters())).device
+    context: dict[str, Any] = {"device": str(device)}
+    if device.type == "cpu":
+        context["torch_threads"] = torch.get_num_threads()
+    return context
+
+
 def poison_identity(
     source: str,
     method: str,
@@ -368,6 +379,9 @@ class _Poisoner:
                 seed=self.seed,
             )
             params = {"budget": self.budget, "steps": self.steps, "anchor": origin}
+            # The sign steps flip on near-zero gradients whose float summation order depends on
+            # the device and torch's thread count: same input, seed and these give the same file.
+            params.update(_compute_context(self.vae))
             self.latents[i] = (shaded.latent_before, shaded.latent_after)
             return Poisoned(shaded.image, record.caption, params, perturbation=True)
         if method == "relabel":
