@@ -551,7 +551,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "purification-raw-shift",
         "screen",
         "screen/relative.py",
-        "    return shift - np.median(shift[_neighbours(image_emb, k)], axis=1)",
+        '    return shift - np.median(shift[_neighbours(image_emb, k, knn, "image")], axis=1)',
         "    return shift",
         _SCREEN,
         "purification is the raw latent shift, not relative to the CLIP peers'",

@@ -42,7 +42,7 @@ DEFAULT = (
     "lid",
 )
 ATOL = 1e-6  # float32 neighbour search in the engine
-SUMMARY_KEYS = {"n", "scores", "rank_by", "removal", "metrics"}
+SUMMARY_KEYS = {"n", "scores", "rank_by", "neighbours", "removal", "metrics"}
 METRIC_KEYS = {"auroc", "auprc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr", "tradeoff"}
 
 
@@ -498,3 +498,20 @@ def test_unparsable_option_values_exit_2(tmp_path, options, message, capsys):
     assert capsys.readouterr().err == (
         f"alignscope: error: {message} (see `alignscope screen --help`)\n"
     )
+
+
+def test_knn_approximate_is_recorded_and_a_rerun_with_another_search_is_refused(world, capsys):
+    """--knn hnsw: summary.json says how each view's neighbours were found and their measured
+    recall; the same folder with --knn exact is another run (exit 2 naming knn)."""
+    pytest.importorskip("faiss")
+    out, _ = _screen(
+        world, "knn", "--scores", "concept_consistency", "--knn", "hnsw", capsys=capsys
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["neighbours"]) == {"image", "text"}
+    for table in summary["neighbours"].values():
+        assert table["method"] == "hnsw" and table["index"] == "HNSWFlat"
+        assert 0.0 <= table["recall_at_k"] <= 1.0 and table["recall_sample"] == N
+    argv = ["screen", str(world["root"] / "store"), "--out", str(out)]
+    assert main([*argv, "--scores", "concept_consistency", "--knn", "exact"]) == 2
+    assert '(knn: "hnsw" there, "exact" now)' in capsys.readouterr().err

@@ -4,10 +4,14 @@ Real captions differ in how well they can match an image (a concept's typical CL
 generic caption, a caption naming two things), and a VAE latent varies with style that CLIP
 ignores. A global threshold on a raw similarity then flags whole concepts and generic captions;
 comparing each sample with the samples most like it removes those offsets. Every function
-returns (N,) float64, higher meaning more suspicious, and costs one exact k-NN search.
+returns (N,) float64, higher meaning more suspicious, and costs one k-NN search per view it
+reads; ``knn=`` takes a neighbour source (:data:`Knn`: exact by default; compute_scores passes
+one that searches each view once, exactly or approximately).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,17 +28,27 @@ ROUNDS = 2
 _CHUNK = 8192
 
 
-def _neighbours(x: np.ndarray, k: int) -> np.ndarray:
+# A neighbour source: (label of the view, rows, k) -> (sims, idx), each (N, min(k, N - 1)),
+# best first, the row itself excluded. compute_scores passes a cache that searches each view
+# once (exactly or approximately); the default searches exactly every time.
+Knn = Callable[[str, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def exact_knn(label: str, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact neighbour source (``label`` unused)."""
     n = x.shape[0]
     kk = min(k, n - 1)
     if kk < 1:
         raise ValueError("neighbour scores need at least two samples")
-    _, idx = topk(x, x, kk, exclude=np.arange(n))
-    return idx
+    return topk(x, x, kk, exclude=np.arange(n))
+
+
+def _neighbours(x: np.ndarray, k: int, knn: Knn | None, label: str) -> np.ndarray:
+    return (knn or exact_knn)(label, x, k)[1]
 
 
 def relative_alignment(
-    image_emb: np.ndarray, text_emb: np.ndarray, k: int = REFERENCE_K
+    image_emb: np.ndarray, text_emb: np.ndarray, k: int = REFERENCE_K, *, knn: Knn | None = None
 ) -> np.ndarray:
     """How far a pair's CLIP score falls below that of the pairs with the nearest captions.
 
@@ -53,7 +67,7 @@ def relative_alignment(
     """
     x, y = unit_rows(image_emb, np.float64), unit_rows(text_emb, np.float64)
     agreement = np.einsum("ij,ij->i", x, y)
-    near = _neighbours(text_emb, k)
+    near = _neighbours(text_emb, k, knn, "text")
     peers = agreement[near]
     reference = np.median(peers, axis=1)
     for _ in range(ROUNDS):
@@ -70,7 +84,9 @@ def _trusted_mean(values: np.ndarray, trusted: np.ndarray, fallback: np.ndarray)
     return np.where(count > 0, total / np.maximum(count, 1), fallback)
 
 
-def view_residual(image_emb: np.ndarray, view: np.ndarray, k: int = 10) -> np.ndarray:
+def view_residual(
+    image_emb: np.ndarray, view: np.ndarray, k: int = 10, *, knn: Knn | None = None
+) -> np.ndarray:
     """How unusual a sample's second view is, given the second views of its CLIP neighbours.
 
     r_i = v_i - mean_j v_j over the k nearest CLIP images j of x_i (unit rows of the second
@@ -85,7 +101,7 @@ def view_residual(image_emb: np.ndarray, view: np.ndarray, k: int = 10) -> np.nd
     image_emb : (N, d) CLIP image embeddings; view : (N, d2) the second image view.
     k : CLIP neighbours (capped at N - 1).
     """
-    near = _neighbours(image_emb, k)
+    near = _neighbours(image_emb, k, knn, "image")
     v = unit_rows(view, np.float64)
     residual = np.empty_like(v)
     for s in range(0, v.shape[0], _CHUNK):
@@ -117,7 +133,9 @@ def _percentile_ranks(x: np.ndarray) -> np.ndarray:
     return np.searchsorted(ordered, x, side="right") / x.size
 
 
-def view_density(image_emb: np.ndarray, view: np.ndarray, k: int = 10) -> np.ndarray:
+def view_density(
+    image_emb: np.ndarray, view: np.ndarray, k: int = 10, *, knn: Knn | None = None
+) -> np.ndarray:
     """How much tighter a sample's neighbourhood is in the second view than in CLIP.
 
     score_i = P(mean cosine distance to the k nearest CLIP images) - P(mean cosine distance
@@ -132,21 +150,22 @@ def view_density(image_emb: np.ndarray, view: np.ndarray, k: int = 10) -> np.nda
     image_emb : (N, d) CLIP image embeddings; view : (N, d2) the second image view.
     k : neighbours per view (capped at N - 1).
     """
-    n = image_emb.shape[0]
-    kk = min(k, n - 1)
-    if kk < 1:
-        raise ValueError("neighbour scores need at least two samples")
     # The engine searches float32 rows; whitened coordinates are O(1), well inside its range.
     white = np.ascontiguousarray(whiten(view), dtype=np.float32)
     spread = []
-    for x in (image_emb, white):
-        sims, _ = topk(x, x, kk, exclude=np.arange(n))
+    for label, x in (("image", image_emb), ("second_whitened", white)):
+        sims, _ = (knn or exact_knn)(label, x, k)
         spread.append(np.clip(1.0 - sims.astype(np.float64), 0.0, None).mean(axis=1))
     return _percentile_ranks(spread[0]) - _percentile_ranks(spread[1])
 
 
 def purification_shift(
-    image_emb: np.ndarray, latent: np.ndarray, purified: np.ndarray, k: int = 10
+    image_emb: np.ndarray,
+    latent: np.ndarray,
+    purified: np.ndarray,
+    k: int = 10,
+    *,
+    knn: Knn | None = None,
 ) -> np.ndarray:
     """How much further a sample's latent moves under mild purification than its peers' do.
 
@@ -166,4 +185,4 @@ def purification_shift(
     size = np.linalg.norm(z, axis=1)
     # The floor keeps an image that purification leaves bit-identical finite (log 0).
     shift = np.log(np.maximum(moved, 1e-12 * np.maximum(size, 1e-300)) / np.maximum(size, 1e-300))
-    return shift - np.median(shift[_neighbours(image_emb, k)], axis=1)
+    return shift - np.median(shift[_neighbours(image_emb, k, knn, "image")], axis=1)

@@ -61,6 +61,7 @@ def screen_store(
     reference_clean: Any = None,
     rank_by: str | None = None,
     k: int = 10,
+    knn: str = "exact",
     ids: list[str] | None = None,
     captions: list[str] | None = None,
     images: dict[int, str] | None = None,
@@ -115,6 +116,7 @@ def screen_store(
         "n": int(store.n),
         "scores": list(scores),
         "k": int(k),
+        "knn": knn,
         "rank_by": rank_by or scores[0],
         "remove_fraction": remove_fraction,
         "threshold": threshold,
@@ -127,7 +129,8 @@ def screen_store(
     with claimed_output(out_dir, "screen", identity, overwrite=overwrite, replaces_all=True):
         return _screen_into(
             store, out_dir, scores, (second_view, purified_view), truth, remove_fraction,
-            threshold, target_fpr, reference_rows, rank_by, k, ids, captions, images, thumbnails,
+            threshold, target_fpr, reference_rows, rank_by, (k, knn), ids, captions, images,
+            thumbnails,
         )  # fmt: skip
 
 
@@ -142,7 +145,7 @@ def _screen_into(
     target_fpr: float | None,
     reference_rows: np.ndarray | None,
     rank_by: str | None,
-    k: int,
+    neighbours: tuple[int, str],
     ids: list[str] | None,
     captions: list[str] | None,
     images: dict[int, str] | None,
@@ -151,7 +154,13 @@ def _screen_into(
     image = store.read(0, store.n, "image")
     text = store.read(0, store.n, "text") if store.has_text else None
     table = compute_scores(
-        image, text, scores=scores, second_view=views[0], purified_view=views[1], k=k
+        image,
+        text,
+        scores=scores,
+        second_view=views[0],
+        purified_view=views[1],
+        k=neighbours[0],
+        knn=neighbours[1],
     )
     key = rank_by or scores[0]
     if key not in table.scores:
@@ -218,6 +227,7 @@ def _screen_into(
             "n": n,
             "scores": table.methods,
             "rank_by": key,
+            "neighbours": table.neighbours,
             "removal": removal,
             "metrics": metrics,
         }

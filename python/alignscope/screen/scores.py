@@ -42,12 +42,15 @@ from alignscope._rows import unit_rows
 from alignscope.metrics import alignment_difficulty
 from alignscope.screen.combine import combined_score
 from alignscope.screen.relative import (
+    REFERENCE_K,
+    Knn,
+    exact_knn,
     purification_shift,
     relative_alignment,
     view_density,
     view_residual,
 )
-from alignscope.search import topk
+from alignscope.search.knn import KNN_METHODS, Neighbours, self_neighbours
 
 SCORES = (
     "combined",
@@ -88,6 +91,36 @@ class ScoreTable:
     n: int
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     methods: dict[str, str] = field(default_factory=dict)
+    # How each view's neighbours were found (method, k, index parameters, measured recall).
+    neighbours: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class NeighbourCache:
+    """A neighbour source (:data:`alignscope.screen.relative.Knn`) that searches each view once
+    per compute_scores call, for the largest k any score will ask of it (``plan``), with
+    ``method`` ("exact", "ivf", "hnsw" or "auto": :func:`alignscope.search.knn.self_neighbours`),
+    and slices smaller requests from that table."""
+
+    def __init__(self, method: str = "exact", plan: dict[str, int] | None = None) -> None:
+        if method not in KNN_METHODS:
+            raise ValueError(f"knn must be one of {', '.join(KNN_METHODS)}, got {method!r}")
+        self.method = method
+        self.plan = dict(plan or {})
+        self.tables: dict[str, Neighbours] = {}
+
+    def __call__(self, label: str, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = x.shape[0]
+        kk = min(k, n - 1)
+        if kk < 1:
+            raise ValueError("neighbour scores need at least two samples")
+        have = self.tables.get(label)
+        if have is None or have.idx.shape[1] < kk:
+            have = self_neighbours(x, max(kk, self.plan.get(label, kk)), method=self.method)
+            self.tables[label] = have
+        return have.first(kk)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return {label: table.describe() for label, table in self.tables.items()}
 
 
 def _per_sample(a: Any, b: Any, alpha: float, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -99,15 +132,17 @@ def _per_sample(a: Any, b: Any, alpha: float, seed: int) -> tuple[np.ndarray, np
     return r.per_sample.d_ab, r.per_sample.d_s, f"landmarks (S=1024, seed {r.seed})"
 
 
-def local_structure_disagreement(view1: np.ndarray, view2: np.ndarray, k: int) -> np.ndarray:
+def local_structure_disagreement(
+    view1: np.ndarray, view2: np.ndarray, k: int, *, knn: Knn | None = None
+) -> np.ndarray:
     """Per sample, the mean |d_1(i, j) - d_2(i, j)| over j in the union of its k nearest
     neighbours in each view (cosine distances; a neighbour found in both counts twice)."""
     n = view1.shape[0]
-    kk = min(k, n - 1)
-    if kk < 1:
+    if min(k, n - 1) < 1:
         raise ValueError("cross_view needs at least two samples")
-    _, near1 = topk(view1, view1, kk, exclude=np.arange(n))
-    _, near2 = topk(view2, view2, kk, exclude=np.arange(n))
+    search = knn or exact_knn
+    _, near1 = search("image", view1, k)
+    _, near2 = search("second", view2, k)
     both = np.concatenate([near1, near2], axis=1)
     a, b = unit_rows(view1, np.float64), unit_rows(view2, np.float64)
     return np.abs(_neighbour_cos(a, a, both) - _neighbour_cos(b, b, both)).mean(axis=1)
@@ -136,6 +171,7 @@ def compute_scores(
     k: int = 10,
     alpha: float = 0.8,
     seed: int = 0,
+    knn: str = "exact",
 ) -> ScoreTable:
     """Suspicion scores of N pairs.
 
@@ -148,6 +184,9 @@ def compute_scores(
     purified_view : (N, d2) the pooled latents of the purified images (``purification``).
     k : neighbours for concept_consistency, cross_view, view_residual, purification and the
         density scores (relative_alignment uses its own reference neighbourhood).
+    knn : how neighbours are found: "exact" (default), "ivf", "hnsw" or "auto" (exact when it
+        fits a time budget); each view is searched once; ``table.neighbours`` records how, and
+        an approximate search's measured recall@k.
     """
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
@@ -158,6 +197,13 @@ def compute_scores(
         _combined_inputs(text_emb, second_view, purified_view) if ("combined" in scores) else ()
     )
     wanted = set(scores) | set(combined_inputs)
+    # Each view is searched once, for the largest k a wanted score asks of it.
+    plan = {"image": k, "text": k, "second": k, "second_whitened": k}
+    if "combined" in scores:
+        plan["image"] = plan["text"] = 2 * k  # duplicates dropped from 2k (_distinct_neighbours)
+    if "relative_alignment" in wanted:
+        plan["text"] = max(plan["text"], REFERENCE_K)
+    search = NeighbourCache(knn, plan)
     need_text = {
         "alignment", "d_s", "ad_xy", "concept_consistency", "relative_alignment"
     } & wanted  # fmt: skip
@@ -186,24 +232,28 @@ def compute_scores(
         for name in ("alignment", "d_s", "ad_xy"):
             if name in scores:
                 table.scores[name], table.methods[name] = parts[name]
-    _view_scores(table, wanted, image_emb, second_view, purified_view, k)
+    _view_scores(table, wanted, image_emb, second_view, purified_view, k, search)
     if "relative_alignment" in wanted:
-        table.scores["relative_alignment"] = relative_alignment(image_emb, text_emb)  # type: ignore[arg-type]
-        table.methods["relative_alignment"] = "exact caption k-NN, k=50, 10% trimmed"
+        table.scores["relative_alignment"] = relative_alignment(
+            image_emb,
+            text_emb,  # type: ignore[arg-type]
+            knn=search,
+        )
+        table.methods["relative_alignment"] = (
+            f"{_how(search, 'text')} caption k-NN, k={min(REFERENCE_K, n - 1)}, 10% trimmed"
+        )
     need_image_knn = {"concept_consistency", "k_distance", "lid"} & set(scores)
     if need_image_knn:
         kk = min(k, n - 1)
-        if kk < 1:
-            raise ValueError("neighbour scores need at least two samples")
-        sims, idx = topk(image_emb, image_emb, kk, exclude=np.arange(n))
+        sims, idx = search("image", image_emb, k)
         if "concept_consistency" in scores:
             t = unit_rows(text_emb, np.float64)  # type: ignore[arg-type]
             a = unit_rows(image_emb, np.float64)
             caption_agreement = _neighbour_cos(t, t, idx).mean(axis=1)
-            _, tidx = topk(text_emb, text_emb, kk, exclude=np.arange(n))
+            _, tidx = search("text", text_emb, k)  # type: ignore[arg-type]
             image_agreement = _neighbour_cos(a, a, tidx).mean(axis=1)
             table.scores["concept_consistency"] = 1.0 - 0.5 * (caption_agreement + image_agreement)
-            table.methods["concept_consistency"] = f"exact k-NN, k={kk}"
+            table.methods["concept_consistency"] = f"{_how(search, 'image')} k-NN, k={kk}"
         dist = np.clip(1.0 - sims.astype(np.float64), 1e-12, None)  # cosine distances, ascending
         if "k_distance" in scores:
             table.scores["k_distance"], table.methods["k_distance"] = dist[:, -1], f"k={kk}"
@@ -213,7 +263,8 @@ def compute_scores(
             table.scores["lid"] = np.where(mean < 0, -1.0 / np.minimum(mean, -1e-12), 0.0)
             table.methods["lid"] = f"MLE, k={kk}"
     if "combined" in scores:
-        _combine(table, combined_inputs, image_emb, text_emb, k)
+        _combine(table, combined_inputs, image_emb, text_emb, k, search)
+    table.neighbours = search.describe()
     # Scores computed only as the combined score's inputs are reported too (they explain it).
     order = [name for name in SCORES if name in table.scores]
     table.scores = {name: table.scores[name] for name in order}
@@ -243,8 +294,9 @@ def _view_scores(
     second_view: np.ndarray | None,
     purified_view: np.ndarray | None,
     k: int,
+    search: Knn,
 ) -> None:
-    """cross_view, view_residual and purification, whichever ``wanted`` names."""
+    """cross_view, view_residual, view_density and purification, whichever ``wanted`` names."""
     n = image_emb.shape[0]
     kk = min(k, n - 1)
     for name in ("cross_view", "view_residual", "view_density", "purification"):
@@ -255,13 +307,28 @@ def _view_scores(
         if np.shape(second_view)[0] != n:
             raise ValueError(f"second_view has {np.shape(second_view)[0]} rows, image_emb {n}")
     if "cross_view" in wanted:
-        table.scores["cross_view"] = local_structure_disagreement(image_emb, second_view, k)  # type: ignore[arg-type]
+        table.scores["cross_view"] = local_structure_disagreement(
+            image_emb,
+            second_view,  # type: ignore[arg-type]
+            k,
+            knn=search,
+        )
         table.methods["cross_view"] = f"neighbourhood D_s, k={kk} per view"
     if "view_residual" in wanted:
-        table.scores["view_residual"] = view_residual(image_emb, second_view, k)  # type: ignore[arg-type]
+        table.scores["view_residual"] = view_residual(
+            image_emb,
+            second_view,  # type: ignore[arg-type]
+            k,
+            knn=search,
+        )
         table.methods["view_residual"] = f"whitened residual, k={kk}"
     if "view_density" in wanted:
-        table.scores["view_density"] = view_density(image_emb, second_view, k)  # type: ignore[arg-type]
+        table.scores["view_density"] = view_density(
+            image_emb,
+            second_view,  # type: ignore[arg-type]
+            k,
+            knn=search,
+        )
         table.methods["view_density"] = f"CLIP minus whitened-view k-NN distance percentile, k={kk}"
     if "purification" in wanted:
         if purified_view is None or np.shape(purified_view) != np.shape(second_view):
@@ -274,6 +341,7 @@ def _view_scores(
             second_view,  # type: ignore[arg-type]
             purified_view,
             k,
+            knn=search,
         )
         table.methods["purification"] = f"log latent shift minus CLIP peers' median, k={kk}"
 
@@ -282,14 +350,16 @@ def _view_scores(
 DUPLICATE_COS = 1.0 - 1e-6
 
 
-def _distinct_neighbours(x: np.ndarray, k: int) -> np.ndarray:
+def _distinct_neighbours(
+    x: np.ndarray, k: int, search: Knn | None = None, label: str = ""
+) -> np.ndarray:
     """(N, k) the k nearest rows of each row that are not duplicates of it (-1 where fewer
     exist among its 2k nearest). Web captions repeat word for word; rows sharing a caption
     are neighbours whatever a score says of them, so they would make any caption score look
     concentrated."""
     n = x.shape[0]
     kk = min(k, n - 1)
-    sims, idx = topk(x, x, min(2 * kk, n - 1), exclude=np.arange(n))
+    sims, idx = (search or exact_knn)(label, x, 2 * kk)
     idx = np.where(sims < DUPLICATE_COS, idx, -1)
     # Stable sort puts the kept neighbours first, nearest first; then keep kk columns.
     order = np.argsort(idx < 0, axis=1, kind="stable")
@@ -302,12 +372,19 @@ def _combine(
     image_emb: np.ndarray,
     text_emb: np.ndarray | None,
     k: int,
+    search: Knn,
 ) -> None:
-    graphs = [_distinct_neighbours(image_emb, k)]
+    graphs = [_distinct_neighbours(image_emb, k, search, "image")]
     if text_emb is not None:
-        graphs.append(_distinct_neighbours(text_emb, k))
+        graphs.append(_distinct_neighbours(text_emb, k, search, "text"))
     values, weights = combined_score({name: table.scores[name] for name in inputs}, graphs)
     table.scores["combined"] = values
     table.methods["combined"] = "min-p of " + ", ".join(
         f"{name} (weight {weights[name]:.2f})" for name in inputs
     )
+
+
+def _how(search: NeighbourCache, label: str) -> str:
+    """The search that found ``label``'s neighbours, as the methods strings name it."""
+    table = search.tables.get(label)
+    return table.method if table is not None else search.method

@@ -135,21 +135,32 @@ def _on_gpus(faiss: object, index: object, k: int) -> object:
     return faiss.index_cpu_to_all_gpus(index)  # type: ignore[attr-defined]
 
 
+def faiss_index_params(method: str, n: int, k: int) -> dict[str, object]:
+    """The parameters of the approximate index ``method`` ("faiss-ivf" or "faiss-hnsw") for a
+    database of n rows searched for k: IVF nlist ~ 4 sqrt(n) (at least 39 training rows per
+    list, faiss's minimum), nprobe nlist / 16; HNSW M = 32, efSearch max(128, 2k)."""
+    if method == "faiss-hnsw":
+        return {"index": "HNSWFlat", "M": 32, "efSearch": max(128, 2 * k)}
+    nlist = max(1, min(n // 39, int(4 * np.sqrt(n))))
+    return {"index": "IVFFlat", "nlist": nlist, "nprobe": max(1, nlist // 16)}
+
+
 def _faiss_index_search(
     q: np.ndarray, x_src: PairSource, k: int, exclude: np.ndarray | None, method: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Approximate search through an IVF or HNSW index built over the whole database."""
     faiss = _faiss()
     n, d = x_src.n, x_src.d_a
+    params = faiss_index_params(method, n, k)
     if method == "faiss-hnsw":
-        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = max(128, 2 * k)
+        index = faiss.IndexHNSWFlat(d, params["M"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = params["efSearch"]
     else:
-        nlist = max(1, min(n // 39, int(4 * np.sqrt(n))))
+        nlist = params["nlist"]
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
         index.train(x_src.packed(np.sort(sample))[0])
-        index.nprobe = max(1, nlist // 16)
+        index.nprobe = params["nprobe"]
     index = _on_gpus(faiss, index, k)
     for start in range(0, n, DATABASE_CHUNK):
         index.add(x_src.packed(np.arange(start, min(n, start + DATABASE_CHUNK)))[0])
