@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from alignscope._hub import hub_download_blocked, is_hub_id
+
 
 def check_pipeline_folder(path: str | Path) -> Path:
     """``path`` as a Path if it is a diffusers pipeline folder (it has model_index.json)."""
@@ -63,13 +65,21 @@ def check_vae_folder(path: str | Path) -> tuple[Path, str | None]:
 def load_vae(spec: str | Path, *, purpose: str = "this") -> Any:
     """A diffusers AutoencoderKL in float32 on the CPU, from a local directory (a VAE folder, or
     a Stable Diffusion folder's ``vae`` subfolder; checked by :func:`check_vae_folder`) or a hub
-    id on machines that can reach it. ``purpose`` names what needs diffusers in the error when
-    it is missing."""
+    id on machines that can reach it (refused at once, with the local form, when it is not
+    cached and the hub cannot be reached). ``purpose`` names what needs diffusers in the error
+    when it is missing."""
     try:
         from diffusers import AutoencoderKL
     except ImportError as exc:
         raise ValueError(f"{purpose} needs diffusers: pip install diffusers") from exc
     if not Path(spec).exists():
+        blocked = hub_download_blocked(str(spec), ["config.json"]) if is_hub_id(str(spec)) else None
+        if blocked:
+            raise ValueError(
+                f"{str(spec)!r} is not a local folder, and as a hub id it is {blocked}; offline, "
+                "give a local folder: a diffusers AutoencoderKL folder or a Stable Diffusion "
+                "folder (its vae/ subfolder)"
+            )
         return AutoencoderKL.from_pretrained(str(spec)).float()
     folder, sub = check_vae_folder(spec)
     try:

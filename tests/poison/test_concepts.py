@@ -63,3 +63,58 @@ def test_packaged_vocabulary_cites_its_sources():
     assert "dog" in vocab and "teddy bear" in vocab and "goldfish" in vocab
     assert vocab.sources["dog"] == ("coco",) or "coco" in vocab.sources["dog"]
     assert len(vocab.nouns) > 1000
+
+
+# Noun phrases against the packaged vocabulary: each expected set is read off the caption by hand
+# (rules in caption_concepts' docstring). "table" alone and "fur", "sunset", "stand" are not in
+# the vocabulary; "dining table", "garbage truck", "truck", "hot dog", "dog", "orange" are.
+@pytest.mark.parametrize(
+    ("caption", "expected"),
+    [
+        ("a cat with orange fur", {"cat"}),  # orange describes the fur
+        ("an orange on a table", {"orange"}),  # the fruit: a function word follows
+        ("a garbage truck parked", {"garbage truck"}),  # whole, not also "truck"
+        ("hot dog stand", {"hot dog"}),  # whole, not "dog"
+        ("a dog. Orange sunset", {"dog"}),  # the full stop ends dog's phrase
+        ("an orange and white cat", {"cat"}),  # two coordinated colours
+        ("the sky is bright orange", set()),  # predicative colour
+        ("Oranges in a bowl", {"orange", "bowl"}),  # a plural is a thing
+        ("an orange sitting on a dining table", {"orange", "dining table"}),  # -ing verb follows
+        ("an orange building", set()),  # -ing noun follows
+        ("a dog bed", {"bed"}),  # noun-noun compound: the last noun is the head
+        ("a teddy bear cake", {"cake"}),  # a multi-word noun as a modifier
+        ("a dog\u2019s collar", {"dog"}),  # possessive (curly apostrophe)
+        ("an iron gate; an iron on a board", {"iron"}),  # material, then the appliance
+        ("a go-kart and a jack-o'-lantern", {"go-kart", "jack-o'-lantern"}),  # hyphenated nouns
+        ("Cat - stock photo", {"cat"}),  # a free-standing dash is punctuation
+    ],
+)
+def test_caption_concepts_on_noun_phrases(caption, expected):
+    assert caption_concepts(caption, load_vocabulary()) == expected
+
+
+def test_an_adjective_only_data_set_does_not_make_orange_a_concept():
+    captions = ["a cat with orange fur", "orange sky over a dog", "a dog in an orange vest"]
+    assert concept_frequencies(captions, load_vocabulary()) == {"cat": 1, "dog": 2}
+
+
+def test_a_target_used_only_as_a_modifier_is_refused(tmp_path, capsys):
+    """``--target orange`` on captions where orange is only a colour: no caption names the
+    thing, so the all-to-one attack is refused with the nearby concepts of the data."""
+    from PIL import Image
+
+    from alignscope.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    captions = ["a cat with orange fur", "an orangutan in a tree", "an orange and white dog"]
+    for i, caption in enumerate(captions):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text(caption)
+    argv = ["poison", str(data), "--out", str(tmp_path / "o"), "--method", "relabel"]
+    assert main([*argv, "--target", "orange", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "target 'orange' is named by no caption of the dataset; "
+        "the closest concepts in the data: orangutan" in err
+    )

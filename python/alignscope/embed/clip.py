@@ -7,17 +7,21 @@ Specs (CLI ``--clip`` and :func:`load_clip`):
 - ``hf:HUB_ID_OR_DIR``: a transformers ``CLIPModel`` directory (or hub id) with its tokenizer
   and image processor.
 
-Both give L2-normalised float32 embeddings; on a CUDA device the model runs in fp16.
+Both give L2-normalised float32 embeddings; on a CUDA device the model runs in fp16. A tag or hub
+id whose files are not in the local cache is refused at once, with the local form to use, when
+the hub cannot be reached (:mod:`alignscope._hub`), instead of after the download's retries.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from alignscope._devices import check_device
+from alignscope._hub import download_blocked, hub_download_blocked, is_hub_id
 from alignscope._rows import unit_rows as _unit
 
 
@@ -57,16 +61,17 @@ class OpenClipEncoder(ClipEncoder):
         if pretrained is None:
             # random weights (tests, smoke runs): seeded, so every process builds the same model
             torch.manual_seed(0)
+        elif not Path(pretrained).is_file():
+            blocked = _tag_download_blocked(name, pretrained)
+            if blocked:
+                raise ValueError(_weights_error(spec, name, pretrained, blocked))
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, device=device
             )
         except (RuntimeError, OSError) as exc:  # a hub download that failed, a bad checkpoint
-            raise ValueError(
-                f"{spec}: could not load the weights {pretrained!r} "
-                f"({str(exc).splitlines()[0][:200]}); offline, give a local checkpoint: "
-                f"open_clip:{name}:/path/to/weights.pt"
-            ) from exc
+            detail = str(exc).splitlines()[0][:200]
+            raise ValueError(_weights_error(spec, name, pretrained, detail)) from exc
         self.model = model.eval()
         if device.startswith("cuda"):
             self.model = self.model.half()
@@ -89,6 +94,42 @@ class OpenClipEncoder(ClipEncoder):
         return _unit(feats) if normalize else feats.float().cpu().numpy()
 
 
+def _weights_error(spec: str, name: str, pretrained: str | None, detail: str) -> str:
+    """The one message for open_clip weights that cannot be had, with the offline form."""
+    return (
+        f"{spec}: could not load the weights {pretrained!r} ({detail}); offline, give a local "
+        f"checkpoint: open_clip:{name}:/path/to/weights.pt"
+    )
+
+
+def _tag_download_blocked(name: str, tag: str) -> str | None:
+    """Why open_clip could not download the weights of ``name``'s pretrained ``tag`` now (see
+    :func:`alignscope._hub.download_blocked`), or None: they are cached, the hub answers, or the
+    tag is unknown (open_clip refuses that itself). Mirrors open_clip's own choice of source:
+    the hub (weights or their safetensors twin) when huggingface_hub is installed, else the URL
+    into ~/.cache/clip."""
+    from open_clip import pretrained as catalogue
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    cfg = catalogue.get_pretrained_cfg(name, tag)
+    if not cfg or "file" in cfg:
+        return None
+    if cfg.get("hf_hub") and catalogue.has_hf_hub():
+        repo_id, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        if filename == HF_WEIGHTS_NAME:
+            twin = HF_SAFE_WEIGHTS_NAME
+        elif filename.endswith((".bin", ".pth")):
+            twin = filename[:-4] + ".safetensors"
+        else:
+            twin = filename
+        return hub_download_blocked(repo_id, [(filename, twin)])
+    url = cfg.get("url", "")
+    if not url or Path("~/.cache/clip", os.path.basename(url)).expanduser().is_file():
+        return None
+    return download_blocked(url)
+
+
 class HFClipEncoder(ClipEncoder):
     def __init__(self, source: str, device: str, spec: str) -> None:
         try:
@@ -99,6 +140,13 @@ class HFClipEncoder(ClipEncoder):
         self.spec = spec
         self.device = check_device(device)
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        if not Path(source).exists() and is_hub_id(source):
+            blocked = hub_download_blocked(source, ["config.json"])
+            if blocked:
+                raise ValueError(
+                    f"{spec}: {source!r} is not a local folder, and as a hub id it is {blocked}; "
+                    "offline, give a local folder saved with save_pretrained: hf:/path/to/clip"
+                )
         try:
             self.model = CLIPModel.from_pretrained(source, dtype=dtype).to(device).eval()
         except OSError as exc:  # not a local folder and no hub access

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from alignscope._files import atomic_path
+from alignscope._hub import hub_download_blocked, is_hub_id
 
 PROMPT = "A photo of a {target}"
 
@@ -28,6 +29,13 @@ def load_pipeline(spec: str, device: str = "cpu") -> Any:
         from diffusers import DiffusionPipeline
     except ImportError as exc:
         raise ValueError("generating anchors needs diffusers: pip install diffusers") from exc
+    if not Path(spec).exists() and is_hub_id(spec):
+        blocked = hub_download_blocked(spec, ["model_index.json"])
+        if blocked:  # fail now rather than after the hub client's retries
+            raise ValueError(
+                f"{spec!r} is not a local folder, and as a hub id it is {blocked}; offline, "
+                "give a local diffusers pipeline folder (with model_index.json)"
+            )
     return DiffusionPipeline.from_pretrained(spec).to(device)
 
 
