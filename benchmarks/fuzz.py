@@ -202,6 +202,98 @@ def _store_names(rng: np.random.Generator, root: Path) -> None:
         pass
 
 
+# JSON values a caption may be given: text, and everything that is not (a number of 20,000
+# digits, objects, lists, booleans, nesting past the parser's recursion limit, bad escapes)
+_CAPTION_VALUES = [
+    '"a cat"',
+    '"one\u2028two"',
+    '"\\ud800"',
+    "null",
+    "true",
+    "1" * 20_000,
+    "-1e999999",
+    "NaN",
+    '{"a": {"b": [1, 2]}}',
+    '["x", "y"]',
+    "[" * 5_000 + "]" * 5_000,
+    "[" * 100_000,
+    '"\\x"',
+    "",
+]
+
+
+def _caption_values(rng: np.random.Generator, root: Path) -> None:
+    """An image folder whose captions.jsonl lines give hostile values as captions (and now and
+    then as file names, or as invalid UTF-8): every image is yielded or skipped and listed,
+    or the table is a one-line ValueError naming its line."""
+    from PIL import Image
+
+    folder = Path(tempfile.mkdtemp(prefix="c", dir=root))
+    n = int(rng.integers(1, 5))
+    for i in range(n):
+        Image.new("RGB", (4, 4)).save(folder / f"{i}.png")
+    lines = []
+    for i in range(n):
+        value = str(rng.choice(_CAPTION_VALUES))
+        file = f'"{i}.png"' if rng.random() < 0.9 else str(rng.choice(_CAPTION_VALUES))
+        line = f'{{"file": {file}, "{rng.choice(["caption", "text"])}": {value}}}'.encode()
+        if rng.random() < 0.05:
+            line += b"\xff"
+        lines.append(line)
+    (folder / "captions.jsonl").write_bytes(b"\n".join(lines))
+    try:
+        ds = open_dataset(folder)
+    except ValueError as exc:
+        assert "\n" not in str(exc) and "captions.jsonl line " in str(exc), str(exc)[:300]
+        return
+    yielded = [r.id for r, _ in ds.images()]
+    assert sorted(yielded + [rid for rid, _ in ds.skipped]) == [f"{i}.png" for i in range(n)]
+
+
+# Opcode fragments spliced into numpy's own array pickles: calls, state and instances made
+# in ways numpy never writes, aimed at the stand-ins the restricted unpickler resolves.
+_FRAGMENTS = [
+    b"cnumpy\nndarray\n)R",
+    b"cnumpy\ndtype\n)\x81",
+    b"cnumpy\ndtype\nX\x02\x00\x00\x00V8\x85R",
+    b"}X\t\x00\x00\x00__class__cnumpy\ndtype\nsb",
+    b"N}X\x04\x00\x00\x00codeX\x02\x00\x00\x00V8s\x86b",
+    b"c_codecs\nencode\n}b",
+    b"(inumpy\ndtype\n",
+    b"0",
+    b"R",
+    b"b",
+]
+
+
+def _pickle_opcodes(rng: np.random.Generator, root: Path) -> None:
+    """numpy pickles of arrays of allowed and refused dtypes with opcode fragments spliced in:
+    the unpickler returns only arrays of the allowed dtypes, or refuses the file."""
+    from alignscope.io import safe_pickle
+
+    dtype = str(rng.choice(["u1", "f4", ">i2", "b1", "V8", "O", "c8", "M8[s]", "S2"]))
+    arr = np.zeros((2, 3), dtype=dtype)
+    data = bytearray(pickle.dumps({"img": arr}, protocol=int(rng.integers(2, 6))))
+    for _ in range(int(rng.integers(0, 4))):
+        at = int(rng.integers(2, len(data)))
+        data[at:at] = _FRAGMENTS[int(rng.integers(len(_FRAGMENTS)))]
+    marker = dict(vars(safe_pickle._NDArrayMarker))
+    try:
+        loaded = load_pair_pickle(bytes(data))
+    except UnsafePickleError:
+        loaded = None
+    assert dict(vars(safe_pickle._NDArrayMarker)) == marker  # no stand-in was changed
+    pending = [loaded]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending += list(value.values())
+        elif isinstance(value, (list, tuple)):
+            pending += list(value)
+        elif isinstance(value, (np.ndarray, np.generic)):
+            assert value.dtype.str[1:] in safe_pickle._DTYPES, value.dtype
+
+
 WORDS = [
     "ad",
     "replicate",
@@ -248,6 +340,8 @@ TARGETS = {
     "image folder": _folder,
     "manifest": _manifest,
     "HF dataset": _hf_dataset,
+    "caption values": _caption_values,
+    "pickle opcodes": _pickle_opcodes,
     "command line": _cli,
 }
 

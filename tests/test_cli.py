@@ -70,7 +70,9 @@ def test_per_sample_output(npy_pair, capsys, suffix):
         d_s, rows = table["d_s"].to_numpy(), table["row"].to_numpy()
     np.testing.assert_allclose(d_s, expected.d_s)
     np.testing.assert_array_equal(rows, np.arange(120))
-    assert [p.name for p in path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    # no temp files left; the hidden folder beside the file holds its provenance record
+    hidden = [p.name for p in path.iterdir() if p.name.startswith(".")]
+    assert hidden == [f".terms{suffix}.alignscope"]
 
 
 def test_label_metrics_and_bounds(npy_pair, capsys):

@@ -115,3 +115,63 @@ def test_two_runs_cannot_write_one_folder_at_once(tmp_path):
             with claimed_output(out, "embed", {"dataset": "a"}):
                 pass
     assert (out / LOCK_NAME).exists()
+
+
+# ---- free space checked before large writes
+
+
+def _disk_with(monkeypatch, free: int) -> list[str]:
+    """shutil.disk_usage reports ``free`` bytes; returns the paths it was asked about."""
+    import shutil
+
+    asked: list[str] = []
+
+    def usage(path):
+        asked.append(str(path))
+        return shutil._ntuple_diskusage(10**12, 10**12 - free, free)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    return asked
+
+
+def test_too_little_free_space_is_one_line_naming_path_need_and_free(tmp_path, monkeypatch):
+    import errno
+
+    from alignscope._files import InsufficientSpace, ensure_free_space
+
+    asked = _disk_with(monkeypatch, 3 * 2**20)
+    target = tmp_path / "new" / "deeper" / "store"  # not there yet: its nearest folder is asked
+    ensure_free_space(target, 3 * 2**20, "the embeddings")  # exactly what is free: fine
+    with pytest.raises(InsufficientSpace) as info:
+        ensure_free_space(target, 3 * 2**20 + 1, "the embeddings")
+    assert str(info.value) == (
+        f"cannot write {str(target)!r}: not enough free space for the embeddings: about "
+        "3.0 MiB (3,145,729 bytes) needed, 3.0 MiB (3,145,728 bytes) free"
+    )
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert (info.value.need, info.value.free) == (3 * 2**20 + 1, 3 * 2**20)
+    assert asked == [str(tmp_path)] * 2 and not (tmp_path / "new").exists()
+    with pytest.raises(InsufficientSpace, match=r"about 900 bytes needed, 0 bytes free$"):
+        _disk_with(monkeypatch, 0)
+        ensure_free_space(tmp_path, 900, "x")
+
+
+def test_a_need_of_nothing_asks_no_disk(tmp_path, monkeypatch):
+    from alignscope._files import ensure_free_space
+
+    asked = _disk_with(monkeypatch, 0)
+    ensure_free_space(tmp_path, 0, "x")
+    ensure_free_space(tmp_path, -5, "x")  # an output that is already there, larger
+    assert asked == []
+
+
+def test_tree_bytes_counts_regular_files_only(tmp_path):
+    from alignscope._files import tree_bytes
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_bytes(b"1" * 100)
+    (tmp_path / "y").write_bytes(b"2" * 20)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "x")  # not followed: not counted twice
+    os.mkfifo(tmp_path / "pipe")
+    assert tree_bytes(tmp_path) == 120
+    assert tree_bytes(tmp_path / "y") == 20 and tree_bytes(tmp_path / "missing") == 0

@@ -215,3 +215,148 @@ def claimed_output(
             tmp.write_text(json.dumps({**wanted, "complete": True}, indent=1, sort_keys=True))
     finally:
         lock.close()
+
+
+# ----------------------------------------------------------------------------- free space
+# Outputs whose size is known before they are written (embeddings, a poisoned copy, per-sample
+# terms) are checked against the free space first: a full disk is then an error before the
+# work, not after hours of it. The estimates are lower bounds, so a refusal is never wrong by
+# much; ENOSPC during the writes stays a clean error too (the CLI maps both to exit 2).
+import errno  # noqa: E402  (this section's own import, kept with it)
+
+
+class InsufficientSpace(OSError):
+    """Too little free space for an output whose size is known in advance (errno ENOSPC, so
+    the CLI reports it as it reports a full disk). ``need`` and ``free`` are in bytes."""
+
+    def __init__(self, path: str, need: int, free: int, what: str) -> None:
+        super().__init__(
+            errno.ENOSPC,
+            f"not enough free space for {what}: about {_human(need)} needed, {_human(free)} free",
+            path,
+        )
+        self.need, self.free = need, free
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename!r}: {self.strerror}"
+
+
+def _human(n: int) -> str:
+    """Bytes as people read them, exact too: '512 bytes', '3.0 MiB (3,145,729 bytes)' (need and
+    free rounded alike could read as equal)."""
+    if n < 1024:
+        return f"{n:,} bytes"
+    scaled = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        scaled /= 1024
+        if scaled < 1024 or unit == "TiB":
+            break
+    return f"{scaled:,.1f} {unit} ({n:,} bytes)"
+
+
+def tree_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes of the regular files under ``path`` (a file: its size; missing: 0). Links are not
+    followed and pipes or devices do not count: a size estimate, not a read."""
+    root = Path(path)
+    try:
+        info = root.lstat()
+    except OSError:
+        return 0
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size
+    total = 0
+    if stat.S_ISDIR(info.st_mode):
+        for dirpath, _, filenames in os.walk(root):
+            for name in filenames:
+                try:
+                    sub = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                if stat.S_ISREG(sub.st_mode):
+                    total += sub.st_size
+    return total
+
+
+def ensure_free_space(path: str | os.PathLike[str], need_bytes: int, what: str) -> None:
+    """Raise :class:`InsufficientSpace` when the file system that ``path`` (an output file or
+    folder, which need not exist yet) would be written on has fewer than ``need_bytes`` free.
+
+    ``what`` names the output in the message ("the embeddings"). One ``statvfs`` call
+    (``shutil.disk_usage``) on the nearest existing folder; a need of 0 or less passes.
+    """
+    if need_bytes <= 0:
+        return
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need_bytes > free:
+        raise InsufficientSpace(str(path), int(need_bytes), int(free), what)
+
+
+# ----------------------------------------------------------------------------- single-file outputs
+# A command whose output is one file (`ad --per-sample FILE`) cannot claim that file's folder
+# (usually the user's own, full of other files), so its record and lock live in a hidden
+# folder beside the file, claimed through claimed_output like any output folder.
+
+
+@contextlib.contextmanager
+def claimed_file(
+    path: str | os.PathLike[str],
+    command: str,
+    identity: dict[str, object],
+    *,
+    flag: str,
+    overwrite: bool = False,
+) -> Iterator[Path]:
+    """:func:`claimed_output` for an output that is one file, written whole at the end (with
+    :func:`atomic_path`) and named on the command line by ``flag`` (messages name it).
+
+    The record and the lock are in ``.<name>.alignscope/`` beside the file, claimed with
+    ``replaces_all``: the record is written only once the run completes, so an interrupted
+    run leaves the earlier file and its record as they were.
+
+    - The file exists with the record of the same command and identity: the run goes ahead
+      (it rewrites the same result).
+    - The file exists with another run's record: refused naming what differs, unless
+      ``overwrite``.
+    - The file exists without a record (not written by alignscope, or before records
+      existed): refused unless ``overwrite``; the user named this file as the output, so
+      ``overwrite`` may replace it.
+    - The file is gone: a record left beside it binds nothing.
+
+    A run that fails before completing leaves no hidden folder where there was none.
+    Yields the file's path.
+    """
+    target = Path(path)
+    side = target.parent / f".{target.name}.alignscope"
+    had_side = side.exists()
+    if target.exists() and not (side / RECORD_NAME).is_file() and not overwrite:
+        raise OutputConflict(
+            f"{flag} {str(target)!r} already exists and no alignscope record says what wrote "
+            "it: pass --overwrite to replace it, or choose another file"
+        )
+    claimed = False
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(
+                    claimed_output(
+                        side,
+                        command,
+                        identity,
+                        overwrite=overwrite or not target.exists(),
+                        replaces_all=True,
+                    )
+                )
+            except OutputConflict as exc:
+                # the same refusal, worded for the file the user named
+                message = str(exc).replace(f"--out {str(side)!r}", f"{flag} {str(target)!r}")
+                raise OutputConflict(message.replace("another folder", "another file")) from None
+            claimed = True
+            yield target
+    finally:
+        if claimed and not had_side and not (side / RECORD_NAME).exists():
+            (side / LOCK_NAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                side.rmdir()

@@ -120,7 +120,10 @@ def test_poison_train_evaluate_report(tmp_path, rng, tiny_sd_dir, tiny_open_clip
     from dataclasses import replace
 
     changed = replace(config, generation=replace(config.generation, steps=3, guidance=1.0))
-    with pytest.raises(ValueError, match="generated with other steps, guidance"):
+    with pytest.raises(
+        ValueError,
+        match=r"\(generation\.guidance: 7\.5 there, 1\.0 now; generation\.steps: 2 there",
+    ):
         evaluate(models, out, changed, progress=False, quiet=True)
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alignscope._files import LOCK_NAME, RECORD_NAME, OutputConflict
 from alignscope.evaluate import run
-from alignscope.evaluate.generate import GenerationSettings
+from alignscope.evaluate.generate import GenerationSettings, generate_images, model_fingerprint
 from alignscope.evaluate.run import EvalConfig, evaluate
 
 diffusers = pytest.importorskip("diffusers")
@@ -39,8 +40,20 @@ def _config(clip: str) -> EvalConfig:
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (hidden temp files included) by relative path."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """Every file under ``root`` (hidden temp files included) by relative path, but the
+    provenance records and locks (:func:`_records`)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in (RECORD_NAME, LOCK_NAME)
+    }
+
+
+def _records(root: Path) -> dict[str, dict]:
+    """The provenance records under ``root`` (the run's, and each images folder's)."""
+    return {
+        p.relative_to(root).as_posix(): json.loads(p.read_text()) for p in root.rglob(RECORD_NAME)
+    }
 
 
 def _without_seconds(data: dict) -> dict:
@@ -134,10 +147,13 @@ def test_evaluate_stopped_three_times_then_finished(
     }
     assert not (out / "m" / "scores.csv").exists()
 
+    assert not _records(out)[RECORD_NAME]["complete"]  # the run's record: begun, unfinished
+
     # 3. finished: nothing generated, every output as in the uninterrupted run
     counter = CountingGeneration().install(monkeypatch)
     report = evaluate(models, out, config, progress=False, quiet=True)
     assert counter.images == []
+    assert _records(out) == _records(ref)  # the run's and the images' records, complete
     assert _without_seconds(report) == _without_seconds(reference)
     got = _snapshot(out)
     assert sorted(got) == sorted(want)
@@ -148,3 +164,112 @@ def test_evaluate_stopped_three_times_then_finished(
             ), name
         else:  # images, scores.csv, grid, attention maps, report.html: byte-identical
             assert got[name] == want[name], name
+
+
+# ------------------------------------------------------------------ reruns into the same --out
+def _small(clip: str) -> EvalConfig:
+    return EvalConfig(
+        concepts=["dog"],
+        generation=GenerationSettings(
+            images_per_concept=1, steps=1, batch_size=1, height=16, width=16
+        ),
+        clip=clip,
+        attention_concepts=0,
+    )
+
+
+def _refused(out: Path, differences: str) -> str:
+    return (
+        f"--out {str(out)!r} holds the output of another run ({differences}): pass "
+        "--overwrite to replace it, or choose another folder"
+    )
+
+
+def test_rerun_with_another_model_input_or_setting_is_refused(
+    tmp_path, tiny_sd_dir, tiny_open_clip, monkeypatch, capsys
+):
+    import shutil
+    from dataclasses import replace
+
+    from alignscope.cli import main
+
+    config = _small(tiny_open_clip)
+    out = tmp_path / "e"
+    counter = CountingGeneration().install(monkeypatch)
+    evaluate({"m": tiny_sd_dir}, out, config, progress=False, quiet=True)
+    before = _snapshot(out)
+
+    def refusal(models, cfg) -> str:
+        with pytest.raises(OutputConflict) as refused:
+            evaluate(models, out, cfg, progress=False, quiet=True)
+        return str(refused.value)
+
+    # a model: a copy of the folder whose UNet weights differ in one byte
+    other = shutil.copytree(tiny_sd_dir, tmp_path / "sd_other")
+    weights = next((other / "unet").glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    old, new = model_fingerprint(tiny_sd_dir), model_fingerprint(other)
+    assert refusal({"m": other}, config) == _refused(out, f'models.m: "{old}" there, "{new}" now')
+    # an input (the concepts), a generation setting, a scoring setting
+    assert refusal({"m": tiny_sd_dir}, replace(config, concepts=["dog", "cat"])) == _refused(
+        out, 'concepts: ["dog"] there, ["dog", "cat"] now'
+    )
+    steps = replace(config, generation=replace(config.generation, steps=2))
+    assert refusal({"m": tiny_sd_dir}, steps) == _refused(out, "generation.steps: 1 there, 2 now")
+    threshold = replace(config, clip_threshold=0.3)
+    assert refusal({"m": tiny_sd_dir}, threshold) == _refused(
+        out, "clip_threshold: 0.236 there, 0.3 now"
+    )
+    # the same through the CLI: exit 2, one line (batch size and device change no image)
+    argv = ["evaluate", str(tiny_sd_dir), "--names", "m", "--out", str(out), "--concepts", "dog"]
+    argv += ["--images-per-concept", "1", "--steps", "1", "--height", "16", "--width", "16"]
+    argv += ["--clip", tiny_open_clip, "--attention-concepts", "0", "--batch-size", "3", "--quiet"]
+    capsys.readouterr()
+    assert main([*argv, "--clip-threshold", "0.3"]) == 2
+    assert capsys.readouterr().err == (
+        f"alignscope: error: {_refused(out, 'clip_threshold: 0.236 there, 0.3 now')}\n"
+    )
+    assert len(counter.images) == 1 and _snapshot(out) == before  # nothing ran or changed
+
+    # --overwrite starts over: the earlier run's outputs go, every image is generated again
+    assert main([*argv[:3], "n", *argv[4:], "--clip-threshold", "0.3", "--overwrite"]) == 0
+    assert len(counter.images) == 2 and not (out / "m").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["models"]) == ["n"] and report["thresholds"]["clip"] == 0.3
+    assert len(list((out / "n" / "images").rglob("*.png"))) == 1
+    # and a true rerun of that resumes, generating nothing
+    assert main([*argv[:3], "n", *argv[4:], "--clip-threshold", "0.3"]) == 0
+    assert len(counter.images) == 2
+
+
+def test_generated_images_record_their_model_and_settings(tmp_path, tiny_sd_dir, monkeypatch):
+    """generate_images on its own (the API) claims its folder too: more concepts are added to
+    it, other settings or another model are refused, overwrite starts over."""
+    from dataclasses import replace
+
+    pipe = run.load_pipeline(tiny_sd_dir)
+    settings = GenerationSettings(images_per_concept=1, steps=1, batch_size=1, height=16, width=16)
+    folder = tmp_path / "g"
+    counter = CountingGeneration().install(monkeypatch)
+
+    def generate(concepts, fingerprint="A", **kwargs):
+        return generate_images(
+            pipe, concepts, folder, kwargs.pop("s", settings), fingerprint=fingerprint,
+            progress=False, **kwargs,
+        )  # fmt: skip
+
+    generate(["dog"])
+    generate(["dog", "cat"])  # the concepts are not in the record: only cat is generated
+    assert counter.images == ["a photo of dog", "a photo of cat"]
+    with pytest.raises(OutputConflict) as refused:
+        generate(["dog"], s=replace(settings, guidance=1.0))
+    assert str(refused.value) == _refused(folder, "settings.guidance: 7.5 there, 1.0 now")
+    with pytest.raises(OutputConflict) as refused:
+        generate(["dog"], fingerprint="B")
+    assert str(refused.value) == _refused(folder, 'model: "A" there, "B" now')
+    assert counter.images == ["a photo of dog", "a photo of cat"]
+    generate(["dog"], fingerprint="B", overwrite=True)
+    assert counter.images[2:] == ["a photo of dog"]
+    assert sorted(p.parent.name.split("-")[0] for p in folder.rglob("*.png")) == ["dog"]

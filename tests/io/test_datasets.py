@@ -131,7 +131,9 @@ def test_hostile_pickle_is_refused_and_not_run(tmp_path, monkeypatch):
         load_pair_pickle(payload)
     (tmp_path / "evil.p").write_bytes(payload)
     ds = open_dataset(tmp_path)
-    assert list(ds) == [] and "refused to load global" in ds.skipped[0][1]
+    # the refused file is a record that no consumer can load: skipped and listed in its place
+    assert list(ds.images()) == [] and ds.skipped[0][0] == "evil.p"
+    assert "refused to load global" in ds.skipped[0][1]
     assert not (tmp_path / "should-not-exist").exists()
 
 

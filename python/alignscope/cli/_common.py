@@ -86,11 +86,11 @@ def _add_trust_models(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+def _add_overwrite(parser: argparse.ArgumentParser, output: str = "--out") -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the outputs of another run in --out (by default a rerun resumes only "
+        help=f"replace the outputs of another run in {output} (by default a rerun resumes only "
         "when its inputs and settings match the recorded ones)",
     )
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alignscope.cli._common import UsageError, _load_npy, _positive_int
+from alignscope.cli._common import UsageError, _add_overwrite, _load_npy, _positive_int
 
 DEMO_POISONED = (0, 100, 250, 500)
 
@@ -97,15 +97,45 @@ def _open_source(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     return images, texts, labels, truth
 
 
+def _per_sample_identity(args: argparse.Namespace, data: Any, profile: Any) -> dict[str, Any]:
+    """What the per-sample file depends on: the inputs' fingerprints and the settings that
+    change its rows. Not threads, --ray and its work dir (the Ray path gives the in-process
+    values to 1e-12), nor --confidence or --budget of an exact file; the sampling settings
+    and the seed only for landmark estimates (landmarks are drawn from the sampling's
+    random stream)."""
+    from alignscope._files import fingerprint_files
+
+    identity: dict[str, Any] = {}
+    if args.store is not None:
+        # keyed by path, so a difference names the shard that changed
+        identity["store"] = {str(f.pop("path")): f for f in fingerprint_files(data.files())}
+    for name in ("images", "texts", "labels", "true_labels"):
+        value = getattr(args, name)
+        identity[name] = None if value is None else fingerprint_files([Path(value)])[0]
+    identity["alpha"] = args.alpha
+    identity["profile"] = profile if isinstance(profile, str) else profile.to_dict()
+    identity["per_sample"] = args.per_sample_method
+    if args.per_sample_method == "landmarks":
+        identity["landmarks"] = {
+            "count": args.landmarks,
+            "seed": args.seed,  # None: drawn each run, so no two runs are the same anyway
+            "method": args.method,
+            "budget": args.budget,
+            "max_seconds": args.max_seconds if args.method == "auto" else None,
+        }
+    return identity
+
+
 def cmd_ad(args: argparse.Namespace) -> int:
-    from alignscope.metrics import alignment_difficulty
-    from alignscope.report.per_sample import check_per_sample_path, write_per_sample
+    from alignscope.report.per_sample import check_per_sample_path
 
     if args.per_sample is not None:
         try:
             check_per_sample_path(args.per_sample)
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(f"--per-sample: {exc}") from exc
+    elif args.overwrite:
+        raise UsageError("--overwrite applies to --per-sample FILE, the one file ad writes")
     profile: Any = _parse_bounds(args.bounds) if args.bounds else args.profile
     ray: dict[str, Any] = {}
     if args.ray is not None:
@@ -119,10 +149,45 @@ def cmd_ad(args: argparse.Namespace) -> int:
             "task_rows": args.block,
         }
     data, texts, labels, truth = _open_source(args)
+    if args.per_sample is None:
+        return _run_ad(args, data, texts, labels, truth, profile, ray)
+    from alignscope._files import OutputConflict, claimed_file
+
+    # the record is checked before the computation: a refusal comes in seconds, not hours
+    identity = _per_sample_identity(args, data, profile)
+    claim = claimed_file(
+        args.per_sample, "ad --per-sample", identity, flag="--per-sample", overwrite=args.overwrite
+    )
+    try:
+        with claim:
+            return _run_ad(args, data, texts, labels, truth, profile, ray)
+    except OutputConflict as exc:
+        # printed as written: the API-name rewriting of other errors would turn a key or a
+        # path holding "labels" into "--labels"
+        raise UsageError(str(exc)) from exc
+
+
+def _run_ad(
+    args: argparse.Namespace,
+    data: Any,
+    texts: Any,
+    labels: Any,
+    truth: Any,
+    profile: Any,
+    ray: dict[str, Any],
+) -> int:
+    """Compute, write the per-sample file when asked, and print the result."""
+    from alignscope.metrics import alignment_difficulty
+    from alignscope.report.per_sample import write_per_sample
+
     n = data.n if hasattr(data, "n") else (data.shape[0] if data.ndim == 2 else 0)
     per_sample: bool | str = False
     if args.per_sample is not None:
         per_sample = args.per_sample_method
+        from alignscope._files import ensure_free_space
+
+        # before computing: d_ab, d_s and ad are float64 per row in either format
+        ensure_free_space(args.per_sample, n * 3 * 8, "the per-sample terms")
     result = alignment_difficulty(
         data,
         texts,
@@ -209,6 +274,7 @@ def _register_ad(sub: Any) -> None:
     ad.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (all cores)")
     ad.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     ad.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_overwrite(ad, "--per-sample")
     ad.set_defaults(func=cmd_ad)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from alignscope.cli._common import (
     UsageError,
+    _add_overwrite,
     _add_trust_models,
     _positive_int,
     _quiet_model_libraries,
@@ -42,21 +43,35 @@ def _concept_list(text: str, flag: str = "--concepts") -> list[str]:
     return list(dict.fromkeys(concepts))
 
 
+def _given(args: argparse.Namespace, **flags: str) -> dict[str, Any]:
+    """{field: value} of the flags the user gave (``field=dest``): a flag left out takes the
+    default of its dataclass in ``alignscope.evaluate``, the one place the defaults live."""
+    return {
+        name: getattr(args, dest) for name, dest in flags.items() if getattr(args, dest) is not None
+    }
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from alignscope._files import OutputConflict
     from alignscope.evaluate.generate import GenerationSettings
     from alignscope.evaluate.run import Classification, Dissection, EvalConfig, evaluate
 
     if args.quiet:
         _quiet_model_libraries()
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     generation = GenerationSettings(
-        images_per_concept=args.images_per_concept,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        template=args.template,
-        height=args.height,
-        width=args.width,
+        **_given(
+            args,
+            images_per_concept="images_per_concept",
+            steps="steps",
+            guidance="guidance",
+            seed="seed",
+            batch_size="batch_size",
+            template="template",
+            height="height",
+            width="width",
+        )
     )
     dissection = None
     if not args.target_class:
@@ -69,12 +84,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dissection = Dissection(
             target_class=args.target_class,
             class_names=_concept_list(args.class_names, "--class-names"),
-            trigger=args.trigger,
-            template=args.dissection_template,
-            threshold=args.trigger_threshold,
-            classifier=args.classifier,
-            images=args.dissection_images,
-            p_t=args.p_t,
+            **_given(
+                args,
+                trigger="trigger",
+                template="dissection_template",
+                threshold="trigger_threshold",
+                classifier="classifier",
+                images="dissection_images",
+                p_t="p_t",
+            ),
         )
     classification = None
     if args.classify:
@@ -84,31 +102,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         classification = Classification(
             dataset=args.classify,
             class_names=_concept_list(classes, "--classify-classes"),
-            n_samples=args.classify_samples,
-            filter_fraction=args.classify_filter,
-            max_images=args.classify_max_images,
             target_class=args.target_class,
+            **_given(
+                args,
+                n_samples="classify_samples",
+                filter_fraction="classify_filter",
+                max_images="classify_max_images",
+            ),
         )
     config = EvalConfig(
         concepts=_concept_list(args.concepts),
         generation=generation,
-        clip=args.clip,
-        aesthetics=args.aesthetics,
-        aesthetics_clip=args.aesthetics_clip,
         poisoned=_concept_list(args.poisoned, "--poisoned") if args.poisoned else [],
-        clip_threshold=args.clip_threshold,
-        aesthetics_threshold=args.aesthetics_threshold,
-        bleed_threshold=args.bleed_threshold,
-        poison_manifest=args.poison_manifest,
-        attention_concepts=args.attention_concepts,
-        attention_resolution=args.attention_resolution,
-        attention_layers=args.attention_layers,
         dissection=dissection,
         classification=classification,
-        replication_store=args.replication_store,
-        sscd=args.sscd,
-        device=args.device,
         trust_models=args.trust_models,
+        **_given(
+            args,
+            clip="clip",
+            aesthetics="aesthetics",
+            aesthetics_clip="aesthetics_clip",
+            clip_threshold="clip_threshold",
+            aesthetics_threshold="aesthetics_threshold",
+            bleed_threshold="bleed_threshold",
+            poison_manifest="poison_manifest",
+            attention_concepts="attention_concepts",
+            attention_resolution="attention_resolution",
+            attention_layers="attention_layers",
+            replication_store="replication_store",
+            sscd="sscd",
+            device="device",
+        ),
     )
     models: Any = args.models
     if args.names:
@@ -118,9 +142,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"--names needs {len(args.models)} distinct names, one per model; got {labels}"
             )
         models = dict(zip(labels, args.models, strict=True))
-    if args.seed < 0:
-        raise UsageError(f"--seed must be >= 0, got {args.seed}")
-    report = evaluate(models, args.out, config, progress=not args.quiet, quiet=args.quiet)
+    try:
+        report = evaluate(
+            models,
+            args.out,
+            config,
+            progress=not args.quiet,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
+        )
+    except OutputConflict as exc:
+        # printed as written: other errors get API names rewritten as flags, which would also
+        # rewrite a path or a key holding "labels"
+        raise UsageError(str(exc)) from exc
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -137,6 +171,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags left out take the defaults of alignscope.evaluate's dataclasses (EvalConfig,
+# GenerationSettings, Dissection, Classification): the help describes them without repeating
+# the numbers, so that one place holds them (and importing alignscope.evaluate here would slow
+# every command's start).
 def register(sub: Any) -> None:
     """Add the ``evaluate`` sub-command to ``sub`` (an argparse sub-parsers action)."""
     ev = sub.add_parser("evaluate", help="generate, score and compare trained models; report")
@@ -150,59 +188,92 @@ def register(sub: Any) -> None:
     )
     ev.add_argument("--names", help="comma-separated model names for the report")
     ev.add_argument(
-        "--images-per-concept", dest="images_per_concept", type=_positive_int, default=5
+        "--images-per-concept",
+        dest="images_per_concept",
+        type=_positive_int,
+        help="images per concept (default: the Implosion protocol's)",
     )
-    ev.add_argument("--steps", type=_positive_int, default=50)
-    ev.add_argument("--guidance", type=float, default=7.5)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--batch-size", dest="batch_size", type=_positive_int, default=4)
-    ev.add_argument("--template", default="a photo of {}", help="prompt; {} is the concept")
+    ev.add_argument(
+        "--steps", type=_positive_int, help="denoising steps (default: the Implosion protocol's)"
+    )
+    ev.add_argument(
+        "--guidance", type=float, help="guidance scale (default: the Implosion protocol's)"
+    )
+    ev.add_argument("--seed", type=int, help="generation seed")
+    ev.add_argument(
+        "--batch-size", dest="batch_size", type=_positive_int, help="images per pipeline call"
+    )
+    ev.add_argument("--template", help="prompt; {} is the concept (default: the Implosion paper's)")
     ev.add_argument("--height", type=_positive_int)
     ev.add_argument("--width", type=_positive_int)
-    ev.add_argument("--clip", default="open_clip:ViT-B-32:openai", help="CLIP spec for scores")
+    ev.add_argument("--clip", help="CLIP spec for scores (default: OpenAI's ViT-B/32)")
     ev.add_argument("--aesthetics", help="LAION aesthetics head weights (.pth/.safetensors)")
     ev.add_argument(
-        "--aesthetics-clip", dest="aesthetics_clip", default="open_clip:ViT-L-14:openai"
+        "--aesthetics-clip",
+        dest="aesthetics_clip",
+        help="CLIP spec for the aesthetics head (default: OpenAI's ViT-L/14)",
     )
     ev.add_argument("--poison-manifest", dest="poison_manifest", help="poison_manifest.parquet")
     ev.add_argument("--poisoned", help="poisoned concepts (comma list or file)")
-    ev.add_argument("--attention-concepts", dest="attention_concepts", type=int, default=4)
     ev.add_argument(
-        "--attention-resolution", dest="attention_resolution", type=_positive_int, default=16
+        "--attention-concepts",
+        dest="attention_concepts",
+        type=int,
+        help="concepts with cross-attention maps (the poisoned ones first)",
+    )
+    ev.add_argument(
+        "--attention-resolution",
+        dest="attention_resolution",
+        type=_positive_int,
+        help="side of the attention layers used",
     )
     ev.add_argument(
         "--attention-layers",
         dest="attention_layers",
         choices=("matching", "all"),
-        default="matching",
+        help="matching (default): the layers of that resolution; all: every layer",
     )
     ev.add_argument("--target-class", dest="target_class", help="G1-G4: the attacked class")
     ev.add_argument("--class-names", dest="class_names", help="G1-G4: classes (comma list or file)")
     ev.add_argument(
-        "--trigger", default="badnets-1", help="badnets-1, badnets-2 or a TorchScript detector"
+        "--trigger",
+        help="badnets-1, badnets-2 or a TorchScript detector (default: BiBadDiff's BadNets-1)",
     )
     ev.add_argument(
         "--classifier",
-        default="clip",
-        help="clip (zero-shot), torchvision:NAME:WEIGHTS, timm:NAME:WEIGHTS or TorchScript file",
+        help="clip (zero-shot, default), torchvision:NAME:WEIGHTS, timm:NAME:WEIGHTS or "
+        "TorchScript file",
     )
     ev.add_argument(
         "--dissection-template",
         dest="dissection_template",
-        default="A photo of a {}",
         help="G1-G4 prompt; {} is the target class (default: the poisoned captions')",
     )
     ev.add_argument("--trigger-threshold", dest="trigger_threshold", type=float)
-    ev.add_argument("--clip-threshold", dest="clip_threshold", type=float, default=0.236)
-    ev.add_argument("--aesthetics-threshold", dest="aesthetics_threshold", type=float, default=6.5)
+    ev.add_argument(
+        "--clip-threshold",
+        dest="clip_threshold",
+        type=float,
+        help="Generation Accuracy: CLIP score above this (default: the Implosion paper's)",
+    )
+    ev.add_argument(
+        "--aesthetics-threshold",
+        dest="aesthetics_threshold",
+        type=float,
+        help="Generation Aesthetics: score above this (default: the Implosion paper's)",
+    )
     ev.add_argument(
         "--bleed-threshold",
         dest="bleed_threshold",
         type=float,
-        default=4.8,
-        help="L2 in the scoring CLIP's unnormalised text space (Nightshade: 4.8)",
+        help="L2 in the scoring CLIP's unnormalised text space (default: Nightshade's)",
     )
-    ev.add_argument("--dissection-images", dest="dissection_images", type=_positive_int, default=20)
+    ev.add_argument(
+        "--dissection-images",
+        dest="dissection_images",
+        type=_positive_int,
+        help="G1-G4: images of the target prompt",
+    )
     ev.add_argument(
         "--p-t", dest="p_t", type=float, help="trigger ratio in the target class's training data"
     )
@@ -210,21 +281,29 @@ def register(sub: Any) -> None:
     ev.add_argument(
         "--classify-classes", dest="classify_classes", help="its classes (default: --class-names)"
     )
-    ev.add_argument("--classify-samples", dest="classify_samples", type=_positive_int, default=32)
+    ev.add_argument(
+        "--classify-samples",
+        dest="classify_samples",
+        type=_positive_int,
+        help="noise samples per class and image",
+    )
     ev.add_argument(
         "--classify-filter",
         dest="classify_filter",
         type=float,
-        default=0.0,
-        help="drop this top fraction of denoising errors (BiBadDiff)",
+        help="drop this top fraction of denoising errors (BiBadDiff; default none)",
     )
     ev.add_argument(
-        "--classify-max-images", dest="classify_max_images", type=_positive_int, default=200
+        "--classify-max-images",
+        dest="classify_max_images",
+        type=_positive_int,
+        help="images of the dataset classified at most",
     )
     ev.add_argument("--replication-store", dest="replication_store", help="store with an sscd view")
     ev.add_argument("--sscd", help="SSCD model (.torchscript/.onnx) for replication")
     _add_trust_models(ev)
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", help="cpu (default) or cuda")
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--quiet", action="store_true")
+    _add_overwrite(ev)
     ev.set_defaults(func=cmd_evaluate)

@@ -6,12 +6,19 @@ import argparse
 import json
 from typing import Any
 
-from alignscope.cli._common import _open_dataset, _positive_int, _quiet_model_libraries
+from alignscope.cli._common import (
+    UsageError,
+    _add_overwrite,
+    _open_dataset,
+    _positive_int,
+    _quiet_model_libraries,
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from alignscope._files import OutputConflict
     from alignscope.train import TrainConfig, train
     from alignscope.train.modes import with_preset
 
@@ -37,18 +44,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         "device": args.device,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    result = train(
-        args.mode,
-        dataset,
-        args.out,
-        model=args.model,
-        config=config,
-        unet_config=args.unet_config,
-        placeholder=args.placeholder,
-        initializer=args.initializer,
-        num_vectors=args.num_vectors,
-        progress=not args.quiet,
-    )
+    try:
+        result = train(
+            args.mode,
+            dataset,
+            args.out,
+            model=args.model,
+            config=config,
+            unet_config=args.unet_config,
+            placeholder=args.placeholder,
+            initializer=args.initializer,
+            num_vectors=args.num_vectors,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
+    except OutputConflict as exc:
+        # printed as written: other errors get API names rewritten as flags, which would also
+        # rewrite a path or a key holding "labels"
+        raise UsageError(str(exc)) from exc
     summary = {
         "output": result.output,
         "steps": result.steps,
@@ -98,4 +111,5 @@ def register(sub: Any) -> None:
     tr.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--quiet", action="store_true")
+    _add_overwrite(tr)
     tr.set_defaults(func=cmd_train)

@@ -12,13 +12,20 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alignscope._files import atomic_path, claimed_output, fingerprint_tree
+from alignscope._files import (
+    atomic_path,
+    claimed_output,
+    ensure_free_space,
+    fingerprint_tree,
+    tree_bytes,
+)
 from alignscope.embed.clip import ClipEncoder
 from alignscope.embed.sscd import SSCDEncoder
 from alignscope.embed.vae import VAEEncoder
@@ -106,8 +113,27 @@ def embed_dataset(
         raise ValueError("batch_size and shard_rows must be >= 1")
     encoders = _Encoders(clip, sscd, vae)
     identity = _encoders_identity(dataset, encoders, shard_rows, dtype)
+    # before the folder is claimed: a refused run leaves nothing behind. What ``out`` holds
+    # already (a store to resume or to overwrite) is space the run gets back or keeps.
+    count, floats = dataset.record_count(), _row_floats(encoders)
+    if count is not None:
+        need = count * floats * np.dtype(dtype).itemsize - tree_bytes(out)
+        ensure_free_space(out, need, f"the embeddings of {count:,} records")
     with claimed_output(out, "embed", identity, overwrite=overwrite):
         return _embed_into(dataset, Path(out), encoders, batch_size, shard_rows, dtype, progress)
+
+
+def _row_floats(encoders: _Encoders) -> int:
+    """Floats an embedded record takes over all views, as far as the encoders say (CLIP and
+    VAE encoders have a ``dim``; an SSCD model's width is known only once it has run, and
+    counts 0 here, so that estimates from this are lower bounds)."""
+
+    def dim(encoder: Any) -> int:
+        value = getattr(encoder, "dim", None)
+        return value if isinstance(value, int) and value > 0 else 0
+
+    clip, sscd, vae = encoders.clip, encoders.sscd, encoders.vae
+    return 2 * dim(clip) + dim(sscd) + 2 * dim(vae)  # CLIP and VAE write two views each
 
 
 def _spec_files(spec: str) -> list[dict[str, object]]:
@@ -210,13 +236,25 @@ def _embed_into(
 
     shard: list[Record] = []
     index = 0
+    count = dataset.record_count()
 
     def flush(records: list[Record], i: int) -> None:
         if i in done:
             report.shards_skipped.append(i)
             return
         before = len(dataset.skipped)
-        views, meta = _embed_records(records, dataset, encoders, batch_size, bar)
+
+        def check_space(floats: int) -> None:
+            # the shard's first batch gives every view's width (an SSCD model's among them):
+            # is there room for this shard and the ones still to write?
+            left = len(records)
+            if count is not None:
+                shards = range(i, -(-count // shard_rows))
+                left = sum(min(shard_rows, count - j * shard_rows) for j in shards if j not in done)
+            need = max(left, len(records)) * floats * np.dtype(dtype).itemsize
+            ensure_free_space(root, need, f"the embeddings of the {left:,} records left")
+
+        views, meta = _embed_records(records, dataset, encoders, batch_size, bar, check_space)
         write_shard_skips(root, i, dataset.skipped[before:])  # before the metadata
         if meta["id"]:
             writer.write_shard(i, views, meta)
@@ -268,7 +306,13 @@ def embed_shard(
     start, stop = index * shard_rows, (index + 1) * shard_rows
     records = [r for i, r in enumerate(dataset) if start <= i < stop]
     before = len(dataset.skipped)
-    views, meta = _embed_records(records, dataset, _Encoders(clip, sscd, vae), batch_size, None)
+
+    def check_space(floats: int) -> None:
+        need = len(records) * floats * np.dtype(dtype).itemsize
+        ensure_free_space(out, need, f"the embeddings of shard {index}")
+
+    encoders = _Encoders(clip, sscd, vae)
+    views, meta = _embed_records(records, dataset, encoders, batch_size, None, check_space)
     write_shard_skips(Path(out), index, dataset.skipped[before:])
     if meta["id"]:
         StoreWriter(Path(out), dtype).write_shard(index, views, meta)
@@ -293,13 +337,22 @@ def read_shard_skips(root: Path, shards: int) -> list[tuple[str, str]]:
     return out
 
 
+def _row_width(parts: dict[str, list[np.ndarray]]) -> int:
+    """Floats a record takes over the views embedded so far."""
+    return sum(int(np.prod(p[0].shape[1:])) for p in parts.values() if p)
+
+
 def _embed_records(
     records: list[Record],
     dataset: Dataset,
     encoders: _Encoders,
     batch_size: int,
     bar: Any,
+    check_space: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
+    """Views and metadata of the decodable ``records`` (the others go to ``dataset.skipped``).
+    ``check_space`` is called once, after the first batch, with the floats a record takes
+    over all views: it may refuse (raise) before the rest of the work."""
     clip, sscd, vae = encoders.clip, encoders.sscd, encoders.vae
     parts: dict[str, list[np.ndarray]] = {
         "image": [],
@@ -339,7 +392,12 @@ def _embed_records(
         if len(batch) == batch_size:
             run(batch)
             batch = []
+            if check_space is not None:
+                check_space(_row_width(parts))
+                check_space = None
     if batch:
         run(batch)
+        if check_space is not None:
+            check_space(_row_width(parts))
     views = {k: np.concatenate(v) for k, v in parts.items() if v}
     return views, meta

@@ -2,13 +2,14 @@
 
 Every image has its own seed, drawn from (seed, concept name, image index), so an image does
 not depend on the batch it was generated in and an interrupted run resumes by generating only
-the files that are missing. Each PNG is written to a temp file and renamed.
+the files that are missing. Each PNG is written to a temp file and renamed. The folder records
+the settings and the model's fingerprint (``alignscope._files.claimed_output``), so images of
+another model or other settings are never mixed in.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope._files import atomic_path
+from alignscope._files import atomic_path, claimed_output
 
 TEMPLATE = "a photo of {}"  # the Implosion paper's evaluation prompt
 
@@ -124,36 +125,6 @@ def model_fingerprint(model: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-MANIFEST = "generation.json"
-
-
-def _check_manifest(root: Path, settings: GenerationSettings, fingerprint: str | None) -> None:
-    """Images already in ``root`` must come from the same settings and model."""
-    wanted = {"settings": settings.identity(), "model": fingerprint}
-    path = root / MANIFEST
-    if path.exists():
-        try:
-            found = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{str(path)!r} is unreadable ({exc}); delete {str(root)!r}") from exc
-        differ = [k for k, v in wanted["settings"].items() if found.get("settings", {}).get(k) != v]
-        if fingerprint is not None and found.get("model") != fingerprint:
-            differ.append("model weights")
-        if differ:
-            raise ValueError(
-                f"the images in {str(root)!r} were generated with other {', '.join(differ)}; "
-                "use a new output directory, or delete that one to regenerate"
-            )
-        return
-    if any(root.glob("*/*.png")):
-        raise ValueError(
-            f"{str(root)!r} holds images but no {MANIFEST}: use a new output directory"
-        )
-    root.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(wanted, indent=2))
-
-
 def generate_images(
     pipe: Any,
     concepts: Sequence[str],
@@ -162,6 +133,7 @@ def generate_images(
     *,
     fingerprint: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> list[Generated]:
     """Generate the missing images of every concept; return the full list, in order.
 
@@ -169,19 +141,27 @@ def generate_images(
     ----------
     pipe : a diffusers text-to-image pipeline (StableDiffusionPipeline or alike).
     concepts : concept names; the prompt is ``settings.template.format(concept)``.
-    out : directory of ``<concept>-<crc32>/k.png`` files (created) and ``generation.json``, the
-        settings and model fingerprint (``model_fingerprint``) the images come from: a rerun
-        with other settings or weights is refused instead of mixing old and new images.
+    out : directory of ``<concept>-<crc32>/k.png`` files (created), claimed with a record of
+        ``settings.identity()`` and ``fingerprint`` (``model_fingerprint``): a rerun with
+        other settings or weights is refused naming what differs instead of mixing old and
+        new images; ``overwrite`` deletes the old images instead. The concepts are not part
+        of the record: a rerun with more concepts generates only theirs.
     """
-    import torch
-    from PIL import Image
-
     settings.check()
     if not concepts:
         raise ValueError("concepts is empty: give at least one concept to generate")
-    root = Path(out)
-    _check_manifest(root, settings, fingerprint)
-    items = plan(concepts, root, settings)
+    identity = {"settings": settings.identity(), "model": fingerprint}
+    with claimed_output(out, "generate", identity, overwrite=overwrite) as root:
+        return _generate_missing(pipe, plan(concepts, root, settings), settings, progress)
+
+
+def _generate_missing(
+    pipe: Any, items: list[Generated], settings: GenerationSettings, progress: bool
+) -> list[Generated]:
+    """Generate the images of ``items`` whose files are missing; return ``items``."""
+    import torch
+    from PIL import Image
+
     todo = [g for g in items if not g.path.exists()]
     bar = None
     if progress and todo:

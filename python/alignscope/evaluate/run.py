@@ -6,7 +6,9 @@ split into clean / poisoned / bleed-through when the poisoned concepts are known
 cross-attention for a few concepts, and optionally BiBadDiff's G1-G4 dissection of a target
 prompt and the replication of generations in the training set (SSCD). The output directory
 holds ``report.json``, ``report.html``, per-model ``scores.csv``, image grids and attention
-overlays.
+overlays, and the record of what produced them (:func:`evaluate_identity`): a rerun resumes
+(generating only the missing images) when the record matches, and is refused naming what
+differs otherwise.
 
 This module runs the models one after the other; the settings are in
 :mod:`alignscope.evaluate.config`, the parts of a model's report in
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from alignscope._diffusers import check_pipeline_folder
-from alignscope._files import atomic_path
+from alignscope._files import atomic_path, claimed_output, fingerprint_tree
 from alignscope.evaluate._images import load_images
 from alignscope.evaluate.config import (
     DEFAULT_AESTHETICS_CLIP,
@@ -121,12 +123,14 @@ def evaluate_model(
     poisoned: list[str] | None = None,
     progress: bool = True,
     quiet: bool = False,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate one model into ``out`` (images/, attention/, scores.csv, metrics.json).
 
     ``clip`` (a ClipEncoder) and ``aesthetics`` ((head, encoder) from ``load_aesthetics``) are
     reused across models; None loads them from ``config``. ``poisoned`` defaults to
-    ``resolve_poisoned(config)``. Returns the model's section of ``report.json``.
+    ``resolve_poisoned(config)``; ``fingerprint`` to ``model_fingerprint(model)``. Returns
+    the model's section of ``report.json``.
     """
     from alignscope.embed.clip import load_clip
 
@@ -143,7 +147,8 @@ def evaluate_model(
     # resolution fails before the long generation
     attention = attention_section(pipe, config, poisoned, root / "attention")
     _log(f"{model}: generating {len(config.concepts)} concepts", quiet)
-    fingerprint = model_fingerprint(model)  # read once: the concept and G1-G4 images share it
+    # read once: the concept and G1-G4 images share it
+    fingerprint = fingerprint or model_fingerprint(model)
     items = generate_images(
         pipe,
         config.concepts,
@@ -217,21 +222,22 @@ def evaluate(
     *,
     progress: bool = True,
     quiet: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluate every model into ``out/<name>/`` and write ``report.json`` and ``report.html``.
 
     Parameters
     ----------
     models : {name: diffusers folder} or a list of folders (named by their directory names).
-    out : output directory (created); reruns reuse the images already generated.
+    out : output directory (created), claimed with a record of :func:`evaluate_identity`
+        (``alignscope._files.claimed_output``): a rerun with the same record resumes, reusing
+        the images already generated; another is refused naming what differs, unless
+        ``overwrite``, which deletes the earlier run's outputs first.
 
     Returns
     -------
     The report: settings, and per model its metrics, groups, maps and optional sections.
     """
-    from alignscope.embed.clip import load_clip
-    from alignscope.report.evaluation import write_html
-
     config.check()
     named = _names(models)
     poisoned = resolve_poisoned(config)
@@ -239,8 +245,25 @@ def evaluate(
     if missing:  # the poisoned concepts are always evaluated (the paper's Poisoned column)
         _log(f"adding the poisoned concepts {missing} to the evaluated concepts", quiet)
         config = replace(config, concepts=[*config.concepts, *missing])
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    fingerprints = {name: model_fingerprint(path) for name, path in named.items()}
+    identity = evaluate_identity(fingerprints, config)
+    with claimed_output(out, "evaluate", identity, overwrite=overwrite) as root:
+        return _evaluate_into(named, fingerprints, root, config, poisoned, progress, quiet)
+
+
+def _evaluate_into(
+    named: dict[str, Path],
+    fingerprints: dict[str, str],
+    root: Path,
+    config: EvalConfig,
+    poisoned: list[str],
+    progress: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    """:func:`evaluate`'s work, once ``root`` is claimed."""
+    from alignscope.embed.clip import load_clip
+    from alignscope.report.evaluation import write_html
+
     clip = load_clip(config.clip, config.device)
     aesthetics = load_aesthetics(config, clip if config.aesthetics_clip == config.clip else None)
     report: dict[str, Any] = {
@@ -262,6 +285,7 @@ def evaluate(
             poisoned=poisoned,
             progress=progress,
             quiet=quiet,
+            fingerprint=fingerprints[name],
         )
     with atomic_path(root / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
@@ -290,6 +314,45 @@ def _names(models: dict[str, str | Path] | Sequence[str | Path]) -> dict[str, Pa
     return named
 
 
+# Settings that change no number of the report: where it runs (images come from CPU generators
+# whatever the device, and the arithmetic is the same) and whether model files are checked.
+_NOT_IN_IDENTITY = ("device", "trust_models")
+
+
+def evaluate_identity(fingerprints: dict[str, str], config: EvalConfig) -> dict[str, Any]:
+    """What an evaluation's outputs depend on: each model's ``model_fingerprint`` by its name
+    in the report, and every setting of ``config`` but the device, the model-file check and
+    the generation batch size (``GenerationSettings.identity``); settings naming local files
+    (model specs with checkpoints, the aesthetics head, the poison manifest, the replication
+    store and SSCD model, trigger and classifier files, the classification dataset) carry
+    those files' fingerprints."""
+    settings = asdict(config)
+    for key in _NOT_IN_IDENTITY:
+        del settings[key]
+    settings["generation"] = config.generation.identity()
+    for key in ("clip", "aesthetics", "aesthetics_clip", "poison_manifest"):
+        settings[key] = _with_files(getattr(config, key))
+    for key in ("replication_store", "sscd"):
+        settings[key] = _with_files(getattr(config, key))
+    if config.dissection is not None:
+        for key in ("trigger", "classifier"):
+            settings["dissection"][key] = _with_files(getattr(config.dissection, key))
+    if config.classification is not None:
+        settings["classification"]["dataset"] = _with_files(config.classification.dataset)
+    return {"models": fingerprints, **settings}
+
+
+def _with_files(value: str | None) -> Any:
+    """A setting that may name local files (a path, or a model spec such as
+    ``open_clip:NAME:CHECKPOINT``): the value and the fingerprints of the files it names,
+    or the value alone when it names none (a hub name, "badnets-1")."""
+    if value is None:
+        return None
+    parts = dict.fromkeys([value, *value.split(":")[1:]])
+    files = [fingerprint_tree(p) for p in parts if p and Path(p).exists()]
+    return {"spec": value, "files": files} if files else value
+
+
 def _settings(cfg: EvalConfig) -> dict[str, Any]:
     out = asdict(cfg)
     out["concepts"] = len(cfg.concepts)
@@ -307,6 +370,7 @@ __all__ = [
     "EvalConfig",
     "caption_label",
     "evaluate",
+    "evaluate_identity",
     "evaluate_model",
     "image_grid",
     "load_pipeline",

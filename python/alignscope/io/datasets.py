@@ -7,7 +7,10 @@ array, "text": str}`` (the Implosion and Nightshade code's format), and a Huggin
 ``datasets`` dataset saved with ``save_to_disk``.
 
 Records are lazy: ``record.load()`` decodes the image. An unreadable image raises
-:class:`BadImage`, which consumers count and list (``Dataset.skipped``) instead of crashing.
+:class:`BadImage`, which consumers count and list (``Dataset.skipped``) instead of crashing. A
+record the reader itself cannot use (a refused pickle, a caption that is not text) is yielded
+all the same, with a ``load()`` that raises BadImage giving the reason: it is skipped and listed
+by every consumer, in its place in the dataset's order (embed's shard boundaries do not move).
 """
 
 from __future__ import annotations
@@ -143,6 +146,53 @@ def safe_id(raw: str) -> str:
     return "".join(out)
 
 
+def _unusable(reason: str) -> Callable[[], Any]:
+    """The ``load()`` of a record its reader found unusable: it fails as a bad image does."""
+
+    def load() -> Any:
+        raise BadImage(reason)
+
+    return load
+
+
+class _JSONNumber:
+    """A number read from a caption file, kept as its text: a number is never a caption, and
+    converting a 20,000-digit one raises ValueError (Python's 4,300-digit limit for int) or,
+    with that limit off, takes quadratic time."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _parse_json(text: str | bytes) -> Any:
+    """``json.loads`` with every number (and NaN, Infinity) left unconverted."""
+    return json.loads(
+        text, parse_int=_JSONNumber, parse_float=_JSONNumber, parse_constant=_JSONNumber
+    )
+
+
+def _caption_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a caption, as "the caption is ..., not text"; None for text,
+    bytes (decoded as UTF-8) and None (no caption)."""
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    if isinstance(value, _JSONNumber):
+        what = f"a number ({len(value.text):,} characters)"
+    elif isinstance(value, bool):
+        what = "a boolean"
+    elif isinstance(value, (int, float, np.number)):
+        what = "a number"  # (str() of a 20,000-digit int raises: never converted)
+    elif isinstance(value, dict):
+        what = "an object"
+    elif isinstance(value, (list, tuple)):
+        what = "a list"
+    else:
+        what = f"a {type(value).__name__}"
+    return f"the caption is {what}, not text"
+
+
 def clean_caption(text: object) -> str:
     if text is None:
         return ""
@@ -176,6 +226,7 @@ class Dataset:
         self.source = source
         self.skipped: list[tuple[str, str]] = []
         self.warnings: list[str] = []
+        self._listing: list[Path] | None = None
 
     def __iter__(self) -> Iterator[Record]:
         """The reader's records with safe, unique ids: control characters are escaped (an id
@@ -202,6 +253,12 @@ class Dataset:
 
     def _records(self) -> Iterator[Record]:
         raise NotImplementedError
+
+    def record_count(self) -> int | None:
+        """How many records iterating will yield (unusable ones included), when that is known
+        without reading the data (a file listing, a table's length); None otherwise (tar
+        shards must be read through to count their samples)."""
+        return None
 
     def images(self) -> Iterator[tuple[Record, Any]]:
         """(record, image) for every decodable record; failures go to ``skipped``."""
@@ -232,6 +289,8 @@ class ImageFolder(Dataset):
         return clean_caption(side.read_text(encoding="utf-8", errors="replace"))
 
     def _caption_table(self) -> dict[str, str] | None:
+        """file -> caption from captions.jsonl or captions.csv, or None without either. A
+        caption that is not text maps to a :class:`_RejectedCaption` giving the reason."""
         jsonl, table = self.root / "captions.jsonl", self.root / "captions.csv"
         for candidate in (jsonl, table):
             if candidate.exists() or candidate.is_symlink():
@@ -239,24 +298,11 @@ class ImageFolder(Dataset):
                 if problem is not None:
                     raise ValueError(f"{candidate}: {problem}; give a regular caption file")
         if jsonl.exists():
-            out = {}
-            for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise TypeError(f"a line holds {type(row).__name__}, not an object")
-                    out[str(row["file"])] = clean_caption(row.get("caption", row.get("text")))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ValueError(
-                        f'{jsonl} line {n}: expected {{"file": ..., "caption": ...}} ({exc})'
-                    ) from exc
-            return out
+            return _read_jsonl(jsonl)
         if table.exists():
-            # csv's default field limit (128 KiB) made a long caption a crash; a sidecar's
-            # limit applies instead (captions are cut to MAX_CAPTION_CHARS afterwards)
-            previous = csv.field_size_limit(MAX_SIDECAR_BYTES)
+            # csv's field limit (128 KiB by default) made a long caption stop the run: the
+            # table's own size limit bounds a field already (captions are cut afterwards)
+            previous = csv.field_size_limit(MAX_TABLE_BYTES)
             try:
                 with open(table, newline="", encoding="utf-8", errors="replace") as fh:
                     reader = csv.DictReader(fh)
@@ -269,19 +315,70 @@ class ImageFolder(Dataset):
                 csv.field_size_limit(previous)
         return None
 
+    def _files(self) -> list[Path]:
+        # listed once: the order is fixed, and embed counts the records before iterating
+        if self._listing is None:
+            self._listing = sorted(
+                p
+                for p in self.root.rglob("*")
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.is_symlink()
+            )
+        return self._listing
+
+    def record_count(self) -> int | None:
+        return len(self._files())
+
     def _records(self) -> Iterator[Record]:
-        files = sorted(
-            p
-            for p in self.root.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.is_symlink()
-        )
-        for path in files:
+        for path in self._files():
             rel = path.relative_to(self.root).as_posix()
             if self.captions is not None:
                 caption = self.captions.get(rel, self.captions.get(path.name, ""))
             else:
                 caption = self._sidecar(path.with_suffix(".txt"))
+            if isinstance(caption, _RejectedCaption):
+                yield Record(rel, "", _unusable(str(caption)), {"path": rel})
+                continue
             yield Record(rel, caption, lambda p=path: decode_image(p.read_bytes()), {"path": rel})
+
+
+class _RejectedCaption(str):
+    """In a caption table, in place of a caption that is not text: the reason, naming the
+    file and line."""
+
+
+def _read_jsonl(jsonl: Path) -> dict[str, str]:
+    """file -> caption of a captions.jsonl (lines ``{"file": ..., "caption" or "text": ...}``).
+
+    A line that names no file (not UTF-8, not JSON, not an object, no string "file") is an
+    error naming the line: the table is broken and it cannot be told which image the line
+    was for. A line whose caption is not text (a number, an object, a list, a boolean) maps
+    its file to a :class:`_RejectedCaption`: that record is skipped and listed, the rest read.
+    """
+    out: dict[str, str] = {}
+    # split on newlines alone: str.splitlines also splits at U+2028, which JSON strings may hold
+    for n, raw in enumerate(jsonl.read_bytes().split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        where = f"{jsonl} line {n}"
+        try:
+            row = _parse_json(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            bad = f"{exc.reason} at byte {exc.start + 1}"
+            raise ValueError(f"{where}: not UTF-8 text ({bad})") from exc
+        except RecursionError as exc:
+            raise ValueError(f"{where}: JSON nested too deeply") from exc
+        except ValueError as exc:
+            raise ValueError(f'{where}: expected {{"file": ..., "caption": ...}} ({exc})') from exc
+        if not isinstance(row, dict) or not isinstance(row.get("file"), str):
+            what = 'no string "file"' if isinstance(row, dict) else "not an object"
+            raise ValueError(f'{where}: expected {{"file": ..., "caption": ...}} ({what})')
+        caption = row.get("caption", row.get("text"))
+        problem = _caption_problem(caption)
+        if problem is None:
+            out[row["file"]] = clean_caption(caption)
+        else:
+            out[row["file"]] = _RejectedCaption(f"{jsonl.name} line {n}: {problem}")
+    return out
 
 
 def _safe_member(member: tarfile.TarInfo) -> str | None:
@@ -342,18 +439,21 @@ class WebDataset(Dataset):
         image_ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in group), None)
         if image_ext is None:
             return
-        caption = group.get("txt")
+        caption: object = group.get("txt")
         extra: dict[str, Any] = {"shard": shard.name}
+        rid = f"{shard.stem}/{key}"
         if caption is None and "json" in group:
             try:
-                meta = json.loads(group["json"])
+                meta = _parse_json(group["json"])
                 caption = meta.get("caption", meta.get("text")) if isinstance(meta, dict) else None
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON (img2dataset's is): no caption
                 caption = None
+            problem = _caption_problem(caption)
+            if problem is not None:
+                yield Record(rid, "", _unusable(f"{key}.json: {problem}"), extra)
+                return
         data = group[image_ext]
-        yield Record(
-            f"{shard.stem}/{key}", clean_caption(caption), lambda d=data: decode_image(d), extra
-        )
+        yield Record(rid, clean_caption(caption), lambda d=data: decode_image(d), extra)
 
 
 def _pair_image(value: object) -> Any:
@@ -376,25 +476,37 @@ class PickleDataset(Dataset):
         self.root = root
         self.trust = trust
 
+    def _files(self) -> list[Path]:
+        if self._listing is None:  # listed once, as an image folder is
+            self._listing = sorted(
+                p
+                for p in self.root.iterdir()
+                if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file()
+            )
+        return self._listing
+
+    def record_count(self) -> int | None:
+        return len(self._files())
+
     def _records(self) -> Iterator[Record]:
-        files = sorted(
-            p for p in self.root.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file()
-        )
-        for path in files:
+        for path in self._files():
+            extra = {"path": path.name}
             try:
                 pair = load_pair_pickle(path.read_bytes(), trust=self.trust)
             except Exception as exc:  # a refused global, a corrupt file: skip and list it
-                self.skipped.append((path.name, f"unreadable pickle: {exc}"))
+                yield Record(path.name, "", _unusable(f"unreadable pickle: {exc}"), extra)
                 continue
             if not isinstance(pair, dict) or "img" not in pair:
-                self.skipped.append((path.name, "not a {'img': array, 'text': str} pair"))
+                reason = "not a {'img': array, 'text': str} pair"
+                yield Record(path.name, "", _unusable(reason), extra)
+                continue
+            problem = _caption_problem(pair.get("text"))
+            if problem is not None:  # (a 20,000-digit int: str() of it raised and stopped embed)
+                yield Record(path.name, "", _unusable(f"'text' of the pair: {problem}"), extra)
                 continue
             img = pair["img"]
             yield Record(
-                path.name,
-                clean_caption(pair.get("text")),
-                lambda a=img: _pair_image(a),
-                {"path": path.name},
+                path.name, clean_caption(pair.get("text")), lambda a=img: _pair_image(a), extra
             )
 
 
@@ -453,6 +565,9 @@ class HFDiskDataset(Dataset):
         self.caption_column = caption_column or next(
             (c for c in ("caption", "text", "prompt") if c in names), None
         )
+
+    def record_count(self) -> int | None:
+        return len(self.data)
 
     def _records(self) -> Iterator[Record]:
         for i in range(len(self.data)):

@@ -7,6 +7,12 @@ stand-in written here: numpy's own reconstruction code never sees the file's byt
 pickle that reached it segfaulted the interpreter). The stand-ins validate shape, dtype and
 buffer length, then build the array with ``np.frombuffer``. Every other global is refused with
 an error that names it.
+
+The opcodes that act on objects are narrowed to what numpy's pickles use: REDUCE may call only
+the stand-ins, BUILD may set the state only of a dtype or array being rebuilt, and the opcodes
+that create instances without their constructor (NEWOBJ, NEWOBJ_EX, OBJ, INST) are refused.
+Without that, BUILD's ``setattr`` could turn the ndarray marker into a dtype that skipped the
+allow-list (``__class__``), or change the stand-in classes for every later load.
 """
 
 from __future__ import annotations
@@ -18,8 +24,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-# Element types a pair image (or a simple array) can have.
+# Element types a pair image (or a simple array) can have. Each is a fixed-size number or
+# boolean: the array holds no references (object dtype would need Python objects, which only
+# code can make), every byte pattern of the right length is a value (a bool byte other than
+# 0/1 is read as True), and ``np.frombuffer`` copies bytes without interpreting them. Refused:
+# object ("O"), structured and void ("V", fields may be objects), subarray dtypes, strings
+# ("S", "U"), complex, and datetime/timedelta (their unit travels in the dtype's metadata,
+# which would need parsing, and no image is a date).
 _DTYPES = {"u1", "i1", "b1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8"}
+_BYTE_ORDERS = ("<", ">", "|", "=")
 _MAX_ELEMENTS = 1 << 31
 # Budgets of one pair pickle (a dict with an image array and a caption needs a few dozen
 # opcodes): a 6 KB pickle of memo references drove the unpickler to 94 s and 2.65 GB, one
@@ -35,41 +48,70 @@ class UnsafePickleError(ValueError):
     is malformed."""
 
 
+def _brief(value: object) -> str:
+    """repr of a value read from the file, cut short: an error message stays one short line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class _DType:
-    """Stands in for numpy.dtype while unpickling."""
+    """Stands in for numpy.dtype while unpickling: only the codes of :data:`_DTYPES`."""
 
     def __init__(self, code: object = None, align: object = False, copy: object = False) -> None:
         if not isinstance(code, str) or code not in _DTYPES:
-            raise UnsafePickleError(f"unsupported array dtype {code!r} in a pair pickle")
+            raise UnsafePickleError(f"unsupported array dtype {_brief(code)} in a pair pickle")
         self.code = code
         self.order = "|"
 
     def __setstate__(self, state: object) -> None:
-        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+        # numpy writes (3, order, subarray, names, fields, elsize, alignment, flags), and a 9th
+        # item, metadata, as version 4. Sizes and flags follow from the code, so they are not
+        # read; a subarray, fields or metadata would change what the code means: refused.
+        if (
+            not isinstance(state, tuple)
+            or len(state) not in (8, 9)
+            or state[0] not in (3, 4)
+            or state[1] not in _BYTE_ORDERS
+        ):
             raise UnsafePickleError("malformed dtype state in a pair pickle")
+        metadata = state[8] if len(state) == 9 else None
+        if any(part is not None for part in state[2:5]) or not (
+            metadata is None or (type(metadata) is dict and not metadata)
+        ):
+            raise UnsafePickleError(
+                f"a structured, subarray or annotated {self.code!r} dtype in a pair pickle; "
+                f"arrays of {', '.join(sorted(_DTYPES))} only"
+            )
         self.order = state[1]
 
     def numpy(self) -> np.dtype:
-        order = "=" if self.order in ("|", "=") else self.order
-        return np.dtype(order + self.code)
+        # checked here too, where the dtype is used: the check must not depend on how the
+        # object was made
+        code, order = getattr(self, "code", None), getattr(self, "order", None)
+        if type(self) is not _DType or code not in _DTYPES or order not in _BYTE_ORDERS:
+            raise UnsafePickleError(f"unsupported array dtype {_brief(code)} in a pair pickle")
+        return np.dtype(("=" if order in ("|", "=") else order) + code)
 
 
 def _array(raw: object, dtype: object, shape: object, order: str = "C") -> np.ndarray:
     if isinstance(raw, pickle.PickleBuffer):
         raw = bytes(raw.raw())
-    if not isinstance(raw, (bytes, bytearray)) or not isinstance(dtype, _DType):
+    if not isinstance(raw, (bytes, bytearray)) or type(dtype) is not _DType:
         raise UnsafePickleError("malformed array data in a pair pickle")
     if not isinstance(shape, tuple) or not all(
         isinstance(s, int) and 0 <= s < _MAX_ELEMENTS for s in shape
     ):
-        raise UnsafePickleError(f"malformed array shape {shape!r} in a pair pickle")
+        raise UnsafePickleError(f"malformed array shape {_brief(shape)} in a pair pickle")
     dt = dtype.numpy()
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if count > _MAX_ELEMENTS or count * dt.itemsize != len(raw):
         raise UnsafePickleError("array data does not match its shape and dtype in a pair pickle")
     if order not in ("C", "F"):
-        raise UnsafePickleError(f"malformed array order {order!r} in a pair pickle")
-    return np.frombuffer(bytes(raw), dtype=dt).reshape(shape, order=order).copy()
+        raise UnsafePickleError(f"malformed array order {_brief(order)} in a pair pickle")
+    arr = np.frombuffer(bytes(raw), dtype=dt).reshape(shape, order=order).copy()
+    if dt.kind == "b":  # a byte of 2 is True: store it as 1, the value numpy itself writes
+        arr = arr.view(np.uint8).astype(bool)
+    return arr
 
 
 class _ArrayShell:
@@ -84,19 +126,30 @@ class _ArrayShell:
 
     def build(self) -> np.ndarray:
         s = self.state
-        if not isinstance(s, tuple) or len(s) != 5:
+        if not isinstance(s, tuple) or len(s) != 5 or s[0] != 1:
             raise UnsafePickleError("malformed array state in a pair pickle")
         _, shape, dtype, fortran, raw = s
         return _array(raw, dtype, shape, "F" if fortran is True else "C")
 
 
 class _NDArrayMarker:
-    pass
+    """Stands in for the class numpy.ndarray: only ever the first argument of
+    :func:`_reconstruct` (never called, never given state)."""
 
 
 def _reconstruct(cls: object, shape: object, code: object) -> _ArrayShell:
+    """numpy's ``_reconstruct(ndarray, (0,), b"b")``: an empty array of the class, whose
+    real dtype, shape and data come with the BUILD that follows. Only the plain ndarray class
+    (no subclass: ``numpy.matrix``, masked arrays and the like are refused globals) and
+    numpy's placeholder type code, or an allowed dtype, are accepted."""
     if cls is not _NDArrayMarker:
-        raise UnsafePickleError("malformed array reconstruction in a pair pickle")
+        raise UnsafePickleError(
+            f"refused to rebuild {_name(cls)} as an array in a pair pickle; only numpy.ndarray"
+        )
+    if not (code in (b"b", "b") or type(code) is _DType):
+        raise UnsafePickleError(f"unsupported array type code {_brief(code)} in a pair pickle")
+    if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape):
+        raise UnsafePickleError(f"malformed array shape {_brief(shape)} in a pair pickle")
     return _ArrayShell()
 
 
@@ -126,6 +179,53 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"): _scalar,
     ("numpy._core.multiarray", "scalar"): _scalar,
 }
+# What REDUCE may call (the marker class is not among them: calling it would make an instance
+# whose state BUILD could then set).
+_CALLABLE = (_latin1, _DType, _reconstruct, _frombuffer, _scalar)
+
+
+def _name(obj: object) -> str:
+    """How an error names ``obj``: the global a stand-in replaces, or the value's type."""
+    for (module, name), standin in _ALLOWED.items():
+        if obj is standin:
+            return f"{module}.{name}"
+    return f"a {type(obj).__name__}"
+
+
+def _load_reduce(self: Any) -> None:
+    """REDUCE, calling only a stand-in, with a tuple of arguments."""
+    args = self.stack.pop()
+    func = self.stack[-1]
+    if not any(func is allowed for allowed in _CALLABLE):
+        raise UnsafePickleError(f"refused to call {_name(func)} in a pair pickle")
+    if not isinstance(args, tuple):
+        raise UnsafePickleError("malformed call arguments in a pair pickle")
+    self.stack[-1] = func(*args)
+
+
+def _load_build(self: Any) -> None:
+    """BUILD, only on a dtype or array being rebuilt (whose ``__setstate__`` validates). The
+    stock BUILD sets attributes of any object: of a stand-in class or function, which would
+    change it for every later load, or ``__class__``, which turned the ndarray marker into a
+    dtype that never passed the allow-list (a void, string or datetime array loaded)."""
+    state = self.stack.pop()
+    inst = self.stack[-1]
+    if type(inst) not in (_DType, _ArrayShell):
+        raise UnsafePickleError(
+            f"refused to set the state of {_name(inst)} in a pair pickle (only dtypes and "
+            "arrays have state)"
+        )
+    inst.__setstate__(state)
+
+
+def _refused_opcode(name: str) -> Any:
+    def refuse(self: Any) -> None:
+        raise UnsafePickleError(
+            f"refused pickle opcode {name}: it makes objects without their constructor, which "
+            "numpy's array pickles never do"
+        )
+
+    return refuse
 
 
 def _load_bytearray8(self: Any) -> None:
@@ -167,11 +267,20 @@ def _bounded_setitems(step: Any) -> Any:
 
 class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     """The pure-Python unpickler (every step in Python: fuzzed input crashed the C one) with
-    a global allow-list, no out-of-band buffers or persistent ids, a bounded BYTEARRAY8, and
-    budgets of opcodes and dict sizes."""
+    a global allow-list, calls and state only for the stand-ins, no out-of-band buffers or
+    persistent ids, a bounded BYTEARRAY8, and budgets of opcodes and dict sizes."""
 
     dispatch: ClassVar[dict[int, Any]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
     dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+    dispatch[pickle.REDUCE[0]] = _load_reduce
+    dispatch[pickle.BUILD[0]] = _load_build
+    for _name_, _code in (
+        ("NEWOBJ", pickle.NEWOBJ),
+        ("NEWOBJ_EX", pickle.NEWOBJ_EX),
+        ("OBJ", pickle.OBJ),
+        ("INST", pickle.INST),
+    ):
+        dispatch[_code[0]] = _refused_opcode(_name_)
     for _code in (pickle.SETITEM, pickle.SETITEMS):
         dispatch[_code[0]] = _bounded_setitems(dispatch[_code[0]])
     for _code in (
@@ -229,8 +338,10 @@ def _finish(obj: object, depth: int = 0, budget: _Budget | None = None) -> objec
                 f"a pair pickle whose arrays hold over {_MAX_ARRAY_BYTES:,} bytes"
             )
         return obj.build()
-    if isinstance(obj, (_DType, _NDArrayMarker)) or obj is _NDArrayMarker:
-        raise UnsafePickleError("a bare dtype or array class in a pair pickle")
+    if isinstance(obj, _DType) or any(obj is standin for standin in _ALLOWED.values()):
+        # a stand-in is no data: only the arrays it rebuilds are
+        what = "numpy.dtype" if isinstance(obj, _DType) else _name(obj)
+        raise UnsafePickleError(f"a bare {what} in a pair pickle, not an array")
     if isinstance(obj, dict):
         return {k: _finish(v, depth + 1, budget) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from alignscope._files import atomic_path, claimed_output, fingerprint_tree
+from alignscope._files import (
+    atomic_path,
+    claimed_output,
+    ensure_free_space,
+    fingerprint_tree,
+    tree_bytes,
+)
 from alignscope.io.datasets import BadImage, Dataset
 from alignscope.io.manifest import COLUMNS as MANIFEST_COLUMNS
 from alignscope.io.manifest import MANIFEST_NAME, write_manifest
@@ -107,6 +113,12 @@ def poison_dataset(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    # The copy is written as PNG, pickled arrays or a tar of PNGs: at least about the size of
+    # the dataset's files (PNG keeps every pixel a JPEG dropped). What ``out`` holds already
+    # is rewritten in place or deleted first.
+    ensure_free_space(
+        out, tree_bytes(dataset.source) - tree_bytes(out), "the poisoned copy of the dataset"
+    )
     vocab = vocabulary or load_vocabulary()
     records = list(dataset)
     row_concepts = [caption_concepts(r.caption, vocab) for r in records]

@@ -221,7 +221,10 @@ def run_loop(
     """Optimise ``parameters`` for ``config.steps`` steps of ``compute_loss(step, generator)``.
 
     Writes ``out/train_log.jsonl`` (step, loss, lr, seconds) and checkpoints
-    ``out/checkpoints/step_<k>.pt`` every ``checkpoint_every`` steps; resumes from the latest.
+    ``out/checkpoints/step_<k>.pt`` every ``checkpoint_every`` steps; resumes from the latest
+    one at or before ``config.steps``. The checkpoints must come from this same run: the
+    caller checks that (:func:`alignscope.train.train` claims ``out`` with a record of the
+    dataset, the model and :func:`resumable_config`).
     """
     import torch
 
@@ -235,11 +238,10 @@ def run_loop(
     ema = [p.detach().clone() for p in parameters] if config.ema_decay else None
     start_step = 0
     ckpt_dir = out / "checkpoints"
-    latest = _latest_checkpoint(ckpt_dir)
+    latest = _latest_checkpoint(ckpt_dir, config.steps)
     if latest is not None:
         start_step, ema = _resume(
             latest,
-            config=config,
             parameters=parameters,
             optimizer=optimizer,
             ema=ema,
@@ -248,8 +250,12 @@ def run_loop(
         )
     result = TrainResult(str(out), config.steps, resumed_from=start_step)
     log = out / "train_log.jsonl"
-    if procs.main and log.exists():
-        _truncate_log(log, start_step)  # steps after the checkpoint are trained again
+    if procs.main:
+        # steps after the checkpoint are trained again: their log lines and any later
+        # checkpoint (a longer earlier run's) go, so the folder describes one run to its end
+        if log.exists():
+            _truncate_log(log, start_step)
+        _drop_checkpoints_after(ckpt_dir, start_step)
     began = time.perf_counter()
     bar = None
     if progress and procs.main:
@@ -299,8 +305,6 @@ def run_loop(
                 "optimizer": optimizer.state_dict(),
                 "ema": ema if ema is not None else [],
                 "extra": state_extra() if state_extra else {},
-                "processes": procs.count,
-                "config": _resumable_config(config),
             }
             with atomic_path(ckpt_dir / f"step_{step + 1}.pt") as tmp:
                 torch.save(state, tmp)
@@ -315,7 +319,6 @@ def run_loop(
 def _resume(
     latest: Path,
     *,
-    config: TrainConfig,
     parameters: list[Any],
     optimizer: Any,
     ema: list[Any] | None,
@@ -323,9 +326,7 @@ def _resume(
     procs: Processes,
 ) -> tuple[int, list[Any] | None]:
     """Load the checkpoint ``latest`` into the parameters and the optimizer; return the step
-    it ends on and the EMA weights (the saved ones where the run keeps an EMA). It must come
-    from a run with the same settings and process count: a resumed run repeats the steps an
-    uninterrupted one would have taken only then."""
+    it ends on and the EMA weights (the saved ones where the run keeps an EMA)."""
     import torch
 
     state = torch.load(latest, map_location=procs.device, weights_only=True)
@@ -337,21 +338,6 @@ def _resume(
         ema = [t.clone() for t in state["ema"]]
     if load_extra is not None:
         load_extra(state.get("extra", {}))
-    saved = state.get("config", {})
-    now = _resumable_config(config)
-    changed = sorted(k for k in now if k in saved and saved[k] != now[k])
-    if changed:
-        raise ValueError(
-            f"{str(latest)!r} was trained with other {', '.join(changed)} "
-            f"({', '.join(f'{k}={saved[k]!r}' for k in changed)}): resume with the same "
-            "settings, or start in a new output directory"
-        )
-    saved_processes = int(state.get("processes", 1))
-    if saved_processes != procs.count:
-        raise ValueError(
-            f"{str(latest)!r} was written by {saved_processes} process(es) and this run has "
-            f"{procs.count}: the global batch would change; resume with {saved_processes}"
-        )
     start_step = int(state["step"])
     return start_step, ema
 
@@ -394,11 +380,18 @@ def _finish(
             )
 
 
-def _resumable_config(config: TrainConfig) -> dict[str, Any]:
-    """What a resumed run must share with the run it continues (steps may grow, the device
-    and the checkpoint interval may change)."""
+# Settings a resumed run may change: the step at which it stops (every step's weights are the
+# same whatever the total: the learning rate is constant), how often it saves, where it runs
+# (the same arithmetic on another device), and whether activations are recomputed in the
+# backward pass (the same gradients, less memory).
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "device", "gradient_checkpointing")
+
+
+def resumable_config(config: TrainConfig) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues: all of
+    :class:`TrainConfig` but :data:`RESUMABLE_CHANGES`."""
     out = asdict(config)
-    for key in ("steps", "checkpoint_every", "device"):
+    for key in RESUMABLE_CHANGES:
         del out[key]
     return out
 
@@ -415,14 +408,27 @@ def _truncate_log(log: Path, last_step: int) -> None:
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
 
 
-def _latest_checkpoint(ckpt_dir: Path) -> Path | None:
+def _checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in ``ckpt_dir``."""
     if not ckpt_dir.is_dir():
-        return None
-    steps = [
+        return []
+    return [
         (int(p.stem.split("_")[1]), p)
         for p in ckpt_dir.glob("step_*.pt")
         if p.stem.split("_")[1].isdigit()
     ]
+
+
+def _drop_checkpoints_after(ckpt_dir: Path, step: int) -> None:
+    for k, path in _checkpoints(ckpt_dir):
+        if k > step:
+            path.unlink()
+
+
+def _latest_checkpoint(ckpt_dir: Path, last_step: int) -> Path | None:
+    """The checkpoint of the highest step up to ``last_step``: a rerun with fewer steps than
+    an earlier one of the same run resumes before its own end, never past it."""
+    steps = [(k, p) for k, p in _checkpoints(ckpt_dir) if k <= last_step]
     return max(steps)[1] if steps else None
 
 

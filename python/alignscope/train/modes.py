@@ -14,12 +14,13 @@ frozen, caption encodings are computed once before training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from alignscope._files import atomic_path
+from alignscope._files import atomic_path, claimed_output, fingerprint_tree
 from alignscope.io.datasets import Dataset
 from alignscope.train.data import load_examples
 from alignscope.train.loop import (
@@ -29,6 +30,7 @@ from alignscope.train.loop import (
     batch_indices,
     diffusion_loss,
     processes,
+    resumable_config,
     run_loop,
 )
 
@@ -119,14 +121,79 @@ def train(
     initializer: str | None = None,
     num_vectors: int = 1,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """Train in ``mode`` on ``dataset``; writes the model, train_log.jsonl and checkpoints."""
+    """Train in ``mode`` on ``dataset``; writes the model, train_log.jsonl and checkpoints.
+
+    ``out`` is claimed with a record of :func:`train_identity` (``alignscope._files.
+    claimed_output``): a rerun resumes from the latest checkpoint only when the record
+    matches (``steps``, ``checkpoint_every``, ``device`` and ``gradient_checkpointing`` may
+    change, see :data:`alignscope.train.loop.RESUMABLE_CHANGES`); otherwise it is refused
+    naming what differs, unless ``overwrite``, which deletes the earlier run's outputs."""
+    from alignscope._devices import check_device
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    run = _prepare(model, dataset, out, config)
-    if mode in ("finetune", "scratch"):
-        return _train_unet(run, mode, unet_config, progress)
-    return _train_textual_inversion(run, placeholder, initializer, num_vectors, progress)
+    check_device(config.device)  # before the claim: a bad device leaves no folder behind
+    procs = processes(config.device)
+    identity = train_identity(
+        mode, dataset, model, config, unet_config, placeholder, initializer, num_vectors
+    )
+    identity["processes"] = procs.count  # N processes of batch b follow one of batch N*b
+    # only the first process writes (logs, checkpoints, the model), so only it claims; the
+    # others wait until it has (an --overwrite deletes the old checkpoints first)
+    claim: Any = (
+        claimed_output(out, "train", identity, overwrite=overwrite)
+        if procs.main
+        else contextlib.nullcontext()
+    )
+    with claim:
+        procs.barrier()
+        run = _prepare(model, dataset, out, config, procs)
+        if mode in ("finetune", "scratch"):
+            return _train_unet(run, mode, unet_config, progress)
+        return _train_textual_inversion(run, placeholder, initializer, num_vectors, progress)
+
+
+def train_identity(
+    mode: str,
+    dataset: Dataset,
+    model: str | Path,
+    config: TrainConfig,
+    unet_config: str | Path | dict[str, Any] | None = None,
+    placeholder: str | None = None,
+    initializer: str | None = None,
+    num_vectors: int = 1,
+) -> dict[str, Any]:
+    """What a training run's outputs depend on: the dataset's and the model folder's
+    fingerprints (file listings), the mode and its own inputs (the UNet config of ``scratch``,
+    the tokens of textual inversion) and :func:`~alignscope.train.loop.resumable_config`,
+    with the loss-mask folder by its fingerprint."""
+    settings = resumable_config(config)
+    if config.mask_dir is not None and Path(config.mask_dir).is_dir():
+        settings["mask_dir"] = fingerprint_tree(config.mask_dir)
+    scratch: object = None
+    if mode == "scratch" and unet_config is not None:
+        scratch = (
+            unet_config
+            if isinstance(unet_config, dict) or not Path(unet_config).is_file()
+            else fingerprint_tree(unet_config)
+        )
+    return {
+        "mode": mode,
+        "dataset": fingerprint_tree(dataset.source),
+        "dataset_kind": dataset.kind,
+        "model": fingerprint_tree(model),
+        "unet_config": scratch,
+        "textual_inversion": {
+            "placeholder": placeholder,
+            "initializer": initializer,
+            "num_vectors": num_vectors,
+        }
+        if mode == "textual-inversion"
+        else None,
+        "config": settings,
+    }
 
 
 @dataclass
@@ -169,7 +236,9 @@ class _Run:
         )
 
 
-def _prepare(model: str | Path, dataset: Dataset, out: str | Path, config: TrainConfig) -> _Run:
+def _prepare(
+    model: str | Path, dataset: Dataset, out: str | Path, config: TrainConfig, procs: Processes
+) -> _Run:
     """Load the model, check ``config``, seed torch, freeze the VAE and text encoder on this
     process's device and encode the dataset's latents."""
     import torch
@@ -179,7 +248,6 @@ def _prepare(model: str | Path, dataset: Dataset, out: str | Path, config: Train
     config.check(noise_scheduler.config.num_train_timesteps)
     torch.manual_seed(config.seed)
     root = Path(out)
-    procs = processes(config.device)
     shard = procs.shard(config.batch_size) if procs.count > 1 else None
     for module in (components["vae"], components["text_encoder"]):
         module.requires_grad_(False)
