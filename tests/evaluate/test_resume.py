@@ -19,7 +19,7 @@ import pytest
 from alignscope._files import LOCK_NAME, RECORD_NAME, OutputConflict
 from alignscope.evaluate import run
 from alignscope.evaluate.generate import GenerationSettings, generate_images, model_fingerprint
-from alignscope.evaluate.run import EvalConfig, evaluate
+from alignscope.evaluate.run import EvalConfig, evaluate, evaluate_identity
 
 diffusers = pytest.importorskip("diffusers")
 pytest.importorskip("open_clip")
@@ -212,9 +212,11 @@ def test_rerun_with_another_model_input_or_setting_is_refused(
     weights.write_bytes(bytes(data))
     old, new = model_fingerprint(tiny_sd_dir), model_fingerprint(other)
     assert refusal({"m": other}, config) == _refused(out, f'models.m: "{old}" there, "{new}" now')
-    # an input (the concepts), a generation setting, a scoring setting
-    assert refusal({"m": tiny_sd_dir}, replace(config, concepts=["dog", "cat"])) == _refused(
-        out, 'concepts: ["dog"] there, ["dog", "cat"] now'
+    # more concepts are the same evaluation (only their images are new); a generation
+    # setting and a scoring setting are not
+    fingerprints = {"m": model_fingerprint(tiny_sd_dir)}
+    assert evaluate_identity(fingerprints, config) == evaluate_identity(
+        fingerprints, replace(config, concepts=["dog", "cat"])
     )
     steps = replace(config, generation=replace(config.generation, steps=2))
     assert refusal({"m": tiny_sd_dir}, steps) == _refused(out, "generation.steps: 1 there, 2 now")

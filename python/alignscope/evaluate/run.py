@@ -316,16 +316,19 @@ def _names(models: dict[str, str | Path] | Sequence[str | Path]) -> dict[str, Pa
 
 # Settings that change no number of the report: where it runs (images come from CPU generators
 # whatever the device, and the arithmetic is the same) and whether model files are checked.
-_NOT_IN_IDENTITY = ("device", "trust_models")
+# The concepts are not in the record: every run recomputes its metrics and report from the
+# concepts it is given, and each images folder guards its own images (generate.py), so adding
+# concepts to an evaluation generates only theirs (the README promises it).
+_NOT_IN_IDENTITY = ("device", "trust_models", "concepts")
 
 
 def evaluate_identity(fingerprints: dict[str, str], config: EvalConfig) -> dict[str, Any]:
     """What an evaluation's outputs depend on: each model's ``model_fingerprint`` by its name
-    in the report, and every setting of ``config`` but the device, the model-file check and
-    the generation batch size (``GenerationSettings.identity``); settings naming local files
-    (model specs with checkpoints, the aesthetics head, the poison manifest, the replication
-    store and SSCD model, trigger and classifier files, the classification dataset) carry
-    those files' fingerprints."""
+    in the report, and every setting of ``config`` but the device, the model-file check, the
+    concept list and the generation batch size (``GenerationSettings.identity``); settings
+    naming local files (model specs with checkpoints, the aesthetics head, the poison
+    manifest, the replication store and SSCD model, trigger and classifier files, the
+    classification dataset) carry those files' fingerprints."""
     settings = asdict(config)
     for key in _NOT_IN_IDENTITY:
         del settings[key]
