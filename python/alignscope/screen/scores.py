@@ -306,30 +306,18 @@ def _view_scores(
             raise ValueError(f"{name} needs a second image view (second_view=)")
         if np.shape(second_view)[0] != n:
             raise ValueError(f"second_view has {np.shape(second_view)[0]} rows, image_emb {n}")
-    if "cross_view" in wanted:
-        table.scores["cross_view"] = local_structure_disagreement(
-            image_emb,
-            second_view,  # type: ignore[arg-type]
-            k,
-            knn=search,
-        )
-        table.methods["cross_view"] = f"neighbourhood D_s, k={kk} per view"
-    if "view_residual" in wanted:
-        table.scores["view_residual"] = view_residual(
-            image_emb,
-            second_view,  # type: ignore[arg-type]
-            k,
-            knn=search,
-        )
-        table.methods["view_residual"] = f"whitened residual, k={kk}"
-    if "view_density" in wanted:
-        table.scores["view_density"] = view_density(
-            image_emb,
-            second_view,  # type: ignore[arg-type]
-            k,
-            knn=search,
-        )
-        table.methods["view_density"] = f"CLIP minus whitened-view k-NN distance percentile, k={kk}"
+    view_scores = {
+        "cross_view": (local_structure_disagreement, f"neighbourhood D_s, k={kk} per view"),
+        "view_residual": (view_residual, f"whitened residual, k={kk}"),
+        "view_density": (
+            view_density,
+            f"CLIP minus whitened-view k-NN distance percentile, k={kk}",
+        ),
+    }
+    for name, (score, how) in view_scores.items():
+        if name in wanted:
+            table.scores[name] = score(image_emb, second_view, k, knn=search)  # type: ignore[operator]
+            table.methods[name] = how
     if "purification" in wanted:
         if purified_view is None or np.shape(purified_view) != np.shape(second_view):
             raise ValueError(
