@@ -349,3 +349,26 @@ def test_torchvision_checkpoint_classifier_matches_the_network(tmp_path, rng):
         ClassClassifier.checkpoint("resnet50", names)
     with pytest.raises(ValueError, match="torchvision has no model 'nonet'"):
         ClassClassifier.checkpoint(f"torchvision:nonet:{tmp_path / 'w.pth'}", names)
+
+
+def test_a_torchscript_trigger_detector_runs_on_the_evaluation_device(monkeypatch):
+    """detector_from_spec passes the device on (the dissection ran a user's detector on the
+    CPU whatever --device said); templates need none."""
+    from alignscope.evaluate import detectors
+
+    seen = {}
+
+    def fake(path, threshold, size=224, device="cpu", *, trust_models=False):
+        seen.update(path=path, threshold=threshold, device=device, trust=trust_models)
+        return "detector"
+
+    monkeypatch.setattr(detectors.TriggerDetector, "torchscript", staticmethod(fake))
+    got = detectors.detector_from_spec("det.pt", None, device="cuda:1", trust_models=True)
+    assert got == "detector"
+    assert seen == {
+        "path": "det.pt",
+        "threshold": detectors.TORCHSCRIPT_THRESHOLD,
+        "device": "cuda:1",
+        "trust": True,
+    }
+    assert detectors.detector_from_spec("badnets-1", device="cuda:1").name == "badnets-1"

@@ -287,7 +287,11 @@ class TriggerDetector:
 
 
 def detector_from_spec(
-    spec: str, threshold: float | None = None, *, trust_models: bool = False
+    spec: str,
+    threshold: float | None = None,
+    *,
+    device: str = "cpu",
+    trust_models: bool = False,
 ) -> TriggerDetector:
     """The detector a dissection's ``trigger`` names: a template trigger
     (:data:`TEMPLATE_TRIGGERS`) or the path of a TorchScript detector.
@@ -297,6 +301,8 @@ def detector_from_spec(
     spec : "badnets-1", "badnets-2" or a TorchScript file.
     threshold : the detector's threshold; None is its default (:data:`TORCHSCRIPT_THRESHOLD`
         for a TorchScript detector).
+    device : torch device a TorchScript detector runs on (the evaluation's; templates run on
+        the CPU).
     trust_models : run a TorchScript file without checking its operators.
     """
     if spec in TEMPLATE_TRIGGERS:
@@ -304,5 +310,6 @@ def detector_from_spec(
     return TriggerDetector.torchscript(
         spec,
         TORCHSCRIPT_THRESHOLD if threshold is None else threshold,
+        device=device,
         trust_models=trust_models,
     )

@@ -181,7 +181,9 @@ def dissection_section(
     classifier = classifier_from_spec(
         d.classifier, d.class_names, clip, cfg.device, trust_models=cfg.trust_models
     )
-    detector = detector_from_spec(d.trigger, d.threshold, trust_models=cfg.trust_models)
+    detector = detector_from_spec(
+        d.trigger, d.threshold, device=cfg.device, trust_models=cfg.trust_models
+    )
     p_t = d.p_t
     if p_t is None and cfg.poison_manifest is not None:
         p_t = p_t_from_manifest(cfg.poison_manifest, d.target_class, d.class_names)
