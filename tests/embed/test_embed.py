@@ -11,7 +11,7 @@ from PIL import Image
 
 from alignscope.cli import main
 from alignscope.embed import SSCDEncoder, embed_dataset, load_clip
-from alignscope.io import open_store
+from alignscope.io import open_store, store_row_ids
 from alignscope.io.datasets import open_dataset
 from alignscope.search import replication
 
@@ -93,6 +93,39 @@ def test_embed_writes_a_store_and_resumes(tmp_path, rng, tiny_open_clip, tiny_ss
     assert again.shards_skipped == [0, 1, 2] and again.images == 0
     saved = json.loads((tmp_path / "store" / "embed_report.json").read_text())
     assert saved["shards_skipped"] == [0, 1, 2]
+
+
+def test_a_shard_of_only_corrupt_images_keeps_the_store_readable(tmp_path, rng, tiny_sscd):
+    """Records 3-5 (all of shard 1) do not decode: shard 1 is written with no rows, so the
+    store's 0..K-1 series has no gap (it did not open: "img_emb_1.npy is missing"), its ids
+    are those of the other shards in order, and a rerun decodes nothing again."""
+    images = smooth_images(rng, 8)
+    data = _folder(tmp_path / "data", images, [f"caption {i}" for i in range(8)])
+    for i in (3, 4, 5):
+        (data / f"{i:03d}.png").write_bytes(b"\x89PNG broken")
+    sscd = SSCDEncoder(tiny_sscd["torchscript"], "sscd-square")
+
+    def embed():
+        return embed_dataset(
+            open_dataset(data), tmp_path / "store", sscd=sscd, shard_rows=3, progress=False
+        )
+
+    report = embed()
+    assert report.images == 5 and report.shards_written == [0, 1, 2]
+    assert [s[0] for s in report.skipped] == ["003.png", "004.png", "005.png"]
+    store = open_store(tmp_path / "store")
+    assert store.n == 5
+    assert store_row_ids(tmp_path / "store") == [
+        "000.png",
+        "001.png",
+        "002.png",
+        "006.png",
+        "007.png",
+    ]
+    want = sscd.encode([images[i] for i in (0, 1, 2, 6, 7)])
+    np.testing.assert_allclose(store.read(0, 5, "sscd"), want, atol=2e-3)  # float16 store
+    again = embed()
+    assert again.shards_skipped == [0, 1, 2] and again.images == 0
 
 
 def test_copies_rank_their_source_first(tmp_path, rng, tiny_sscd):

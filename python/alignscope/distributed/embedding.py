@@ -139,6 +139,7 @@ def _ray_embed_into(
     from ray.util import ActorPool
 
     from alignscope.embed import complete_shards
+    from alignscope.embed.embedder import fill_empty_shards
 
     count = sum(1 for _ in source)
     shards = -(-count // shard_rows)
@@ -176,13 +177,17 @@ def _ray_embed_into(
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc="shards", unit="shard", file=sys.stderr)
-        for _, n_images, shard_skipped in results:
+        empty = []
+        for index, n_images, shard_skipped in results:
             images += n_images
             skipped.extend(shard_skipped)
+            if n_images == 0:
+                empty.append(index)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
+        fill_empty_shards(root, sorted(empty), np.float16)  # embed_shard's dtype
     report = {
         "store": str(root),
         "dataset": str(Path(dataset).resolve()),

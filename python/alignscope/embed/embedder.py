@@ -237,6 +237,7 @@ def _embed_into(
     shard: list[Record] = []
     index = 0
     count = dataset.record_count()
+    empty: list[int] = []  # shards none of whose records decoded
 
     def flush(records: list[Record], i: int) -> None:
         if i in done:
@@ -260,6 +261,8 @@ def _embed_into(
             writer.write_shard(i, views, meta)
             report.images += len(meta["id"])
             report.captioned += sum(1 for c in meta["caption"] if c)
+        else:
+            empty.append(i)
         report.shards_written.append(i)
 
     for record in dataset:
@@ -271,6 +274,7 @@ def _embed_into(
         flush(shard, index)
     if bar is not None:
         bar.close()
+    fill_empty_shards(root, empty, dtype)
     if encoders.clip is not None and report.images and not report.captioned:
         # the text view of a captionless dataset is one constant row: say so once, here
         dataset._warn(
@@ -317,6 +321,32 @@ def embed_shard(
     if meta["id"]:
         StoreWriter(Path(out), dtype).write_shard(index, views, meta)
     return len(meta["id"]), dataset.skipped[before:]
+
+
+def fill_empty_shards(root: Path, indices: list[int], dtype: Any) -> None:
+    """Write shards ``indices`` with no rows: a shard none of whose records decoded (a run of
+    corrupt files, a broken tar) left a gap in the store's 0..K-1 series, so the store did not
+    open, and every rerun decoded it again. Their widths and metadata columns come from a
+    complete shard; with none (nothing decoded at all) there is nothing to fill."""
+    from alignscope.io.store import VIEW_FOLDERS, shard_file
+
+    if not indices:
+        return
+    done = sorted(complete_shards(root) - set(indices))
+    if not done:
+        return
+    import pyarrow.parquet as pq
+
+    widths = {}
+    for view in VIEW_FOLDERS:
+        path = root / shard_file(view, done[0])
+        if path.is_file():
+            widths[view] = np.load(path, mmap_mode="r", allow_pickle=False).shape[1:]
+    schema = pq.read_schema(root / "metadata" / f"metadata_{done[0]}.parquet")
+    writer = StoreWriter(root, dtype)
+    for i in indices:
+        views = {view: np.zeros((0, *shape), dtype=dtype) for view, shape in widths.items()}
+        writer.write_shard(i, views, schema.empty_table().to_pydict())
 
 
 def write_shard_skips(root: Path, index: int, skipped: list[tuple[str, str]]) -> None:
