@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from alignscope._files import LOCK_NAME, RECORD_NAME
 from alignscope.io.datasets import open_dataset
@@ -33,18 +32,6 @@ CONFIG = TrainConfig(
     checkpoint_every=2,
     ema_decay=0.9,
 )
-
-
-@pytest.fixture
-def four_images(tmp_path, rng) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).resize(
-            (16, 16), Image.BICUBIC
-        ).save(data / f"{i}.png")
-        (data / f"{i}.txt").write_text(f"a photo of thing {i}")
-    return data
 
 
 def _finetune(data: Path, out: Path, model: Path):

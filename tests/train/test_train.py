@@ -32,18 +32,6 @@ def _finetune(data, out, model, config):
     return train("finetune", open_dataset(data), out, model=model, config=config, progress=False)
 
 
-@pytest.fixture
-def four_images(tmp_path, rng):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).resize(
-            (16, 16), Image.BICUBIC
-        ).save(data / f"{i}.png")
-        (data / f"{i}.txt").write_text(f"a photo of thing {i}")
-    return data
-
-
 @pytest.mark.parametrize("mode", ["finetune", "scratch"])
 def test_training_overfits_four_images(tmp_path, four_images, tiny_sd_dir, mode):
     cfg = TrainConfig(steps=120, learning_rate=1e-3, batch_size=4, resolution=16, seed=0)

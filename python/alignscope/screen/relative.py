@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from alignscope._rows import unit_rows
+from alignscope.screen.combine import upper_tail
 from alignscope.search import topk
 
 # Neighbours that define a caption's expected CLIP score: enough that the m poisons of a
@@ -137,12 +138,6 @@ def whiten(view: np.ndarray) -> np.ndarray:
     return x @ (vectors[:, keep] / np.sqrt(values[keep]))
 
 
-def _percentile_ranks(x: np.ndarray) -> np.ndarray:
-    """Each value's share of the values at or below it (ties share the highest), in (0, 1]."""
-    ordered = np.sort(x)
-    return np.searchsorted(ordered, x, side="right") / x.size
-
-
 def view_density(
     image_emb: np.ndarray, view: np.ndarray, k: int = 10, *, knn: Knn | None = None
 ) -> np.ndarray:
@@ -166,7 +161,8 @@ def view_density(
     for label, x in (("image", image_emb), ("second_whitened", white)):
         sims, _ = (knn or exact_knn)(label, x, k)
         spread.append(np.clip(1.0 - sims.astype(np.float64), 0.0, None).mean(axis=1))
-    return _percentile_ranks(spread[0]) - _percentile_ranks(spread[1])
+    # P(v) = share of rows at or below v = the upper tail of -v (one owner of the ranking)
+    return upper_tail(-spread[0]) - upper_tail(-spread[1])
 
 
 def purification_shift(
