@@ -352,15 +352,9 @@ def few_shot(
     scikit-learn's default C = 1), by Newton's method in float64. With a handful of labels
     the penalty is what keeps a separable set from driving the weights to infinity.
 
-    Measured gain (N = 20,000, 100 poisoned concepts x 16; the seven scores of
-    :func:`alignscope.screen.compute_scores` with the latent second view; labelled rows drawn
-    at random, AUROC on the other rows, mean over 3 seeds x 10 draws). With 5 poisons and 20
-    clean rows it does not beat the best single score, but it finds it without being told the
-    attack: AUROC 0.999 / 0.968 (dirty / clean-label) on ``synth.concept_world`` against the
-    best score's 1.000 / 0.998, and 0.880 / 0.768 on ``synth.realistic_world`` against 0.897 /
-    0.768, where the other attack's score gives 0.65 / 0.48. At 1% FPR it trails (clean-label
-    concept_world: TPR 0.56 against cross_view's 0.97). With 20 poisons and 80 clean rows it
-    passes the best single score on the realistic world: 0.909 / 0.816.
+    Measured gain: ``python benchmarks/bench_decisions.py`` (the worlds and scores of
+    bench_screen.py; labelled rows drawn at random, AUROC on the other rows); the README gives
+    the numbers.
 
     Parameters
     ----------

@@ -12,7 +12,8 @@
   the union of its k nearest neighbours in both views of |d_1(i, j) - d_2(i, j)| (raw cosine
   distances). Nightshade moves the latent toward the target while CLIP still sees the source,
   so a poison's neighbours differ between the views. The global D_s of Eq. 4 dilutes that by
-  n_p / N (on the synthetic benchmark: AUROC 0.59 global vs 1.0 local); two k-NN searches.
+  n_p / N (on concept_world: AUROC 0.59 global vs 1.0 local; on realistic_world the local
+  form falls to 0.64: bench_screen.py); two k-NN searches.
 - ``k_distance`` / ``lid``: local density in CLIP image space (cosine distance to the k-th
   neighbour; the LID maximum-likelihood estimate); catches outliers; one k-NN search.
 - ``relative_alignment``: how far a pair's raw CLIP score falls below that of the pairs with
