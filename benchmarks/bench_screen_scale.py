@@ -4,7 +4,7 @@ approximate searches against the exact one's (issue #16's measurements).
 
     python benchmarks/bench_screen_scale.py [--sizes 50000,100000,200000]
         [--methods exact,ivf,hnsw] [--world realistic|concept] [--second-view]
-        [--exact-budget 600] [--timeout 1500] [--workdir DIR] [--keep] [--profile]
+        [--exact-budget 600] [--timeout 1500] [--workdir EMPTY_DIR] [--keep] [--profile]
         [--json results.json]
 
 Each N gets one float16 store in the clip-retrieval layout (d = 512, shards of
@@ -337,6 +337,9 @@ def main() -> int:
         parser.error(f"--shard-rows must be >= 1, got {args.shard_rows}")
     if args.second_view and args.world == "concept":
         parser.error("--second-view needs --world realistic (the concept store has no latent view)")
+    if args.workdir and Path(args.workdir).exists() and any(Path(args.workdir).iterdir()):
+        # run() deletes and rebuilds each n<N> folder: never do that to a folder of the user's
+        parser.error(f"--workdir {args.workdir!r} is not empty; give an empty or new folder")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="screen-scale-"))
     try:
         out = run(args, work)
