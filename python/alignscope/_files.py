@@ -105,6 +105,9 @@ def fingerprint_tree(path: str | os.PathLike[str]) -> dict[str, object]:
 # resumes only into a folder whose record matches (one mechanism for every command).
 RECORD_NAME = ".alignscope-run.json"
 LOCK_NAME = ".alignscope-run.lock"
+# A run's resumable intermediate files (neighbour tables, staged outputs), inside its --out:
+# alignscope's own, so never a reason to call the folder foreign.
+WORK_NAME = ".alignscope-work"
 
 
 class OutputConflict(ValueError):
@@ -171,7 +174,7 @@ def claimed_output(
             ) from exc
         record_path = root / RECORD_NAME
         wanted = {"command": command, "identity": json.loads(json.dumps(identity, default=str))}
-        others = [p for p in root.iterdir() if p.name not in (LOCK_NAME, RECORD_NAME)]
+        others = [p for p in root.iterdir() if p.name not in (LOCK_NAME, RECORD_NAME, WORK_NAME)]
         if record_path.exists():
             try:
                 old = json.loads(record_path.read_text())

@@ -35,33 +35,57 @@ def test_approximate_reports_the_recall_it_has(method):
     x = _clustered(3000)
     got = self_neighbours(x, 10, method=method, sample=300, seed=2)
     rows = np.sort(np.random.default_rng(2).choice(3000, size=300, replace=False))
-    # float64 brute force for the sampled rows (ties have probability zero here)
+    # float64 brute force for the sampled rows: a found row counts when its cosine reaches the
+    # exact 10th nearest one (within the tie tolerance), the recall the layer documents
     u = x.astype(np.float64) / np.linalg.norm(x, axis=1, keepdims=True)
     sims = u[rows] @ u.T
     sims[np.arange(rows.size), rows] = -np.inf
-    truth = np.full((3000, 10), -1)
-    truth[rows] = np.argsort(-sims, axis=1, kind="stable")[:, :10]
-    want = np.mean([len(set(got.idx[i]) & set(truth[i])) / 10 for i in rows])
+    tenth = np.sort(sims, axis=1)[:, -10]
+    found = np.take_along_axis(sims, got.idx[rows], axis=1)
+    want = np.mean(found >= tenth[:, None] - knn_module.TIE_TOLERANCE)
     assert got.recall == pytest.approx(want, abs=1e-12)
+    assert 0.5 < got.recall <= 1.0
     assert got.method == method and got.recall_sample == 300
     assert (got.idx >= 0).all() and not (got.idx == np.arange(3000)[:, None]).any()
     described = got.describe()
     assert described["recall_at_k"] == got.recall
-    assert described["index"] == {"ivf": "IVFFlat", "hnsw": "HNSWFlat"}[method]
+    if method == "ivf":
+        assert described["index"] == f"IVF{described['nlist']},SQfp16"
+        # probes doubled from 8 until the sample's recall reached the target (or the cap)
+        tried = described["nprobe_recall"]
+        assert described["nprobe"] == int(max(tried, key=int))
+        assert all(
+            r < knn_module.RECALL_TARGET for p, r in tried.items() if int(p) < got.params["nprobe"]
+        )
+    else:
+        assert described["index"] == "HNSWFlat"
+
+
+def test_ties_count_as_found():
+    # 40 copies of one caption: any 10 of the 39 others are its 10 nearest
+    rng = np.random.default_rng(5)
+    x = np.concatenate([np.repeat(rng.normal(size=(1, 8)), 40, axis=0), rng.normal(size=(60, 8))])
+    rows = knn_module.Rows(x.astype(np.float32))
+    sample = np.arange(5)
+    truth = self_neighbours(x, 10).sims[sample]
+    other_copies = np.arange(20, 30)[None, :].repeat(5, axis=0)
+    assert knn_module._tie_aware_recall(rows, sample, other_copies, truth) == 1.0
+    strangers = np.arange(40, 50)[None, :].repeat(5, axis=0)
+    assert knn_module._tie_aware_recall(rows, sample, strangers, truth) == 0.0
 
 
 def test_short_ivf_rows_are_searched_exactly(monkeypatch):
     x = _clustered(500)
-    real = knn_module.topk
+    real = knn_module._search_index
 
-    def sparse_ivf(q, db, k, *, exclude=None, method="engine"):
-        sims, idx = real(q, db, k, exclude=exclude, method=method)
-        if method == "faiss-ivf":  # a probe that found fewer than k rows for rows 0..4
+    def sparse_ivf(index, q, k, offset, exclude, n):
+        sims, idx = real(index, q, k, offset, exclude, n)
+        if q.shape[0] == n:  # the full search: a probe found fewer than k rows for rows 0..4
             idx[:5, -3:] = -1
             sims[:5, -3:] = -np.inf
         return sims, idx
 
-    monkeypatch.setattr(knn_module, "topk", sparse_ivf)
+    monkeypatch.setattr(knn_module, "_search_index", sparse_ivf)
     got = self_neighbours(x, 6, method="ivf", sample=50)
     assert got.params["rows_searched_exactly"] == 5
     np.testing.assert_array_equal(got.idx[:5], ref.nearest_others(x, 6)[:5])

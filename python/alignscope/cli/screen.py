@@ -93,6 +93,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         captions=_captions(path, store.n),
         thumbnails=(lambda rows: thumbnails(path, rows, dataset)) if path.is_dir() else None,
         overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -8,6 +8,7 @@ chunk. Random gathers read just the rows asked for with pread, without mapping a
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 import re
@@ -137,6 +138,11 @@ class EmbeddingStore:
     def files(self) -> list[Path]:
         """Every embedding file of the store's views, in view and shard order."""
         return [p for view in self._views.values() if view is not None for p in view.paths]
+
+    def shard_spans(self, view: str = "image") -> list[tuple[int, int]]:
+        """(first row, end row) of each shard of ``view``, in order."""
+        offsets = self._view(view).offsets
+        return [(int(a), int(b)) for a, b in itertools.pairwise(offsets)]
 
     @property
     def d_image(self) -> int:

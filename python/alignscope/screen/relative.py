@@ -17,7 +17,8 @@ import numpy as np
 
 from alignscope._rows import unit_rows
 from alignscope.screen.combine import upper_tail
-from alignscope.search import topk
+from alignscope.search.knn import self_neighbours
+from alignscope.search.rows import Rows, as_rows
 
 # Neighbours that define a caption's expected CLIP score: enough that the m poisons of a
 # concept stay a minority among them in frequent concepts, few enough to stay on-topic.
@@ -32,24 +33,25 @@ _CHUNK = 8192
 # A neighbour source: (label of the view, rows, k) -> (sims, idx), each (N, min(k, N - 1)),
 # best first, the row itself excluded. compute_scores passes a cache that searches each view
 # once (exactly or approximately); the default searches exactly every time.
-Knn = Callable[[str, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+# The rows are an (N, d) array or :class:`~alignscope.search.rows.Rows` (a store's view).
+Knn = Callable[[str, "np.ndarray | Rows", int], tuple[np.ndarray, np.ndarray]]
 
 
-def exact_knn(label: str, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_knn(label: str, x: np.ndarray | Rows, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The exact neighbour source (``label`` unused)."""
-    n = x.shape[0]
-    kk = min(k, n - 1)
-    if kk < 1:
-        raise ValueError("neighbour scores need at least two samples")
-    return topk(x, x, kk, exclude=np.arange(n))
+    return self_neighbours(x, k).first(min(k, as_rows(x, label).n - 1))
 
 
-def _neighbours(x: np.ndarray, k: int, knn: Knn | None, label: str) -> np.ndarray:
+def _neighbours(x: np.ndarray | Rows, k: int, knn: Knn | None, label: str) -> np.ndarray:
     return (knn or exact_knn)(label, x, k)[1]
 
 
 def relative_alignment(
-    image_emb: np.ndarray, text_emb: np.ndarray, k: int = REFERENCE_K, *, knn: Knn | None = None
+    image_emb: np.ndarray | Rows,
+    text_emb: np.ndarray | Rows,
+    k: int = REFERENCE_K,
+    *,
+    knn: Knn | None = None,
 ) -> np.ndarray:
     """How far a pair's CLIP score falls below that of the pairs with the nearest captions.
 
@@ -63,28 +65,37 @@ def relative_alignment(
 
     Parameters
     ----------
-    image_emb, text_emb : (N, d) float, any scale (rows are normalised).
+    image_emb, text_emb : (N, d) float, any scale (rows are normalised), or Rows.
     k : reference neighbours (capped at N - 1).
     """
     agreement = paired_cosines(image_emb, text_emb)
     near = _neighbours(text_emb, k, knn, "text")
-    peers = agreement[near]
-    reference = np.median(peers, axis=1)
+    # In chunks of rows: the (N, k) float64 peer table would be 400 MB at N = 1M.
+    reference = np.empty_like(agreement)
+    for s in range(0, near.shape[0], _CHUNK):
+        reference[s : s + _CHUNK] = np.median(agreement[near[s : s + _CHUNK]], axis=1)
     for _ in range(ROUNDS):
         score = reference - agreement
-        trusted = ~(score > np.quantile(score, 1.0 - TRIM))[near]
-        reference = _trusted_mean(peers, trusted, reference)
+        suspect = score > np.quantile(score, 1.0 - TRIM)
+        for s in range(0, near.shape[0], _CHUNK):
+            rows = near[s : s + _CHUNK]
+            reference[s : s + _CHUNK] = _trusted_mean(
+                agreement[rows], ~suspect[rows], reference[s : s + _CHUNK]
+            )
     return reference - agreement
 
 
-def paired_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def paired_cosines(a: np.ndarray | Rows, b: np.ndarray | Rows) -> np.ndarray:
     """(N,) float64 cos(a_i, b_i), in chunks of rows: memory O(chunk d), not two float64 copies
     of the views (4 GB each at N = 1M, d = 512)."""
-    out = np.empty(a.shape[0])
-    for s in range(0, a.shape[0], _CHUNK):
-        x = unit_rows(a[s : s + _CHUNK], np.float64)
-        y = unit_rows(b[s : s + _CHUNK], np.float64)
-        out[s : s + _CHUNK] = np.einsum("ij,ij->i", x, y)
+    ra, rb = as_rows(a, "image_emb"), as_rows(b, "text_emb")
+    out = np.empty(ra.n)
+    for s, e in ra.spans(_CHUNK):
+        x = unit_rows(ra.read(s, e), np.float64)
+        y = unit_rows(rb.read(s, e), np.float64)
+        out[s:e] = np.einsum("ij,ij->i", x, y)
+    ra.release()
+    rb.release()
     return out
 
 
@@ -96,7 +107,7 @@ def _trusted_mean(values: np.ndarray, trusted: np.ndarray, fallback: np.ndarray)
 
 
 def view_residual(
-    image_emb: np.ndarray, view: np.ndarray, k: int = 10, *, knn: Knn | None = None
+    image_emb: np.ndarray | Rows, view: np.ndarray, k: int = 10, *, knn: Knn | None = None
 ) -> np.ndarray:
     """How unusual a sample's second view is, given the second views of its CLIP neighbours.
 
@@ -139,7 +150,7 @@ def whiten(view: np.ndarray) -> np.ndarray:
 
 
 def view_density(
-    image_emb: np.ndarray, view: np.ndarray, k: int = 10, *, knn: Knn | None = None
+    image_emb: np.ndarray | Rows, view: np.ndarray, k: int = 10, *, knn: Knn | None = None
 ) -> np.ndarray:
     """How much tighter a sample's neighbourhood is in the second view than in CLIP.
 
@@ -166,7 +177,7 @@ def view_density(
 
 
 def purification_shift(
-    image_emb: np.ndarray,
+    image_emb: np.ndarray | Rows,
     latent: np.ndarray,
     purified: np.ndarray,
     k: int = 10,

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from alignscope._files import claimed_output, fingerprint_files
+from alignscope._files import WORK_NAME, claimed_output, fingerprint_files
 from alignscope.io.manifest import poison_flags
 from alignscope.report import screening as out
 from alignscope.screen.decisions import check_sample_size, row_indices, threshold_at_fpr
 from alignscope.screen.evaluation import evaluate_scores
 from alignscope.screen.scores import compute_scores
+from alignscope.search.rows import Rows
 
 
 def load_truth(path: str | Path, n: int) -> np.ndarray:
@@ -67,8 +68,15 @@ def screen_store(
     images: dict[int, str] | None = None,
     thumbnails: Any = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Score every pair of ``store`` and write the screening outputs to ``out_dir``.
+
+    The store is read a span of rows at a time, never whole (the second view excepted: it is
+    an array), so stores larger than memory are screened with memory O(N k) for the neighbour
+    tables plus O(span d). The neighbour searches keep their index and finished spans in
+    ``out_dir/.alignscope-work``: a run killed part-way (even with kill -9) and started again
+    with the same inputs resumes its searches and writes what an uninterrupted run writes.
 
     ``out_dir`` may hold an earlier screening only of the same store with the same settings
     (then it is replaced); another one is refused naming what differs, unless ``overwrite``.
@@ -126,12 +134,21 @@ def screen_store(
         "purified_view": _digest(purified_view),
         "truth": _digest(truth),
     }
+    # The neighbour tables depend on the rows searched, not on the removal rule or the scores
+    # asked for (each search's folder checks its own k and method): keyed by the inputs only,
+    # a rerun with another threshold reuses them.
+    inputs = {key: identity[key] for key in ("store", "n", "second_view", "purified_view")}
     with claimed_output(out_dir, "screen", identity, overwrite=overwrite, replaces_all=True):
         return _screen_into(
             store, out_dir, scores, (second_view, purified_view), truth, remove_fraction,
             threshold, target_fpr, reference_rows, rank_by, (k, knn), ids, captions, images,
-            thumbnails,
+            thumbnails, (_work_key(inputs), progress),
         )  # fmt: skip
+
+
+def _work_key(inputs: dict[str, Any]) -> str:
+    text = repr(sorted(inputs.items()))
+    return "neighbours-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _screen_into(
@@ -150,17 +167,24 @@ def _screen_into(
     captions: list[str] | None,
     images: dict[int, str] | None,
     thumbnails: Any,
+    work: tuple[str, bool],
 ) -> dict[str, Any]:
-    image = store.read(0, store.n, "image")
-    text = store.read(0, store.n, "text") if store.has_text else None
+    final = Path(out_dir)
+    scratch = final / WORK_NAME
+    scratch.mkdir(parents=True, exist_ok=True)
+    # The run holds the folder's lock: any staging folder here is a killed run's leftover.
+    for stale in scratch.glob("stage-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     table = compute_scores(
-        image,
-        text,
+        Rows(store, "image"),
+        Rows(store, "text") if store.has_text else None,
         scores=scores,
         second_view=views[0],
         purified_view=views[1],
         k=neighbours[0],
         knn=neighbours[1],
+        checkpoint=scratch / work[0],
+        progress=work[1],
     )
     key = rank_by or scores[0]
     if key not in table.scores:
@@ -189,27 +213,32 @@ def _screen_into(
         removed[order[: round(fraction * n)]] = True
         removal = {"rule": "remove_fraction", "fraction": fraction}
     removal.update({"removed": int(removed.sum()), "kept": int((~removed).sum())})
-    final = Path(out_dir)
-    final.mkdir(parents=True, exist_ok=True)
     # Every output is written into a hidden folder (root, below) and moved into ``final`` only
     # when all are complete: a run stopped part-way leaves the previous run's outputs whole,
     # never a mix of old and new files.
-    root = Path(tempfile.mkdtemp(prefix=".screen-", suffix=".tmp", dir=final))
+    root = Path(tempfile.mkdtemp(prefix="stage-", suffix=".tmp", dir=scratch))
     try:
         (root / "plots").mkdir()
+        (root / "scores").mkdir()
         ids = ids or [str(i) for i in range(n)]
-        columns: dict[str, Any] = {
-            "rank": np.empty(n, dtype=np.int64),
-            "row": order,
-            "id": [ids[i] for i in order],
-        }
-        columns["rank"][:] = np.arange(1, n + 1)
-        for name, values in table.scores.items():
-            columns[name] = values[order]
-        columns["removed"] = removed[order]
-        if truth is not None:
-            columns["poisoned"] = truth[order]
-        out.write_scores(columns, root / "scores.parquet")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(1, n + 1)
+
+        def columns(rows: np.ndarray) -> dict[str, Any]:
+            picked: dict[str, Any] = {"rank": rank[rows], "row": rows, "id": [ids[i] for i in rows]}
+            for name, values in table.scores.items():
+                picked[name] = values[rows]
+            picked["removed"] = removed[rows]
+            if truth is not None:
+                picked["poisoned"] = truth[rows]
+            return picked
+
+        # the merged ranking, and one part per store shard in row order (to join with it)
+        out.write_scores(columns(order), root / "scores.parquet")
+        for number, (first, end) in enumerate(_shard_spans(store)):
+            out.write_scores(
+                columns(np.arange(first, end)), root / "scores" / f"part-{number:05d}.parquet"
+            )
         metrics = evaluate_scores(table.scores, truth) if truth is not None else None
         plots = [
             out.plot_cdf(name, v, truth, root / "plots" / f"cdf_{name}.png")
@@ -265,16 +294,29 @@ def _screen_into(
         _publish(root, final)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    # neighbour tables of earlier inputs would only take space (this run's stay for reruns)
+    for other in scratch.glob("neighbours-*"):
+        if other.name != work[0]:
+            shutil.rmtree(other, ignore_errors=True)
     return summary
 
 
+def _shard_spans(store: Any) -> list[tuple[int, int]]:
+    """The store's shards as (first row, end row); one span for a store without shards."""
+    if hasattr(store, "shard_spans"):
+        return store.shard_spans("image")
+    return [(0, int(store.n))]
+
+
 def _publish(stage: Path, root: Path) -> None:
-    """Move the outputs of ``stage`` into ``root``: plots/ as a whole (an earlier run's plots of
-    other scores leave with the old folder), then the files, the report last."""
-    old = root / "plots"
-    if old.is_dir():
-        os.replace(old, stage / ".old_plots")
-    os.replace(stage / "plots", old)
+    """Move the outputs of ``stage`` into ``root``: plots/ and scores/ as wholes (an earlier
+    run's plots of other scores, or parts of another store, leave with the old folders), then
+    the files, the report last."""
+    for folder in ("plots", "scores"):
+        old = root / folder
+        if old.is_dir():
+            os.replace(old, stage / f".old_{folder}")
+        os.replace(stage / folder, old)
     names = [p.name for p in stage.iterdir() if p.is_file()]
     for name in sorted(names, key=lambda n: (n == "report.html", n)):
         os.replace(stage / name, root / name)

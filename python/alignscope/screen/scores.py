@@ -35,10 +35,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from alignscope._progress import ProgressArg
 from alignscope._rows import unit_rows
 from alignscope.metrics import alignment_difficulty
 from alignscope.metrics.profiles import paper_bounds
@@ -55,6 +57,7 @@ from alignscope.screen.relative import (
     view_residual,
 )
 from alignscope.search.knn import KNN_METHODS, Neighbours, self_neighbours
+from alignscope.search.rows import Rows, as_rows
 
 SCORES = (
     "combined",
@@ -103,23 +106,42 @@ class NeighbourCache:
     """A neighbour source (:data:`alignscope.screen.relative.Knn`) that searches each view once
     per compute_scores call, for the largest k any score will ask of it (``plan``), with
     ``method`` ("exact", "ivf", "hnsw" or "auto": :func:`alignscope.search.knn.self_neighbours`),
-    and slices smaller requests from that table."""
+    and slices smaller requests from that table.
 
-    def __init__(self, method: str = "exact", plan: dict[str, int] | None = None) -> None:
+    ``checkpoint``: a folder in which each view's search keeps its index and finished spans
+    (``<checkpoint>/<view label>/``), so a killed run resumes its searches; ``progress`` is
+    passed to each search."""
+
+    def __init__(
+        self,
+        method: str = "exact",
+        plan: dict[str, int] | None = None,
+        *,
+        checkpoint: str | Path | None = None,
+        progress: ProgressArg = False,
+    ) -> None:
         if method not in KNN_METHODS:
             raise ValueError(f"knn must be one of {', '.join(KNN_METHODS)}, got {method!r}")
         self.method = method
         self.plan = dict(plan or {})
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.progress = progress
         self.tables: dict[str, Neighbours] = {}
 
-    def __call__(self, label: str, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        n = x.shape[0]
+    def __call__(self, label: str, x: np.ndarray | Rows, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n = as_rows(x, label).n
         kk = min(k, n - 1)
         if kk < 1:
             raise ValueError("neighbour scores need at least two samples")
         have = self.tables.get(label)
         if have is None or have.idx.shape[1] < kk:
-            have = self_neighbours(x, max(kk, self.plan.get(label, kk)), method=self.method)
+            have = self_neighbours(
+                x,
+                max(kk, self.plan.get(label, kk)),
+                method=self.method,
+                checkpoint=None if self.checkpoint is None else self.checkpoint / label,
+                progress=self.progress,
+            )
             self.tables[label] = have
         return have.first(kk)
 
@@ -137,37 +159,43 @@ def _per_sample(a: Any, b: Any, alpha: float, seed: int) -> tuple[np.ndarray, np
 
 
 def local_structure_disagreement(
-    view1: np.ndarray, view2: np.ndarray, k: int, *, knn: Knn | None = None
+    view1: np.ndarray | Rows, view2: np.ndarray | Rows, k: int, *, knn: Knn | None = None
 ) -> np.ndarray:
     """Per sample, the mean |d_1(i, j) - d_2(i, j)| over j in the union of its k nearest
     neighbours in each view (cosine distances; a neighbour found in both counts twice)."""
-    n = view1.shape[0]
+    n = as_rows(view1, "image").n
     if min(k, n - 1) < 1:
         raise ValueError("cross_view needs at least two samples")
     search = knn or exact_knn
     _, near1 = search("image", view1, k)
     _, near2 = search("second", view2, k)
     both = np.concatenate([near1, near2], axis=1)
-    a, b = unit_rows(view1, np.float64), unit_rows(view2, np.float64)
-    return np.abs(_neighbour_cos(a, a, both) - _neighbour_cos(b, b, both)).mean(axis=1)
+    return np.abs(_neighbour_cos(view1, view1, both) - _neighbour_cos(view2, view2, both)).mean(
+        axis=1
+    )
 
 
 # Rows per chunk of neighbour gathers: memory stays at chunk * k * d, not N * k * d.
 _CHUNK = 8192
 
 
-def _neighbour_cos(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(N, k) cosines <x_i, y_idx[i, j]> of unit rows, in chunks of rows."""
+def _neighbour_cos(x: np.ndarray | Rows, y: np.ndarray | Rows, idx: np.ndarray) -> np.ndarray:
+    """(N, k) float64 cosines <x_i, y_idx[i, j]>, in chunks of rows (rows read and normalised
+    a chunk at a time: memory O(chunk k d), whatever N)."""
+    rx, ry = as_rows(x, "x"), as_rows(y, "y")
     out = np.empty(idx.shape)
-    for s in range(0, idx.shape[0], _CHUNK):
-        e = s + _CHUNK
-        out[s:e] = np.einsum("id,ikd->ik", x[s:e], y[idx[s:e]])
+    for s, e in rx.spans(_CHUNK):
+        a = unit_rows(rx.read(s, e), np.float64)
+        near = idx[s:e]
+        b = unit_rows(ry.gather(near).reshape(-1, ry.d), np.float64).reshape(*near.shape, ry.d)
+        out[s:e] = np.einsum("id,ikd->ik", a, b)
+        rx.release()
     return out
 
 
 def compute_scores(
-    image_emb: np.ndarray,
-    text_emb: np.ndarray | None = None,
+    image_emb: np.ndarray | Rows,
+    text_emb: np.ndarray | Rows | None = None,
     *,
     scores: tuple[str, ...] = DEFAULT_SCORES,
     second_view: np.ndarray | None = None,
@@ -176,13 +204,17 @@ def compute_scores(
     alpha: float = 0.8,
     seed: int = 0,
     knn: str = "exact",
+    checkpoint: str | Path | None = None,
+    progress: ProgressArg = False,
 ) -> ScoreTable:
     """Suspicion scores of N pairs.
 
     Parameters
     ----------
-    image_emb, text_emb : (N, d) CLIP embeddings (host arrays); text_emb is needed by
-        alignment, d_s, ad_xy and concept_consistency.
+    image_emb, text_emb : (N, d) CLIP embeddings: host arrays, or
+        :class:`~alignscope.search.rows.Rows` of a store's views (read in chunks, never whole,
+        for every score but d_s and ad_xy); text_emb is needed by alignment, d_s, ad_xy,
+        relative_alignment and concept_consistency.
     second_view : (N, d2) a second image view for ``cross_view`` and ``view_residual`` (e.g.
         pooled VAE latents), and the latent of ``purification``.
     purified_view : (N, d2) the pooled latents of the purified images (``purification``).
@@ -191,11 +223,17 @@ def compute_scores(
     knn : how neighbours are found: "exact" (default), "ivf", "hnsw" or "auto" (exact when it
         fits a time budget); each view is searched once; ``table.neighbours`` records how, and
         an approximate search's measured recall@k.
+    checkpoint : a folder for the searches' indexes and finished spans: a killed call rerun
+        with the same inputs resumes its searches (:func:`alignscope.search.knn.self_neighbours`).
+    progress : progress bars on stderr for the searches.
     """
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
         raise ValueError(f"unknown score {unknown[0]!r}; choose from {', '.join(SCORES)}")
-    n = image_emb.shape[0]
+    image_emb = as_rows(image_emb, "image_emb", "image")
+    if text_emb is not None:
+        text_emb = as_rows(text_emb, "text_emb", "text")
+    n = image_emb.n
     table = ScoreTable(n)
     combined_inputs = (
         _combined_inputs(text_emb, second_view, purified_view) if ("combined" in scores) else ()
@@ -207,7 +245,7 @@ def compute_scores(
         plan["image"] = plan["text"] = 2 * k  # duplicates dropped from 2k (_distinct_neighbours)
     if "relative_alignment" in wanted:
         plan["text"] = max(plan["text"], REFERENCE_K)
-    search = NeighbourCache(knn, plan)
+    search = NeighbourCache(knn, plan, checkpoint=checkpoint, progress=progress)
     need_text = {
         "alignment", "d_s", "ad_xy", "concept_consistency", "relative_alignment"
     } & wanted  # fmt: skip
@@ -215,19 +253,20 @@ def compute_scores(
         raise ValueError(
             "alignment, relative_alignment, d_s, ad_xy and concept_consistency need text embeddings"
         )
-    if text_emb is not None and np.shape(text_emb)[0] != n:
+    if text_emb is not None and text_emb.n != n:
         raise ValueError(
-            f"image_emb has {n} rows but text_emb has {np.shape(text_emb)[0]}; "
+            f"image_emb has {n} rows but text_emb has {text_emb.n}; "
             "row i of both must describe the same pair"
         )
-    if need_text and n > 1 and bool(np.all(np.asarray(text_emb) == np.asarray(text_emb)[:1])):
+    if need_text and n > 1 and _all_rows_equal(text_emb):  # type: ignore[arg-type]
         raise ValueError(
             f"every text embedding is the same, so {', '.join(sorted(need_text))} would score "
             "nothing (a dataset without captions?); embed the captions, or screen with "
             "k_distance, lid or cross_view"
         )
     if {"d_s", "ad_xy"} & set(scores):
-        d_ab, d_s, how = _per_sample(image_emb, text_emb, alpha, seed)
+        # the per-sample AD terms read whole arrays (O(N d)): landmarks beyond EXACT_MAX_N
+        d_ab, d_s, how = _per_sample(image_emb.whole(), text_emb.whole(), alpha, seed)  # type: ignore[union-attr]
         parts = {
             "alignment": (d_ab, "exact"),
             "d_s": (d_s, how),
@@ -259,11 +298,9 @@ def compute_scores(
         kk = min(k, n - 1)
         sims, idx = search("image", image_emb, k)
         if "concept_consistency" in scores:
-            t = unit_rows(text_emb, np.float64)  # type: ignore[arg-type]
-            a = unit_rows(image_emb, np.float64)
-            caption_agreement = _neighbour_cos(t, t, idx).mean(axis=1)
+            caption_agreement = _neighbour_cos(text_emb, text_emb, idx).mean(axis=1)  # type: ignore[arg-type]
             _, tidx = search("text", text_emb, k)  # type: ignore[arg-type]
-            image_agreement = _neighbour_cos(a, a, tidx).mean(axis=1)
+            image_agreement = _neighbour_cos(image_emb, image_emb, tidx).mean(axis=1)
             table.scores["concept_consistency"] = 1.0 - 0.5 * (caption_agreement + image_agreement)
             table.methods["concept_consistency"] = f"{_how(search, 'image')} k-NN, k={kk}"
         dist = np.clip(1.0 - sims.astype(np.float64), 1e-12, None)  # cosine distances, ascending
@@ -284,6 +321,17 @@ def compute_scores(
     return table
 
 
+def _all_rows_equal(rows: Rows) -> bool:
+    """Whether every row equals the first (read a span at a time)."""
+    first = rows.read(0, 1)
+    for s, e in rows.spans():
+        if not bool(np.all(rows.read(s, e) == first)):
+            rows.release()
+            return False
+    rows.release()
+    return True
+
+
 def _combined_inputs(
     text_emb: np.ndarray | None, second_view: np.ndarray | None, purified: np.ndarray | None
 ) -> tuple[str, ...]:
@@ -302,14 +350,14 @@ def _combined_inputs(
 def _view_scores(
     table: ScoreTable,
     wanted: set[str],
-    image_emb: np.ndarray,
+    image_emb: Rows,
     second_view: np.ndarray | None,
     purified_view: np.ndarray | None,
     k: int,
     search: Knn,
 ) -> None:
     """cross_view, view_residual, view_density and purification, whichever ``wanted`` names."""
-    n = image_emb.shape[0]
+    n = image_emb.n
     kk = min(k, n - 1)
     for name in ("cross_view", "view_residual", "view_density", "purification"):
         if name not in wanted:
@@ -351,13 +399,13 @@ DUPLICATE_COS = 1.0 - 1e-6
 
 
 def _distinct_neighbours(
-    x: np.ndarray, k: int, search: Knn | None = None, label: str = ""
+    x: np.ndarray | Rows, k: int, search: Knn | None = None, label: str = ""
 ) -> np.ndarray:
     """(N, k) the k nearest rows of each row that are not duplicates of it (-1 where fewer
     exist among its 2k nearest). Web captions repeat word for word; rows sharing a caption
     are neighbours whatever a score says of them, so they would make any caption score look
     concentrated."""
-    n = x.shape[0]
+    n = as_rows(x, label or "x").n
     kk = min(k, n - 1)
     sims, idx = (search or exact_knn)(label, x, 2 * kk)
     idx = np.where(sims < DUPLICATE_COS, idx, -1)
@@ -369,8 +417,8 @@ def _distinct_neighbours(
 def _combine(
     table: ScoreTable,
     inputs: tuple[str, ...],
-    image_emb: np.ndarray,
-    text_emb: np.ndarray | None,
+    image_emb: Rows,
+    text_emb: Rows | None,
     k: int,
     search: Knn,
 ) -> None:
