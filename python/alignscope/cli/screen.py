@@ -36,6 +36,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--scores: unknown score {bad[0] if bad else ''!r}; choose from {', '.join(SCORES)}"
         )
+    runner = _ray_runner(args)
     path = Path(args.store)
     if not path.exists():
         raise UsageError(f"STORE: no such file or directory {args.store!r}")
@@ -94,6 +95,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         thumbnails=(lambda rows: thumbnails(path, rows, dataset)) if path.is_dir() else None,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        runner=runner,
     )
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -120,6 +122,21 @@ def cmd_screen(args: argparse.Namespace) -> int:
             f"plots/, report.html, keep.txt to {args.out}"
         )
     return 0
+
+
+def _ray_runner(args: argparse.Namespace) -> Any:
+    """The Ray span runner of --ray (checked before any work: Ray missing is one line, not an
+    error after the embedding), or None."""
+    if args.ray is None:
+        if args.workers is not None:
+            raise UsageError("--workers applies to --ray (Ray tasks at once)")
+        return None
+    from alignscope.distributed.neighbours import RaySpanRunner
+
+    try:
+        return RaySpanRunner(address=args.ray or None, workers=args.workers)
+    except ValueError as exc:
+        raise UsageError(f"--ray: {exc}") from exc
 
 
 def _second_view(args: argparse.Namespace, store: Any, scores: tuple[str, ...]) -> tuple[Any, Any]:
@@ -244,6 +261,21 @@ def register(sub: Any) -> None:
         help="how neighbours are found: exact (default), FAISS ivf or hnsw (recall@k measured "
         "on 1,000 rows, in summary.json), or auto (exact when a timed probe predicts it "
         "finishes in 10 minutes)",
+    )
+    scr.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="search the neighbours' query spans as Ray tasks that read the store from disk (a "
+        "local instance without ADDRESS); the same scores as without --ray",
+    )
+    scr.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="--ray: spans searched at once (the CPUs of a local instance; default all)",
     )
     scr.add_argument("--clip", help="CLIP spec to embed a dataset given instead of a store")
     scr.add_argument(

@@ -69,6 +69,7 @@ def screen_store(
     thumbnails: Any = None,
     overwrite: bool = False,
     progress: bool = False,
+    runner: Any = None,
 ) -> dict[str, Any]:
     """Score every pair of ``store`` and write the screening outputs to ``out_dir``.
 
@@ -77,6 +78,7 @@ def screen_store(
     tables plus O(span d). The neighbour searches keep their index and finished spans in
     ``out_dir/.alignscope-work``: a run killed part-way (even with kill -9) and started again
     with the same inputs resumes its searches and writes what an uninterrupted run writes.
+    ``runner`` searches the query spans elsewhere (Ray: :data:`alignscope.search.knn.SpanRunner`).
 
     ``out_dir`` may hold an earlier screening only of the same store with the same settings
     (then it is replaced); another one is refused naming what differs, unless ``overwrite``.
@@ -142,7 +144,7 @@ def screen_store(
         return _screen_into(
             store, out_dir, scores, (second_view, purified_view), truth, remove_fraction,
             threshold, target_fpr, reference_rows, rank_by, (k, knn), ids, captions, images,
-            thumbnails, (_work_key(inputs), progress),
+            thumbnails, (_work_key(inputs), progress, runner),
         )  # fmt: skip
 
 
@@ -167,7 +169,7 @@ def _screen_into(
     captions: list[str] | None,
     images: dict[int, str] | None,
     thumbnails: Any,
-    work: tuple[str, bool],
+    work: tuple[str, bool, Any],
 ) -> dict[str, Any]:
     final = Path(out_dir)
     scratch = final / WORK_NAME
@@ -185,6 +187,7 @@ def _screen_into(
         knn=neighbours[1],
         checkpoint=scratch / work[0],
         progress=work[1],
+        runner=work[2],
     )
     key = rank_by or scores[0]
     if key not in table.scores:

@@ -56,7 +56,7 @@ from alignscope.screen.relative import (
     view_density,
     view_residual,
 )
-from alignscope.search.knn import KNN_METHODS, Neighbours, self_neighbours
+from alignscope.search.knn import KNN_METHODS, Neighbours, SpanRunner, self_neighbours
 from alignscope.search.rows import Rows, as_rows
 
 SCORES = (
@@ -109,8 +109,9 @@ class NeighbourCache:
     and slices smaller requests from that table.
 
     ``checkpoint``: a folder in which each view's search keeps its index and finished spans
-    (``<checkpoint>/<view label>/``), so a killed run resumes its searches; ``progress`` is
-    passed to each search."""
+    (``<checkpoint>/<view label>/``), so a killed run resumes its searches; ``progress`` and
+    ``runner`` (who searches the spans: :data:`alignscope.search.knn.SpanRunner`) are passed
+    to each search."""
 
     def __init__(
         self,
@@ -119,6 +120,7 @@ class NeighbourCache:
         *,
         checkpoint: str | Path | None = None,
         progress: ProgressArg = False,
+        runner: SpanRunner | None = None,
     ) -> None:
         if method not in KNN_METHODS:
             raise ValueError(f"knn must be one of {', '.join(KNN_METHODS)}, got {method!r}")
@@ -126,6 +128,7 @@ class NeighbourCache:
         self.plan = dict(plan or {})
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.progress = progress
+        self.runner = runner
         self.tables: dict[str, Neighbours] = {}
 
     def __call__(self, label: str, x: np.ndarray | Rows, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,6 +144,7 @@ class NeighbourCache:
                 method=self.method,
                 checkpoint=None if self.checkpoint is None else self.checkpoint / label,
                 progress=self.progress,
+                runner=self.runner,
             )
             self.tables[label] = have
         return have.first(kk)
@@ -206,6 +210,7 @@ def compute_scores(
     knn: str = "exact",
     checkpoint: str | Path | None = None,
     progress: ProgressArg = False,
+    runner: SpanRunner | None = None,
 ) -> ScoreTable:
     """Suspicion scores of N pairs.
 
@@ -226,6 +231,8 @@ def compute_scores(
     checkpoint : a folder for the searches' indexes and finished spans: a killed call rerun
         with the same inputs resumes its searches (:func:`alignscope.search.knn.self_neighbours`).
     progress : progress bars on stderr for the searches.
+    runner : who searches the query spans (:data:`alignscope.search.knn.SpanRunner`; None: this
+        process); the same neighbours whoever searches.
     """
     unknown = [s for s in scores if s not in SCORES]
     if unknown:
@@ -245,7 +252,7 @@ def compute_scores(
         plan["image"] = plan["text"] = 2 * k  # duplicates dropped from 2k (_distinct_neighbours)
     if "relative_alignment" in wanted:
         plan["text"] = max(plan["text"], REFERENCE_K)
-    search = NeighbourCache(knn, plan, checkpoint=checkpoint, progress=progress)
+    search = NeighbourCache(knn, plan, checkpoint=checkpoint, progress=progress, runner=runner)
     need_text = {
         "alignment", "d_s", "ad_xy", "concept_consistency", "relative_alignment"
     } & wanted  # fmt: skip

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,14 @@ from alignscope.search.exact import _faiss, _on_gpus, _search_index, faiss_index
 from alignscope.search.rows import Rows, as_rows
 
 KNN_METHODS = ("exact", "ivf", "hnsw", "auto")
+# Who searches the query spans: (rows, index or None for exact, [(start, stop), ...], k) ->
+# (start, (sims, idx, rows searched exactly)) per span, in any order. Every runner must give
+# each span exactly what search_span gives it (same index, same k), so a run is the same
+# whoever searched it.
+SpanRunner = Callable[
+    [Rows, Any, list[tuple[int, int]], int],
+    Iterable[tuple[int, tuple[np.ndarray, np.ndarray, int]]],
+]
 _FAISS_METHOD = {"ivf": "faiss-ivf", "hnsw": "faiss-hnsw"}
 # Rows whose exact neighbours check an approximate search's recall.
 RECALL_SAMPLE = 1000
@@ -94,6 +104,7 @@ def self_neighbours(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     progress: ProgressArg = False,
+    runner: SpanRunner | None = None,
 ) -> Neighbours:
     """The k nearest other rows of every row of ``x`` by cosine similarity.
 
@@ -110,6 +121,9 @@ def self_neighbours(
     checkpoint : a folder for the index and the finished spans (resumable); None keeps
         everything in memory.
     progress : a bar on stderr (True) or a callable(done, total) over query rows.
+    runner : who searches the spans not yet in the checkpoint (:data:`SpanRunner`); None
+        searches them here, one after another (``alignscope.distributed`` runs them as Ray
+        tasks).
     """
     if method not in KNN_METHODS:
         raise ValueError(f"knn method must be one of {', '.join(KNN_METHODS)}, got {method!r}")
@@ -141,17 +155,25 @@ def self_neighbours(
     sims = np.empty((n, kk), dtype=np.float32)
     idx = np.empty((n, kk), dtype=np.int64)
     short = 0
+    todo = []
+    done = 0
+    for start, stop in rows.spans(QUERY_ROWS):
+        part = ckpt.load_part(start, stop)
+        if part is None:
+            todo.append((start, stop))
+            continue
+        sims[start:stop], idx[start:stop], span_short = part
+        short += span_short
+        done += stop - start
     with TileProgress(progress, f"{rows.view} neighbours ({chosen})") as bar:
-        for start, stop in rows.spans(QUERY_ROWS):
-            part = ckpt.load_part(start, stop)
-            if part is None:
-                part = _search_span(rows, index, start, stop, kk)
-                ckpt.save_part(start, part)
+        for start, part in (runner or run_spans_here)(rows, index, todo, kk):
+            ckpt.save_part(start, part)
+            stop = start + part[1].shape[0]
             sims[start:stop], idx[start:stop], span_short = part
             short += span_short
-            rows.release()
+            done += stop - start
             if bar.callback is not None:
-                bar.callback(stop, n)
+                bar.callback(done, n)
     if chosen == "exact":
         return Neighbours(sims, idx, "exact", params=params)
     if truth is None:
@@ -163,7 +185,17 @@ def self_neighbours(
     )
 
 
-def _search_span(
+def run_spans_here(
+    rows: Rows, index: Any, spans: list[tuple[int, int]], k: int
+) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, int]]]:
+    """The default :data:`SpanRunner`: each span searched in this process, in order."""
+    for start, stop in spans:
+        part = search_span(rows, index, start, stop, k)
+        rows.release()
+        yield start, part
+
+
+def search_span(
     rows: Rows, index: Any, start: int, stop: int, k: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Neighbours of rows start..stop-1 among all rows, and how many of those rows were
@@ -318,9 +350,11 @@ class _Checkpoint:
         if self.folder is None or not self._part(start).is_file():
             return None
         try:
-            with np.load(self._part(start)) as part:
+            # (np.load of a path leaks the file when the zip is unreadable: open it here)
+            with open(self._part(start), "rb") as fh, np.load(fh) as part:
                 sims, idx, short = part["sims"], part["idx"], int(part["short"])
-        except (OSError, ValueError, KeyError):  # damaged: search the span again
+        # damaged (a truncated zip is BadZipFile, not an OSError): search the span again
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return None
         return (sims, idx, short) if idx.shape[0] == stop - start else None
 
