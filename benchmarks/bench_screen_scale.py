@@ -47,6 +47,8 @@ import numpy as np
 
 METHODS = ("exact", "ivf", "hnsw")
 POISONED_CONCEPTS = 100
+# The largest realistic world generated in one piece (memory while generating: ~5 GB).
+PIECE_ROWS = 200_000
 DIM = 512
 LATENT_DIM = 64
 # How the exact search's time grows with N (all pairs).
@@ -108,16 +110,38 @@ def build_store(
             per_concept=m, dim=DIM, seed=seed, dtype=np.float16,
         )  # fmt: skip
         return
-    w = synth.realistic_world(
-        n, poisoned_concepts=c_p, per_concept=m, dim=DIM, latent_dim=LATENT_DIM, seed=seed
-    )
+    # Beyond PIECE_ROWS the world is written as independent pieces (seeds seed, seed + 1, ...):
+    # one realistic_world of 1M rows at d = 512 would need ~25 GB while it is generated. The
+    # pieces' concepts are distinct concepts (numbered apart), so the store is one world with
+    # more concept groups, each piece with its own poisoned concepts in the same proportions.
     writer = StoreWriter(root, np.float16)
-    for start in range(0, n, shard_rows):
-        stop = min(n, start + shard_rows)
-        writer.add_shard(w.image_emb[start:stop], w.text_emb[start:stop])
-    np.savez(root / "truth.npz", poisoned=w.poisoned, concept=w.concept, target=w.target)
+    truth: dict[str, list[np.ndarray]] = {"poisoned": [], "concept": [], "target": []}
+    latents = []
+    concepts_before = 0
+    pieces = -(-n // PIECE_ROWS)
+    for piece in range(pieces):
+        rows = n // pieces + (piece < n % pieces)
+        w = synth.realistic_world(
+            rows,
+            poisoned_concepts=min(POISONED_CONCEPTS, max(1, rows // 200)),
+            per_concept=max(1, round(0.0008 * rows)),
+            dim=DIM,
+            latent_dim=LATENT_DIM,
+            seed=seed + piece,
+        )
+        for start in range(0, rows, shard_rows):
+            stop = min(rows, start + shard_rows)
+            writer.add_shard(w.image_emb[start:stop], w.text_emb[start:stop])
+        truth["poisoned"].append(w.poisoned)
+        truth["concept"].append(w.concept + concepts_before)
+        truth["target"].append(np.where(w.target >= 0, w.target + concepts_before, w.target))
+        concepts_before += int(w.concept.max()) + 1
+        if second_view:
+            latents.append(w.latent_emb.astype(np.float16))
+        del w
+    np.savez(root / "truth.npz", **{key: np.concatenate(v) for key, v in truth.items()})
     if second_view:
-        np.save(root.parent / "latent.npy", w.latent_emb.astype(np.float16))
+        np.save(root.parent / "latent.npy", np.concatenate(latents))
 
 
 def _screen(

@@ -95,7 +95,8 @@ def test_ray_screen_writes_the_single_process_outputs(
     assert set(spans) == {"image", "text", "second", "second_whitened"}
     assert all(starts == [0, 400, 800, 1200] for starts in spans.values())
     assert {v["method"] for v in summary["neighbours"].values()} == {method}
-    if method == "ivf":  # the driver's probe count reached the workers (not faiss's 1)
+    if method == "ivf":  # the driver chose more probes than faiss's default 1: equal outputs
+        # mean the workers searched with its choice
         assert all(v["nprobe"] >= 8 for v in summary["neighbours"].values())
 
 

@@ -272,8 +272,7 @@ def compute_scores(
             "k_distance, lid or cross_view"
         )
     if {"d_s", "ad_xy"} & set(scores):
-        # the per-sample AD terms read whole arrays (O(N d)): landmarks beyond EXACT_MAX_N
-        d_ab, d_s, how = _per_sample(image_emb.whole(), text_emb.whole(), alpha, seed)  # type: ignore[union-attr]
+        d_ab, d_s, how = _per_sample(*_pair_source(image_emb, text_emb), alpha, seed)  # type: ignore[arg-type]
         parts = {
             "alignment": (d_ab, "exact"),
             "d_s": (d_s, how),
@@ -326,6 +325,16 @@ def compute_scores(
     table.scores = {name: table.scores[name] for name in order}
     table.methods = {name: table.methods[name] for name in order}
     return table
+
+
+def _pair_source(image: Rows, text: Rows) -> tuple[Any, Any]:
+    """What the per-sample AD terms read: the store itself when both views are its image and
+    text views (the engine streams it in chunks: landmarks beyond EXACT_MAX_N stay O(chunk)),
+    else the two arrays."""
+    store = image.store
+    if store is not None and text.store is store and (image.view, text.view) == ("image", "text"):
+        return store, None
+    return image.whole(), text.whole()
 
 
 def _all_rows_equal(rows: Rows) -> bool:
