@@ -323,7 +323,7 @@ class _Checkpoint:
     def _write_meta(self) -> None:
         assert self.folder is not None
         with atomic_path(self.folder / "meta.json") as tmp:
-            tmp.write_text(json.dumps(self.meta, indent=1, sort_keys=True, default=str))
+            tmp.write_text(json.dumps(self.meta, indent=1, default=str))
 
     def note(self, **values: Any) -> None:
         self.meta.update(json.loads(json.dumps(values, default=str)))
