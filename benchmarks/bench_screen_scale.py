@@ -253,8 +253,13 @@ def _recall_cell(neighbours: dict[str, Any]) -> str:
     cells = []
     for view, d in neighbours.items():
         recall = d.get("recall_at_k")
-        cells.append(f"{view} {'exact' if recall is None else f'{recall:.4f}'}@{d['k']}")
-    return ", ".join(cells)
+        if recall is None:
+            cells.append(f"{view} exact")
+            continue
+        at10 = f"{d['recall_at_10']:.4f}@10, " if "recall_at_10" in d else ""
+        probes = f", nprobe {d['nprobe']}" if "nprobe" in d else ""
+        cells.append(f"{view} {at10}{recall:.4f}@{d['k']}{probes}")
+    return "; ".join(cells)
 
 
 def report(out: dict[str, Any], args: argparse.Namespace) -> None:
