@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.search.knn import search_span
+from alignscope.search.knn import index_on_cpu, search_span
 from alignscope.search.rows import Rows
 
 # What a worker process keeps between tasks, one entry per kind ("rows", "index"): the key it
@@ -178,5 +178,5 @@ def _serialise(index: Any) -> np.ndarray:
     from alignscope.search.exact import _faiss
 
     faiss = _faiss()
-    cpu = faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index  # type: ignore[attr-defined]
+    cpu = index_on_cpu(index)
     return faiss.serialize_index(cpu)  # type: ignore[attr-defined]

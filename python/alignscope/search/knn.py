@@ -243,6 +243,17 @@ def _build_index(rows: Rows, method: str, k: int) -> Any:
     return index
 
 
+def index_on_cpu(index: Any) -> Any:
+    """A CPU copy of a FAISS index that _on_gpus may have moved to the GPUs (a single-GPU
+    index or the replicas index_cpu_to_all_gpus returns), else the index itself: only CPU
+    indexes can be written to disk or serialised for other processes."""
+    faiss = _faiss()
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0  # type: ignore[attr-defined]
+    if gpus <= 0 or isinstance(index, faiss.IndexHNSWFlat):  # type: ignore[attr-defined]
+        return index  # _on_gpus never moves these
+    return faiss.index_gpu_to_cpu(index)  # type: ignore[attr-defined]
+
+
 def _set_search_params(index: Any, method: str, params: dict[str, Any]) -> None:
     if method == "hnsw":
         index.hnsw.efSearch = params["efSearch"]
@@ -341,7 +352,7 @@ class _Checkpoint:
         index = build()
         if self.folder is not None:
             faiss = _faiss()
-            cpu = faiss.index_gpu_to_cpu(index) if hasattr(index, "getDevice") else index  # type: ignore[attr-defined]
+            cpu = index_on_cpu(index)
             with atomic_path(self.folder / "index.faiss") as tmp:
                 faiss.write_index(cpu, str(tmp))  # type: ignore[attr-defined]
         return index, True
