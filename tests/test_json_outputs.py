@@ -268,13 +268,13 @@ def test_ad_auto_choosing_exact_carries_its_note(npy, capsys):
 
 
 def test_demo(capsys):
-    from alignscope.synth import concept_world
+    from alignscope.synth import demo_world
 
     argv = ["demo", "--n", "1900", "--concepts", "19", "--poisoned", "0,3", "--dim", "16"]
     data = _json(capsys, [*argv, "--seed", "4", "--alpha", "0.7", "--threads", THREADS, "--json"])
     _keys(data, {"dataset", "rows"})
     assert data["dataset"] == {
-        "generator": "alignscope.synth.concept_world",
+        "generator": "alignscope.synth.demo.demo_world",
         "n": 1900,
         "concepts": 19,
         "dim": 16,
@@ -289,7 +289,7 @@ def test_demo(capsys):
         _keys(row, AD_KEYS | {"poisoned_concepts", "poisons"})
         cp = row["poisoned_concepts"]
         assert row["poisons"] == cp * 2  # C_P concepts of m = 2 poisons each
-        world = concept_world(1900, concepts=19, poisoned_concepts=cp, dim=16, seed=4)
+        world = demo_world(1900, concepts=19, poisoned_concepts=cp, dim=16, seed=4)
         ref = _reference.alignment_difficulty(world.image_emb, world.text_emb, alpha=0.7)
         assert row["ad"] == pytest.approx(ref["ad"], abs=1e-6)
         assert row["feature"] == pytest.approx(ref["feature"], abs=1e-9)

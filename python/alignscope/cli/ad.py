@@ -281,12 +281,14 @@ def _register_ad(sub: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from alignscope.metrics import alignment_difficulty
     from alignscope.report.tables import format_table
-    from alignscope.synth import concept_world
+    from alignscope.synth.demo import demo_world
 
     rows = []
     records = []
     for cp in args.poisoned:
-        world = concept_world(
+        # One dataset at every C_P: demo_world draws the benign rows and the poison plan
+        # independently of C_P and kind, so the rows differ only by the poisons added.
+        world = demo_world(
             args.n,
             concepts=args.concepts,
             poisoned_concepts=cp,
@@ -312,7 +314,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(
             f"AD of synthetic {args.kind}-label poisoning (N={args.n:,}, C={args.concepts}, "
             f"d={args.dim}, m={max(1, round(0.0008 * args.n))} per poisoned concept, "
-            f"profile=paper, alpha={args.alpha:g})"
+            f"profile=paper, alpha={args.alpha:g}; alignscope.synth.demo.demo_world)"
         )
         print(format_table(("C_P", "poisons", "feature", "structure", "AD", "seconds"), rows))
     return 0
@@ -320,7 +322,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_description(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "generator": "alignscope.synth.concept_world",
+        "generator": "alignscope.synth.demo.demo_world",
         "n": args.n,
         "concepts": args.concepts,
         "dim": args.dim,

@@ -7,6 +7,9 @@
   captions, poisons drawn from the frequent concepts, mixed dirty-label images, partial
   clean-label latent shifts, a weak-semantics latent view with a shared style factor) is a
   named parameter; ``EASY`` switches them all off, ``REALISTIC`` on.
+- :func:`demo_world` (``demo``): what ``alignscope demo`` runs: concept_world's geometry plus
+  what the paper's data and poisons do to Eq. 1 (benign photos carry image-only detail,
+  generated poison images do not), so it shows Table 1's trends.
 """
 
 from alignscope.synth.concepts import (
@@ -16,6 +19,7 @@ from alignscope.synth.concepts import (
     concept_world,
     write_concept_world,
 )
+from alignscope.synth.demo import demo_world
 from alignscope.synth.realistic import (
     EASY,
     FACTOR_GROUPS,
@@ -36,6 +40,7 @@ __all__ = [
     "Factors",
     "RealisticWorld",
     "concept_world",
+    "demo_world",
     "only",
     "realistic_world",
     "write_concept_world",
