@@ -805,3 +805,219 @@ def view_density_definition(image: np.ndarray, view: np.ndarray, k: int) -> np.n
         spread = [sum(d[i, j] for j in near[i]) / k for i in range(x.shape[0])]
         out.append(np.array([sum(1 for t in spread if t <= v) / len(spread) for v in spread]))
     return out[0] - out[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Triggers of #19 (BadNets-2 blend, picture patch, WaNet grid) written from BiBadDiff's
+# description (its data/*/badnets_*.py: resize with PIL's default bicubic, blend at alpha,
+# paste a p x p picture, WaNet with k = image size and s = 1) and the WaNet paper (k x k field
+# upsampled by torch's bicubic with aligned corners); and the calibrated BadNets-2 detector
+# score, shift by shift. Pixel loops, not the package's vectorised code.
+# ---------------------------------------------------------------------------------------------
+
+
+def pil_bicubic_resize(picture: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``picture`` (HWC uint8) resized to height x width by PIL's bicubic filter: the
+    ``Image.resize`` default that BiBadDiff's scripts use for their pictures."""
+    from PIL import Image
+
+    bicubic = Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(np.asarray(picture)).resize((width, height), bicubic))
+
+
+def blend_reference(image: np.ndarray, pattern: np.ndarray, alpha: float) -> np.ndarray:
+    """BadNets-2 before rounding to 8 bits: (1 - alpha) x + alpha p at every pixel and channel,
+    the pattern first resized to the image (PIL bicubic) when its size differs. float64."""
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    pat = np.asarray(pattern)
+    if pat.shape[:2] != (h, w):
+        pat = pil_bicubic_resize(pat, h, w)
+    out = np.empty(img.shape, dtype=np.float64)
+    for r in range(h):  # row by row
+        out[r] = (1 - alpha) * img[r].astype(np.float64) + alpha * pat[r].astype(np.float64)
+    return out
+
+
+def picture_patch_reference(image: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """The picture resized to p x p (PIL bicubic), p = min(H, W) // 10, written over the
+    bottom-right p x p pixels; every other pixel unchanged."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    h, w = out.shape[:2]
+    p = min(h, w) // 10
+    small = pil_bicubic_resize(picture, p, p)
+    for r in range(p):
+        for c in range(p):
+            out[h - p + r, w - p + c, :] = small[r, c, :]
+    return out
+
+
+def keys_cubic(distance: float, a: float = -0.75) -> float:
+    """Keys' cubic convolution kernel; a = -0.75 is torch's bicubic."""
+    d = abs(distance)
+    if d <= 1:
+        return (a + 2) * d**3 - (a + 3) * d**2 + 1
+    if d < 2:
+        return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+    return 0.0
+
+
+def bicubic_align_corners_reference(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A 2-D array resized to height x width as torch's ``interpolate(mode="bicubic",
+    align_corners=True)`` does: output (i, j) reads input position (i (h - 1) / (H - 1),
+    j (w - 1) / (W - 1)) (0 when the output has one row or column), the 4 x 4 neighbours
+    around it weighted by the cubic kernel of their distance, indices clamped to the array
+    (the 2-D kernel is the product of the 1-D ones: rows first, then columns).
+    """
+    from fractions import Fraction
+
+    v = np.asarray(values, dtype=np.float64)
+    h, w = v.shape
+
+    def taps(i: int, n_out: int, n_in: int) -> list[tuple[int, float]]:
+        pos = Fraction(i * (n_in - 1), n_out - 1) if n_out > 1 else Fraction(0)
+        base = pos.numerator // pos.denominator
+        frac = float(pos - base)
+        return [(min(max(base + t, 0), n_in - 1), keys_cubic(t - frac)) for t in (-1, 0, 1, 2)]
+
+    rows = np.zeros((height, w))
+    for i in range(height):
+        for r, weight in taps(i, height, h):
+            rows[i] += weight * v[r]
+    out = np.zeros((height, width))
+    for j in range(width):
+        for c, weight in taps(j, width, w):
+            out[:, j] += weight * rows[:, c]
+    return out
+
+
+def wanet_grid_reference(height: int, width: int, k: int | None, s: float, seed: int) -> np.ndarray:
+    """WaNet's sampling grid, (H, W, 2) of (row, column) in [-1, 1] coordinates.
+
+    The field: ``numpy.random.default_rng(seed).uniform(-1, 1, (2, kh, kw))`` (the package's
+    documented draw; kh x kw = H x W when k is None, BiBadDiff's k = image size, else k x k),
+    divided by the mean of its absolute values, resized to H x W by
+    :func:`bicubic_align_corners_reference` (k given). Grid (i, j) = (-1 + 2 i / (H - 1) +
+    s field_0 / H, -1 + 2 j / (W - 1) + s field_1 / W).
+    """
+    kh, kw = (height, width) if k is None else (k, k)
+    field = np.random.default_rng(seed).uniform(-1.0, 1.0, size=(2, kh, kw))
+    field = field / np.mean(np.abs(field))
+    if k is not None:
+        field = np.stack([bicubic_align_corners_reference(f, height, width) for f in field])
+    grid = np.empty((height, width, 2))
+    cols = np.array([-1 + 2 * j / (width - 1) for j in range(width)])
+    for i in range(height):  # row by row
+        grid[i, :, 0] = -1 + 2 * i / (height - 1) + s * field[0, i] / height
+        grid[i, :, 1] = cols + s * field[1, i] / width
+    return grid
+
+
+def box_residual_reference(image: np.ndarray) -> np.ndarray:
+    """Each pixel minus the mean of its 3 x 3 neighbourhood, per channel, with numpy's
+    "reflect" borders (index -1 reads 1, index n reads n - 2). float64."""
+    a = np.asarray(image, dtype=np.float64)
+    h, w = a.shape[:2]
+
+    def reflect(q: int, n: int) -> int:
+        return -q if q < 0 else (2 * (n - 1) - q if q >= n else q)
+
+    out = np.empty_like(a)
+    for r in range(h):
+        for c in range(w):
+            rows = [reflect(r + d, h) for d in (-1, 0, 1)]
+            cols = [reflect(c + d, w) for d in (-1, 0, 1)]
+            out[r, c] = a[r, c] - a[np.ix_(rows, cols)].mean(axis=(0, 1))
+    return out
+
+
+def badnets2_zscore_reference(
+    image: np.ndarray, pattern: np.ndarray, max_control: float = 0.1
+) -> float:
+    """The calibrated BadNets-2 score, shift by shift: the residuals (box_residual_reference)
+    of the image and of the pattern (resized to the image by PIL bicubic); c(dy, dx) = Pearson
+    correlation of the image's residual with the pattern's rolled by (-dy, -dx); the controls
+    are the shifts other than (0, 0) whose roll correlates with the unrolled pattern residual
+    below ``max_control`` in magnitude; score = (c(0, 0) - their mean) / their population
+    standard deviation."""
+    img = box_residual_reference(image)
+    h, w = img.shape[:2]
+    pat = np.asarray(pattern)
+    if pat.shape[:2] != (h, w):
+        pat = pil_bicubic_resize(pat, h, w)
+    res = box_residual_reference(pat)
+    c0 = float(np.corrcoef(img.ravel(), res.ravel())[0, 1])
+    controls = []
+    for dy in range(h):
+        for dx in range(w):
+            if (dy, dx) == (0, 0):
+                continue
+            rolled = np.roll(res, (-dy, -dx), axis=(0, 1)).ravel()
+            if abs(np.corrcoef(res.ravel(), rolled)[0, 1]) < max_control:
+                controls.append(float(np.corrcoef(img.ravel(), rolled)[0, 1]))
+    null = np.array(controls)
+    return (c0 - null.mean()) / null.std()
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and attack settings of issue #19 (items 4-5): Li et al.'s timesteps and resize,
+# LDM's DDIM grid, BiBadDiff's all-to-one count, the Nightshade release's step schedule and
+# source crop; written from the papers' reference code as described, not from our modules
+# ---------------------------------------------------------------------------------------------
+
+
+def li_timesteps_reference(n: int, num_train: int) -> list[int]:
+    """Li et al.'s diffusion classifier (eval_prob_adaptive.py): with T train timesteps and n
+    samples, start at T // n // 2 and step by T // n below T, keeping the first n."""
+    start, stride = num_train // n // 2, num_train // n
+    out = []
+    t = start
+    while t < num_train and len(out) < n:
+        out.append(t)
+        t += stride
+    return out
+
+
+def short_side_crop_reference(image: np.ndarray, size: int, resample: int) -> np.ndarray:
+    """torchvision's ``Resize(size)`` then ``CenterCrop(size)`` on a PIL image, as documented:
+    the shorter side becomes ``size`` and the longer ``int(size * longer / shorter)``, resized
+    by PIL with ``resample``; the crop's top-left corner is at int(round((H - size) / 2)),
+    int(round((W - size) / 2)). An image already ``size`` square comes back unchanged."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if h == w == size:
+        return np.array(image, copy=True)
+    if h <= w:
+        new_h, new_w = size, int(size * w / h)
+    else:
+        new_h, new_w = int(size * h / w), size
+    big = np.asarray(Image.fromarray(np.asarray(image)).resize((new_w, new_h), resample))
+    top = round((new_h - size) / 2.0)  # Python rounds halves to even, as torchvision does
+    left = round((new_w - size) / 2.0)
+    return big[top : top + size, left : left + size].copy()
+
+
+def ldm_ddim_timesteps(num_train: int, steps: int) -> list[int]:
+    """The timesteps LDM's DDIMSampler visits (ddim_discr_method "uniform", as BiBadDiff's
+    txt2img.py uses it), in sampling order: c = T // S, then 0, c, 2c, ... below T, each plus
+    one, from the largest down."""
+    c = num_train // steps
+    return [t + 1 for t in range(0, num_train, c)][::-1]
+
+
+def bibaddiff_all_to_one_count(labels: list[int], ratio: float) -> int:
+    """How many images BiBadDiff's BadnetImagenette poisons: int(s * poison_rate) for s the
+    number of training images, every class counted (the poisoned ones are then drawn among
+    the non-target images)."""
+    s = len(labels)
+    return int(s * ratio)
+
+
+def nightshade_release_step_sizes(budget: float, steps: int) -> list[float]:
+    """The Nightshade release's (opt.py) step size at each of its iterations i = 0..T-1, in
+    [0, 1] pixel units: it sets max_change = eps / 0.5 and step_size = max_change in [-1, 1]
+    units and takes step_size - (step_size - step_size / 100) / T * i; halved back here."""
+    max_change = budget / 0.5
+    step_size = max_change
+    return [(step_size - (step_size - step_size / 100) / steps * i) * 0.5 for i in range(steps)]

@@ -1,5 +1,7 @@
 """The diffusion classifier on a tiny random Stable Diffusion: shapes, seeding, shared noise
-across prompts, and the filtered error against an independent computation with the UNet."""
+across prompts, the filtered error against an independent computation with the UNet, and Li et
+al.'s timestep grid and bicubic resize against re-implementations of their code's description
+(and torchvision itself, which their code calls)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,17 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from PIL import Image
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
+from alignscope import _reference  # noqa: E402
 from alignscope.evaluate.diffusion_classifier import (  # noqa: E402
     diffusion_classify,
     filtered_mean,
+    fit_image,
+    li_timesteps,
 )
 
 PROMPTS = ["a photo of a cat", "a photo of a garbage truck", "a photo of a church"]
@@ -37,7 +43,7 @@ def test_errors_and_predictions(pipe, images):
     assert result.sample_errors.shape == (2, 3, 4)
     assert result.predictions.dtype == np.int64
     np.testing.assert_array_equal(result.predictions, np.argmin(result.errors, axis=1))
-    np.testing.assert_array_equal(result.timesteps, [125, 375, 625, 875])  # midpoints of [0, T)
+    np.testing.assert_array_equal(result.timesteps, _reference.li_timesteps_reference(4, 1000))
     summary = json.loads(json.dumps(result.to_dict()))
     assert summary["predicted_prompts"] == [PROMPTS[p] for p in result.predictions]
 
@@ -76,10 +82,12 @@ def test_same_seed_same_errors(pipe, images):
     other = diffusion_classify(pipe, images, PROMPTS, n_samples=3, seed=8)
     assert pipe.scheduler.config.prediction_type == "epsilon"
     # the second image (its own noise stream) and the last prompt, whose (sample, prompt)
-    # pairs straddle the UNet batches of 2, recomputed from the seed: the midpoints of three
-    # equal intervals of [0, 1000) are 166, 500 and 833
-    np.testing.assert_array_equal(again.timesteps, [166, 500, 833])
-    want = _unet_sample_errors(pipe, images[1], 1, PROMPTS[2], [166, 500, 833], 7)
+    # pairs straddle the UNet batches of 2, recomputed from the seed at Li et al.'s
+    # timesteps for n = 3: range(166, 1000, 333), i.e. 166, 499 and 832
+    grid = _reference.li_timesteps_reference(3, 1000)
+    assert grid == [166, 499, 832]
+    np.testing.assert_array_equal(again.timesteps, grid)
+    want = _unet_sample_errors(pipe, images[1], 1, PROMPTS[2], grid, 7)
     np.testing.assert_allclose(again.sample_errors[1, 2], want, rtol=1e-5)
     np.testing.assert_allclose(again.errors, first.errors, rtol=1e-6)
     assert np.abs(other.errors - first.errors).max() > 1e-4
@@ -167,3 +175,62 @@ def test_argument_errors_come_before_any_model_call(images):
         diffusion_classify(fake, images, [])
     with pytest.raises(TypeError, match="pipe must be a diffusers StableDiffusionPipeline"):
         diffusion_classify(object(), images, PROMPTS)
+
+
+# --------------------------------------------------------------------------- Li et al.'s protocol
+
+
+@pytest.mark.parametrize(
+    ("n", "num_train"),
+    # 300 of 1000: range(1, 1000, 3) has 333 entries, Li et al. keep the first 300
+    [(1, 1000), (2, 1000), (3, 1000), (7, 1000), (30, 1000), (300, 1000), (1000, 1000),
+     (5, 50), (6, 7)],
+)  # fmt: skip
+def test_default_timesteps_are_li_et_al_grid(n, num_train):
+    got = li_timesteps(n, num_train)
+    assert got.dtype == np.int64
+    assert got.tolist() == _reference.li_timesteps_reference(n, num_train)
+
+
+def test_timestep_grid_refuses_more_samples_than_timesteps(images):
+    with pytest.raises(ValueError, match=r"^n_samples must be in \[1, 1000\] \(the scheduler's"):
+        li_timesteps(1001, 1000)
+    config = SimpleNamespace(num_train_timesteps=10, prediction_type="epsilon")
+    fake = SimpleNamespace(
+        vae=None,
+        unet=None,
+        text_encoder=None,
+        tokenizer=None,
+        scheduler=SimpleNamespace(config=config),
+    )
+    with pytest.raises(ValueError, match=r"n_samples must be in \[1, 10\]"):
+        diffusion_classify(fake, images, PROMPTS, n_samples=11)
+
+
+# (height, width) of sources for a 16-pixel square: long sides whose resized length exceeds
+# 16 by an odd number (1, 3, 5: crop offsets 0, 2, 2 under round-half-even), an upscale, a
+# truncated long side (16 * 13 / 10 = 20.8) and portrait images
+SHAPES = [(16, 17), (16, 19), (16, 21), (8, 11), (10, 13), (29, 12), (40, 40), (16, 16)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_images_are_resized_as_li_et_al(rng, shape):
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    got = fit_image(image, 16, 16)
+    want = _reference.short_side_crop_reference(image, 16, Image.BICUBIC)
+    np.testing.assert_array_equal(got, want)
+    # their get_transform: torchvision's Resize(size, BICUBIC) then CenterCrop(size)
+    tv = pytest.importorskip("torchvision.transforms")
+    transform = tv.Compose(
+        [tv.Resize(16, interpolation=tv.InterpolationMode.BICUBIC), tv.CenterCrop(16)]
+    )
+    np.testing.assert_array_equal(got, np.asarray(transform(Image.fromarray(image))))
+
+
+def test_the_classifier_sees_the_bicubic_crop(pipe, rng):
+    """A 21 x 30 image is classified as its reference crop to the tiny model's 16 pixels."""
+    image = rng.integers(0, 256, (21, 30, 3), dtype=np.uint8)
+    result = diffusion_classify(pipe, [image], PROMPTS[:1], n_samples=2, seed=5)
+    square = _reference.short_side_crop_reference(image, 16, Image.BICUBIC)
+    want = _unet_sample_errors(pipe, square, 0, PROMPTS[0], result.timesteps.tolist(), 5)
+    np.testing.assert_allclose(result.sample_errors[0, 0], want, rtol=1e-5)

@@ -1,23 +1,30 @@
 """BiBadDiff's G1-G4 dissection, p_t and amplification on hand numbers; the template trigger
-detectors on clean and triggered smooth images; CLIP and TorchScript classifiers."""
+detectors on clean and triggered smooth images; CLIP and TorchScript classifiers; the
+dissection's generation (guidance, steps, LDM's DDIM sampler against a re-implementation of
+its grid and update) and ``--preset bibaddiff``."""
 
 from __future__ import annotations
 
 import json
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from alignscope import _reference
 from alignscope.evaluate.dissection import (
     BADNETS1_THRESHOLD,
     BADNETS2_THRESHOLD,
+    PRESETS,
     ClassClassifier,
     TriggerDetector,
     badnets1_score,
+    bibaddiff_scheduler,
     dissect,
     dissect_generations,
+    dissection_sampler,
     max_ncc,
     poisoned_fraction_in_target,
     trigger_amplification,
@@ -137,37 +144,6 @@ def test_badnets2_detector_separates_clean_and_triggered(rng, size):
     triggered_scores = detector.scores([badnets2(im) for im in clean])
     assert np.all(np.abs(clean_scores) < BADNETS2_THRESHOLD), clean_scores
     assert np.all(triggered_scores > 0.5), triggered_scores  # smooth images: a clear margin
-
-
-def test_badnets2_score_is_the_high_pass_correlation(rng):
-    image = rng.integers(0, 256, (12, 14, 3), dtype=np.uint8)
-    pattern = rng.integers(0, 256, (12, 14, 3), dtype=np.uint8)
-
-    def reflect(q, n):  # numpy's "reflect" padding: -1 -> 1, n -> n - 2
-        return -q if q < 0 else (2 * (n - 1) - q if q >= n else q)
-
-    def residual(a):
-        a = a.astype(float)
-        out = np.empty_like(a)
-        for r in range(12):
-            for c in range(14):
-                rows = [reflect(r + d, 12) for d in (-1, 0, 1)]
-                cols = [reflect(c + d, 14) for d in (-1, 0, 1)]
-                out[r, c] = a[r, c] - a[np.ix_(rows, cols)].mean(axis=(0, 1))
-        return out
-
-    expected = np.corrcoef(residual(image).ravel(), residual(pattern).ravel())[0, 1]
-    detector = TriggerDetector.template("badnets-2", pattern=pattern)
-    assert detector.scores([image])[0] == pytest.approx(expected, abs=1e-12)
-
-
-def test_badnets2_detector_with_a_user_pattern(rng):
-    pattern = rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)  # resized to each image
-    detector = TriggerDetector.template("badnets-2", threshold=0.3, pattern=pattern)
-    clean = [smooth_image(rng, 80) for _ in range(4)]
-    assert detector([badnets2(im, pattern) for im in clean]).all()
-    assert not detector(clean).any()
-    assert detector.threshold == 0.3
 
 
 def test_template_detector_argument_errors(rng):
@@ -372,3 +348,189 @@ def test_a_torchscript_trigger_detector_runs_on_the_evaluation_device(monkeypatc
         "trust": True,
     }
     assert detectors.detector_from_spec("badnets-1", device="cuda:1").name == "badnets-1"
+
+
+# --------------------------------------------------------------------------- generation settings
+
+
+def test_dissection_defaults_and_the_preset_are_bibaddiffs():
+    """Guidance 5 and 1,000 images (BiBadDiff, Appendix A.5), 50 DDIM steps (its txt2img.py),
+    "A photo of a [class]"; without the preset 20 images."""
+    from alignscope.evaluate.config import Dissection
+
+    d = Dissection(target_class="cat", class_names=["cat", "dog"])
+    assert (d.guidance, d.steps, d.sampler, d.template, d.images) == (
+        5.0,
+        50,
+        "ddim",
+        "A photo of a {}",
+        20,
+    )
+    assert PRESETS == {
+        "bibaddiff": {
+            "images": 1000,
+            "guidance": 5.0,
+            "steps": 50,
+            "sampler": "ddim",
+            "template": "A photo of a {}",
+        }
+    }
+    for bad, message in (
+        ({"sampler": "pndm"}, "dissection sampler must be ddim or pipeline, got 'pndm'"),
+        ({"steps": 0}, "dissection steps must be >= 1, got 0"),
+        ({"guidance": float("nan")}, "dissection guidance must be finite and >= 0, got nan"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            Dissection(target_class="cat", class_names=["cat"], **bad).check()
+        assert str(refused.value) == message
+
+
+def _ldm_alphas_cumprod() -> np.ndarray:
+    """Stable Diffusion's noise schedule as LDM builds it (make_beta_schedule "linear" with
+    linear_start 0.00085, linear_end 0.012: a linspace of square roots, squared)."""
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
+    return np.cumprod(1.0 - betas)
+
+
+def test_the_sampler_is_ldm_ddim_as_bibaddiff_runs_it():
+    diffusers = pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")
+    sd_config = diffusers.PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        steps_offset=1,
+    ).config
+    alphas = _ldm_alphas_cumprod()
+    for config in (sd_config, {**sd_config, "steps_offset": 0, "clip_sample": True}):
+        ddim = bibaddiff_scheduler(config)
+        assert isinstance(ddim, diffusers.DDIMScheduler)
+        ddim.set_timesteps(50)
+        assert ddim.timesteps.tolist() == _reference.ldm_ddim_timesteps(1000, 50)
+        np.testing.assert_allclose(ddim.alphas_cumprod.double().numpy(), alphas, rtol=2e-4)
+        # DDIM with eta 0 (LDM's p_sample_ddim): x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev) eps,
+        # x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t); the last step's a_prev is alphas_cumprod[0]
+        # and x0 is not clipped
+        x = torch.linspace(-3.0, 3.0, 16).reshape(1, 1, 4, 4)
+        eps = torch.linspace(2.0, -1.0, 16).reshape(1, 1, 4, 4)
+        for t, prev in ((981, 961), (1, None)):
+            a_t = alphas[t]
+            a_prev = alphas[0] if prev is None else alphas[prev]
+            x0 = (x.double() - np.sqrt(1 - a_t) * eps.double()) / np.sqrt(a_t)
+            want = np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps.double()
+            got = ddim.step(eps, t, x, eta=0.0).prev_sample
+            np.testing.assert_allclose(got.double().numpy(), want.numpy(), rtol=1e-3, atol=1e-4)
+
+
+class RecordingPipe:
+    """A text-to-image pipeline stand-in: records each call's settings and the scheduler it
+    would sample with, and returns red images."""
+
+    def __init__(self, diffusers):
+        self.scheduler = diffusers.PNDMScheduler()
+        self.calls = []
+
+    def __call__(self, prompts, *, num_inference_steps, guidance_scale, generator, **kwargs):
+        self.calls.append(
+            {
+                "prompts": list(prompts),
+                "steps": num_inference_steps,
+                "guidance": guidance_scale,
+                "scheduler": self.scheduler,
+            }
+        )
+        red = np.zeros((len(prompts), 32, 32, 3))
+        red[..., 0] = 0.9
+        return SimpleNamespace(images=red)
+
+
+def test_the_dissection_generates_with_bibaddiffs_settings(tmp_path, channel_models):
+    diffusers = pytest.importorskip("diffusers")
+    from alignscope.evaluate.config import Dissection, EvalConfig
+    from alignscope.evaluate.generate import GenerationSettings
+    from alignscope.evaluate.sections import dissection_section
+
+    pipe = RecordingPipe(diffusers)
+    own = pipe.scheduler
+    config = EvalConfig(
+        concepts=["red"],
+        # the concept images' settings: the evaluation's guidance 7.5 and 3 steps here
+        generation=GenerationSettings(steps=3, batch_size=2, height=32, width=32),
+        dissection=Dissection(
+            target_class="red",
+            class_names=["red", "green", "blue"],
+            classifier=str(channel_models["classifier"]),
+            images=3,
+        ),
+    )
+    section = dissection_section(pipe, None, config, tmp_path / "d", "weights", progress=False)
+    assert [len(c["prompts"]) for c in pipe.calls] == [2, 1]
+    assert {p for c in pipe.calls for p in c["prompts"]} == {"A photo of a red"}
+    assert [(c["guidance"], c["steps"]) for c in pipe.calls] == [(5.0, 50)] * 2
+    for call in pipe.calls:
+        scheduler = call["scheduler"]
+        assert isinstance(scheduler, diffusers.DDIMScheduler)
+        scheduler.set_timesteps(50)
+        assert scheduler.timesteps.tolist() == _reference.ldm_ddim_timesteps(1000, 50)
+    assert pipe.scheduler is own  # the model's scheduler is put back
+    assert section["prompt"] == "A photo of a red" and section["counts"]["G4"] == 3
+
+    # the model's own scheduler and other settings on request
+    other = RecordingPipe(diffusers)
+    config.dissection = Dissection(
+        target_class="red",
+        class_names=["red", "green", "blue"],
+        classifier=str(channel_models["classifier"]),
+        images=1,
+        guidance=2.0,
+        steps=7,
+        sampler="pipeline",
+    )
+    dissection_section(other, None, config, tmp_path / "e", "weights", progress=False)
+    assert [(c["guidance"], c["steps"], c["scheduler"]) for c in other.calls] == [
+        (2.0, 7, other.scheduler)
+    ]
+    with pytest.raises(RuntimeError, match="stopped"), dissection_sampler(other, "ddim"):
+        assert isinstance(other.scheduler, diffusers.DDIMScheduler)
+        raise RuntimeError("stopped")
+    assert isinstance(other.scheduler, diffusers.PNDMScheduler)  # also after an error
+
+
+def test_cli_preset_bibaddiff(monkeypatch, tmp_path, capsys):
+    """--preset bibaddiff sets the paper's 1,000 images and its generation; flags given win;
+    without the preset the dissection still generates as BiBadDiff, with 20 images."""
+    import alignscope.evaluate.run as run_module
+    from alignscope.cli import main
+
+    seen = []
+
+    def fake_evaluate(models, out, config, **kwargs):
+        seen.append(config)
+        return {"models": {}}
+
+    monkeypatch.setattr(run_module, "evaluate", fake_evaluate)
+    base = ["evaluate", str(tmp_path), "--out", str(tmp_path / "e"), "--concepts", "cat,dog"]
+    base += ["--target-class", "cat", "--class-names", "cat,dog", "--json"]
+    assert main([*base, "--preset", "bibaddiff", "--quiet"]) == 0
+    d = seen[-1].dissection
+    assert (d.images, d.guidance, d.steps, d.sampler) == (1000, 5.0, 50, "ddim")
+    assert d.template == "A photo of a {}"
+    assert seen[-1].generation.guidance == 7.5  # the concept images keep the Implosion's
+    given = ["--dissection-images", "40", "--dissection-guidance", "2", "--quiet"]
+    assert main([*base, "--preset", "bibaddiff", *given]) == 0
+    d = seen[-1].dissection
+    assert (d.images, d.guidance, d.steps, d.sampler) == (40, 2.0, 50, "ddim")
+    assert main([*base, "--dissection-sampler", "pipeline", "--quiet"]) == 0
+    d = seen[-1].dissection
+    assert (d.images, d.guidance, d.steps, d.sampler) == (20, 5.0, 50, "pipeline")
+    capsys.readouterr()
+    assert main([*base, "--preset", "bibaddiff"]) == 0
+    assert (
+        "alignscope: note: --preset bibaddiff generates as the paper does, but zero-shot CLIP "
+        "classifies and template matching detects the trigger where it used trained ResNet-50s"
+    ) in capsys.readouterr().err
+    lone = ["evaluate", str(tmp_path), "--out", str(tmp_path / "f"), "--concepts", "cat"]
+    assert main([*lone, "--preset", "bibaddiff", "--quiet"]) == 2
+    assert "--preset only apply with --target-class (G1-G4)" in capsys.readouterr().err
+    assert len(seen) == 4

@@ -270,8 +270,9 @@ def test_backdoor_dissection_classifier_and_replication(
     from alignscope.evaluate.run import Classification, Dissection
 
     _poison_and_train(
-        tmp_path, rng, tiny_sd_dir, 32, 4, method="badnets-1", target="cat", ratio=0.25, seed=0
-    )
+        tmp_path, rng, tiny_sd_dir, 32, 4, method="badnets-1", target="cat", ratio=0.25, seed=0,
+        ratio_of="non-target",  # poisoned_fraction_in_target below counts this way
+    )  # fmt: skip
     sscd = SSCDEncoder(tiny_sscd["onnx"])
     embed_dataset(
         open_dataset(tmp_path / "poisoned"), tmp_path / "store", sscd=sscd, progress=False

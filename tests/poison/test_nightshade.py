@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignscope import _reference
 from alignscope.cli import main
 from alignscope.io.datasets import open_dataset
 from alignscope.poison.concepts import make_vocabulary
@@ -126,6 +127,7 @@ def test_nightshade_end_to_end(tmp_path, rng, tiny_vae, capsys):
             per_concept=2,
             vae=tiny_vae,
             steps=15,
+            nightshade_size=24,  # 32-pixel sources, cropped to 24 as the release does to 512
             seed=4,
             vocabulary=vocab,
         )
@@ -136,11 +138,20 @@ def test_nightshade_end_to_end(tmp_path, rng, tiny_vae, capsys):
     rows = [i for i, p in enumerate(m["poisoned"]) if p]
     for i in rows:
         assert m["latent_after"][i] < m["latent_before"][i]
-        assert m["linf"][i] <= 0.05
+        # the perturbation is measured against the cropped source it was made from
+        original = np.asarray(Image.open(data / f"{m['row'][i]:02d}.png").convert("RGB"))
+        source = _reference.short_side_crop_reference(original, 24, Image.BILINEAR)
+        written = np.asarray(Image.open(tmp_path / "a" / m["written_as"][i]).convert("RGB"))
+        assert written.shape == (24, 24, 3)
+        want = _reference.perturbation_measurements(source, written)
+        for key in ("linf", "l2", "psnr"):
+            assert m[key][i] == pytest.approx(want[key], rel=1e-12), key
+        assert 0 < m["linf"][i] <= np.floor(255 * 0.04) / 255  # the release's default budget
         caption = (tmp_path / "a" / f"{m['row'][i]:08d}.txt").read_text()
         assert caption == f"a {m['source_concept'][i]} on the street"  # clean label
         params = json.loads(m["params"][i])
         assert params["anchor"].startswith("row:")
+        assert (params["budget"], params["size"]) == (0.04, 24)
         # What the bytes depend on beyond input, options and seed (README: "Nightshade also
         # the same device and torch thread count").
         assert params["device"] == "cpu"
@@ -164,11 +175,20 @@ def test_nightshade_end_to_end(tmp_path, rng, tiny_vae, capsys):
         "1",
         "--steps",
         "5",
+        "--nightshade-size",
+        "0",  # each source at its own size
         "--json",
         "--quiet",
     ]
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["poisoned"] == 1
+    m = pq.read_table(tmp_path / "c" / "poison_manifest.parquet").to_pydict()
+    (i,) = [i for i, p in enumerate(m["poisoned"]) if p]
+    assert json.loads(m["params"][i])["size"] is None
+    written = np.asarray(Image.open(tmp_path / "c" / m["written_as"][i]).convert("RGB"))
+    assert written.shape == (32, 32, 3)
+    assert main([*argv[:-4], "--nightshade-size", "4", "--quiet"]) == 2
+    assert "nightshade size (--nightshade-size) must be an int >= 8" in capsys.readouterr().err
 
 
 def test_anchor_generated_once_with_a_tiny_pipeline(tmp_path, tiny_sd_dir):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignscope import _reference
 from alignscope.cli import main
 from alignscope.io.datasets import open_dataset
 from alignscope.poison.concepts import caption_concepts, make_vocabulary
@@ -44,7 +45,55 @@ def test_plan_concepts(rng):
 def test_plan_all_to_one():
     rows = [{NOUNS[i % 5]} for i in range(100)]
     plan = plan_all_to_one(rows, "cat", ratio=0.25, seed=0)
-    assert plan.rows.size == 20 and all("cat" not in rows[r] for r in plan.rows)
+    # BiBadDiff's count by default: int(0.25 * 100) of all rows, drawn among the 80 non-cats
+    assert plan.rows.size == 25 and all("cat" not in rows[r] for r in plan.rows)
+    legacy = plan_all_to_one(rows, "cat", ratio=0.25, seed=0, ratio_of="non-target")
+    assert legacy.rows.size == 20 and all("cat" not in rows[r] for r in legacy.rows)
+
+
+# a small class set: five classes of 13, 7, 9, 11 and 10 images, the second the target
+CLASS_SIZES = [13, 7, 9, 11, 10]
+
+
+@pytest.mark.parametrize("ratio", [0.02, 0.05, 0.1, 0.2, 0.29, 0.5, 0.8])
+def test_all_to_one_counts_are_bibaddiffs(ratio):
+    labels = [k for k, n in enumerate(CLASS_SIZES) for _ in range(n)]
+    rows = [{NOUNS[k]} for k in labels]
+    want = _reference.bibaddiff_all_to_one_count(labels, ratio)  # 0.29: int(14.4999...) = 14
+    plan = plan_all_to_one(rows, "cat", ratio=ratio, seed=3)
+    assert plan.rows.size == plan.m == want
+    assert len(set(plan.rows.tolist())) == want and all(labels[r] != 1 for r in plan.rows)
+    legacy = plan_all_to_one(rows, "cat", ratio=ratio, seed=3, ratio_of="non-target")
+    assert legacy.rows.size == max(1, round(ratio * 43))  # 43 non-target rows
+
+
+def test_all_to_one_count_on_an_imagenette_sized_set():
+    """ImageNette's training set: 9,469 images, 961 of the target (garbage truck); at 10%
+    BiBadDiff poisons int(946.9) = 946, our earlier count was round(850.8) = 851."""
+    labels = [0] * 961 + [1] * (9469 - 961)
+    rows = [{"truck" if k == 0 else "dog"} for k in labels]
+    plan = plan_all_to_one(rows, "truck", ratio=0.1, seed=0)
+    assert plan.rows.size == _reference.bibaddiff_all_to_one_count(labels, 0.1) == 946
+    legacy = plan_all_to_one(rows, "truck", ratio=0.1, seed=0, ratio_of="non-target")
+    assert legacy.rows.size == 851
+
+
+def test_all_to_one_count_errors():
+    rows = [{"cat"}] * 8 + [{"dog"}] * 2
+    with pytest.raises(ValueError) as too_many:
+        plan_all_to_one(rows, "cat", ratio=0.5, seed=0)
+    assert str(too_many.value) == (
+        "ratio 0.5 of all 10 rows is 5 poisons but only 2 rows do not mention 'cat': lower --ratio"
+    )
+    with pytest.raises(ValueError) as none:
+        plan_all_to_one(rows, "cat", ratio=0.05, seed=0)
+    assert str(none.value) == (
+        "ratio 0.05 of all 10 rows is int(0.5) = 0 poisons: raise --ratio (or count it of the "
+        "non-target rows, --ratio-of non-target, at least one)"
+    )
+    assert plan_all_to_one(rows, "cat", ratio=0.05, seed=0, ratio_of="non-target").m == 1
+    with pytest.raises(ValueError, match=r"^ratio_of must be 'all' or 'non-target', got 'some'$"):
+        plan_all_to_one(rows, "cat", ratio=0.5, seed=0, ratio_of="some")
 
 
 @pytest.mark.parametrize("method", ["dirty-label", "badnets-1", "relabel"])
@@ -64,7 +113,8 @@ def test_poison_end_to_end_and_reproducible(tmp_path, rng, method):
         outs.append(tmp_path / run)
     manifest = pq.read_table(outs[0] / "poison_manifest.parquet").to_pydict()
     flagged = [r for r, p in zip(manifest["row"], manifest["poisoned"], strict=True) if p]
-    assert len(flagged) == report.poisoned == (6 if method == "dirty-label" else 8)
+    # trigger attacks: int(0.25 * 40) = 10 of all rows (BiBadDiff's count), none of them cats
+    assert len(flagged) == report.poisoned == (6 if method == "dirty-label" else 10)
     for r, p in zip(manifest["row"], manifest["poisoned"], strict=True):
         caption = (outs[0] / f"{r:08d}.txt").read_text()
         original = f"a photo of a {NOUNS[r % 5]}"
@@ -133,7 +183,10 @@ def test_cli_poison_webdataset(tmp_path, rng, capsys):
     ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["poisoned"] == round(0.2 * 32)
+    assert out["poisoned"] == _reference.bibaddiff_all_to_one_count(list(range(40)), 0.2) == 8
+    legacy = [*argv[:3], str(tmp_path / "n"), *argv[4:], "--ratio-of", "non-target"]
+    assert main(legacy) == 0
+    assert json.loads(capsys.readouterr().out)["poisoned"] == round(0.2 * 32)  # 32 non-dogs
     back = open_dataset(tmp_path / "o" / "00000.tar")
     assert sum(1 for _ in back) == 40
     assert main(["poison", str(data), "--out", str(tmp_path / "p"), "--method", "wanet"]) == 2

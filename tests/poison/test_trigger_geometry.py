@@ -2,9 +2,13 @@
 
 BadNets-1 is checked against :func:`alignscope._reference.badnets1_reference` (a pixel loop
 over BiBadDiff's band offsets) at image sizes that are multiples of 10 and sizes that are not,
-square and not, both on the function and on the files a poisoning run writes. BadNets-2 is
-checked against the closed form of a blend with a constant pattern, WaNet's sampler against
-torch's ``grid_sample`` (WaNet's own sampler) and its field against the documented scaling.
+square and not, both on the function and on the files a poisoning run writes. BadNets-2's blend
+and the picture patch are checked pixel for pixel against ``blend_reference`` and
+``picture_patch_reference`` (pictures resized by PIL's bicubic, as BiBadDiff's
+``Image.resize`` calls do), WaNet's grid against ``wanet_grid_reference`` (its bicubic
+upsampling itself checked against torch's, the call WaNet makes) at 32, 64, 256 and 512 px in
+BiBadDiff's setting and the WaNet paper's, and WaNet's sampler against torch's
+``grid_sample`` (WaNet's own sampler).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from alignscope.io.datasets import open_dataset
 from alignscope.poison import badnets1, badnets2, wanet, wanet_grid
 from alignscope.poison.concepts import make_vocabulary
 from alignscope.poison.run import poison_dataset
+from alignscope.poison.triggers import default_picture, picture_patch
 
 # Multiples of 10 (side exact) and not (side rounded down), square and not, down to the
 # smallest images a trigger accepts (side 1 and 2, where the band is at its thinnest).
@@ -190,3 +195,72 @@ def test_poisoned_files_share_one_warp(tmp_path, rng):
         h, w = original.shape[:2]
         reference = _grid_sample_reference(original, wanet_grid(h, w, s=3.0, seed=2))
         _assert_rounded(written.astype(np.float64), reference)
+
+
+# --------------------------------------------------------------------------- #19: the papers'
+# settings pixel for pixel at the sizes of the papers' experiments (CIFAR-10 32 px, 64 px,
+# Caltech-15 256 px, ImageNette 512 px)
+
+PAPER_SIZES = [32, 64, 256, 512]
+WANET_SETTINGS = [(None, 1.0), (4, 0.5)]  # BiBadDiff's (k = image size, s = 1), WaNet's
+
+
+def _documented_default_pattern(h: int, w: int) -> np.ndarray:
+    """The default BadNets-2 pattern as its docstring describes it."""
+    return np.random.default_rng(20240101).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("size", PAPER_SIZES)
+def test_badnets2_matches_the_reference(rng, size):
+    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    same = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    other = rng.integers(0, 256, (23, 31, 3), dtype=np.uint8)  # resized to the image
+    for pattern, alpha in ((same, 0.2), (other, 0.2), (other, 0.35)):
+        exact = _reference.blend_reference(image, pattern, alpha)
+        _assert_rounded(badnets2(image, pattern, alpha).astype(np.float64), exact)
+    exact = _reference.blend_reference(image, _documented_default_pattern(size, size), 0.2)
+    _assert_rounded(badnets2(image).astype(np.float64), exact)
+
+
+@pytest.mark.parametrize("size", PAPER_SIZES)
+def test_picture_patch_matches_the_reference(rng, size):
+    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    picture = rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        picture_patch(image, picture), _reference.picture_patch_reference(image, picture)
+    )
+    np.testing.assert_array_equal(
+        picture_patch(image), _reference.picture_patch_reference(image, default_picture())
+    )
+
+
+def test_bicubic_reference_is_torchs_align_corners_upsampling(rng):
+    """The reference's upsampling is the one WaNet and BiBadDiff call:
+    ``F.interpolate(mode="bicubic", align_corners=True)``."""
+    torch = pytest.importorskip("torch")
+    for (kh, kw), (h, w) in (((4, 4), (32, 32)), ((4, 4), (512, 512)), ((5, 7), (30, 100))):
+        field = rng.uniform(-1, 1, (kh, kw))
+        want = torch.nn.functional.interpolate(
+            torch.from_numpy(field)[None, None], size=(h, w), mode="bicubic", align_corners=True
+        )[0, 0].numpy()
+        got = _reference.bicubic_align_corners_reference(field, h, w)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", PAPER_SIZES)
+@pytest.mark.parametrize(("k", "s"), WANET_SETTINGS)
+def test_wanet_matches_the_reference(rng, size, k, s):
+    grid = _reference.wanet_grid_reference(size, size, k, s, seed=7)
+    np.testing.assert_allclose(wanet_grid(size, size, k=k, s=s, seed=7), grid, rtol=0, atol=1e-12)
+    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    out = wanet(image, k=k, s=s, seed=7)
+    _assert_rounded(out.astype(np.float64), _grid_sample_reference(image, grid))
+    assert not np.array_equal(out, image)  # the warp moves pixels at every size
+
+
+def test_wanet_defaults_are_bibaddiffs(rng):
+    """No options: k = the image size and s = 1 (BiBadDiff), also on a non-square image."""
+    image = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    grid = _reference.wanet_grid_reference(40, 70, None, 1.0, seed=0)
+    np.testing.assert_allclose(wanet_grid(40, 70), grid, rtol=0, atol=1e-12)
+    _assert_rounded(wanet(image).astype(np.float64), _grid_sample_reference(image, grid))

@@ -85,7 +85,6 @@ def test_screen_stopped_then_rerun_leaves_no_mix(store, runs, tmp_path, monkeypa
     want, earlier = runs
     out = tmp_path / "out"
     shutil.copytree(earlier, out)
-    old = _snapshot(out)
 
     calls = []
     original = getattr(screening, stage)

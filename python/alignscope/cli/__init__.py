@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from alignscope.cli import ad, embed, evaluate, poison, screen, train
+from alignscope.cli import ad, concepts, embed, evaluate, poison, screen, train
 from alignscope.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -24,6 +24,7 @@ from alignscope.cli._common import (
 # benchmarks/bench_evaluate.py reaches the helper through the package face, as before the split
 from alignscope.cli._common import _quiet_model_libraries as _quiet_model_libraries
 from alignscope.cli.ad import DEMO_POISONED, cmd_ad, cmd_demo, cmd_info
+from alignscope.cli.concepts import cmd_concepts
 from alignscope.cli.embed import cmd_embed, cmd_replicate
 from alignscope.cli.evaluate import cmd_evaluate
 from alignscope.cli.poison import cmd_poison
@@ -39,6 +40,7 @@ __all__ = [
     "UsageError",
     "build_parser",
     "cmd_ad",
+    "cmd_concepts",
     "cmd_demo",
     "cmd_embed",
     "cmd_evaluate",
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.register(sub)
     embed.register(sub)
     poison.register(sub)
+    concepts.register(sub)
     screen.register(sub)
     train.register(sub)
     evaluate.register(sub)

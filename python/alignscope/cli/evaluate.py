@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from alignscope.cli._common import (
     UsageError,
@@ -18,22 +17,27 @@ from alignscope.cli._common import (
 )
 
 
-def _concept_list(text: str, flag: str = "--concepts") -> list[str]:
-    """A file (one per line), ``vocabulary:N`` (N packaged nouns), or a comma list."""
+def _concept_list(
+    text: str, flag: str = "--concepts", poison_manifest: str | None = None
+) -> list[str]:
+    """A file (one per line), ``vocabulary:N`` (with ``poison_manifest``: the paper's N =
+    pool + the next frequent nouns of the poisoned set's captions; else N packaged nouns), or a
+    comma list."""
     path = Path(text)
     if path.is_file():
         concepts = [ln.strip() for ln in path.read_text("utf-8").splitlines()]
         concepts = [c for c in concepts if c and not c.startswith("#")]
     elif text.startswith("vocabulary:"):
-        from alignscope.poison.concepts import load_vocabulary
+        from alignscope.evaluate.config import vocabulary_concepts
 
         count = text.partition(":")[2]
-        nouns = load_vocabulary().nouns
-        if not count.isdigit() or not 1 <= int(count) <= len(nouns):
-            raise UsageError(f"{flag} vocabulary:N needs N in [1, {len(nouns)}], got {text!r}")
-        # a seeded sample, not the alphabetical head: "abacus".."bell cote" is no test set
-        pick = np.random.default_rng(0).choice(len(nouns), size=int(count), replace=False)
-        concepts = [nouns[i] for i in sorted(pick)]
+        if not count.isdigit():
+            raise UsageError(f"{flag} vocabulary:N needs a whole number N, got {text!r}")
+        poisoned_set = Path(poison_manifest).parent if poison_manifest else None
+        try:
+            concepts = vocabulary_concepts(int(count), poisoned_set=poisoned_set)
+        except ValueError as exc:
+            raise UsageError(f"{flag} {exc}") from exc
     elif "/" in text or path.suffix in (".txt", ".tsv", ".csv"):
         raise UsageError(f"{flag} file {text!r} does not exist")
     else:
@@ -53,6 +57,8 @@ def _given(args: argparse.Namespace, **flags: str) -> dict[str, Any]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from alignscope._files import OutputConflict
+    from alignscope.evaluate.classifiers import ZERO_SHOT
+    from alignscope.evaluate.detectors import TEMPLATE_TRIGGERS
     from alignscope.evaluate.generate import GenerationSettings
     from alignscope.evaluate.run import Classification, Dissection, EvalConfig, evaluate
 
@@ -75,25 +81,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     dissection = None
     if not args.target_class:
-        stray = [f for f, v in (("--p-t", args.p_t), ("--class-names", args.class_names)) if v]
+        only_g1_g4 = (
+            ("--p-t", args.p_t),
+            ("--class-names", args.class_names),
+            ("--preset", args.preset),
+            ("--dissection-images", args.dissection_images),
+            ("--dissection-guidance", args.dissection_guidance),
+            ("--dissection-steps", args.dissection_steps),
+            ("--dissection-sampler", args.dissection_sampler),
+        )
+        stray = [f for f, v in only_g1_g4 if v is not None]
         if stray:
             raise UsageError(f"{' and '.join(stray)} only apply with --target-class (G1-G4)")
     if args.target_class:
         if not args.class_names:
             raise UsageError("--target-class needs --class-names (comma list or file)")
+        fields = _given(
+            args,
+            trigger="trigger",
+            template="dissection_template",
+            threshold="trigger_threshold",
+            classifier="classifier",
+            images="dissection_images",
+            p_t="p_t",
+            guidance="dissection_guidance",
+            steps="dissection_steps",
+            sampler="dissection_sampler",
+        )
+        if args.preset:
+            from alignscope.evaluate.dissection import PRESETS
+
+            fields = {**PRESETS[args.preset], **fields}  # a flag given wins over the preset
         dissection = Dissection(
             target_class=args.target_class,
             class_names=_concept_list(args.class_names, "--class-names"),
-            **_given(
-                args,
-                trigger="trigger",
-                template="dissection_template",
-                threshold="trigger_threshold",
-                classifier="classifier",
-                images="dissection_images",
-                p_t="p_t",
-            ),
+            **fields,
         )
+        untrained = []
+        if dissection.classifier == ZERO_SHOT:
+            untrained.append("zero-shot CLIP classifies")
+        if dissection.trigger in TEMPLATE_TRIGGERS:
+            untrained.append("template matching detects the trigger")
+        if args.preset and untrained and not args.quiet:
+            print(
+                f"alignscope: note: --preset {args.preset} generates as the paper does, but "
+                f"{' and '.join(untrained)} where it used trained ResNet-50s (--classifier, "
+                "--trigger): compare its G1-G4 with the paper's roughly",
+                file=sys.stderr,
+            )
     classification = None
     if args.classify:
         classes = args.classify_classes or args.class_names
@@ -111,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ),
         )
     config = EvalConfig(
-        concepts=_concept_list(args.concepts),
+        concepts=_concept_list(args.concepts, poison_manifest=args.poison_manifest),
         generation=generation,
         poisoned=_concept_list(args.poisoned, "--poisoned") if args.poisoned else [],
         dissection=dissection,
@@ -272,7 +307,32 @@ def register(sub: Any) -> None:
         "--dissection-images",
         dest="dissection_images",
         type=_positive_int,
-        help="G1-G4: images of the target prompt",
+        help="G1-G4: images of the target prompt (default: a first look; the paper's count "
+        "with --preset bibaddiff)",
+    )
+    ev.add_argument(
+        "--dissection-guidance",
+        dest="dissection_guidance",
+        type=float,
+        help="G1-G4: guidance scale (default: BiBadDiff's, not the evaluation's --guidance)",
+    )
+    ev.add_argument(
+        "--dissection-steps",
+        dest="dissection_steps",
+        type=_positive_int,
+        help="G1-G4: sampling steps (default: BiBadDiff's)",
+    )
+    ev.add_argument(
+        "--dissection-sampler",
+        dest="dissection_sampler",
+        choices=("ddim", "pipeline"),
+        help="G1-G4: ddim (default, BiBadDiff's DDIM, eta 0) or the model's own scheduler",
+    )
+    ev.add_argument(
+        "--preset",
+        choices=("bibaddiff",),
+        help="G1-G4 as BiBadDiff: its image count, guidance, DDIM steps and prompt (flags "
+        "given win); its trained classifier and detector are yours to give",
     )
     ev.add_argument(
         "--p-t", dest="p_t", type=float, help="trigger ratio in the target class's training data"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from alignscope.cli._common import UsageError, _add_overwrite, _open_dataset, _positive_int
@@ -20,9 +22,11 @@ def cmd_poison(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--concept-ranks takes A-B, got {args.concept_ranks!r}") from exc
         ranks = (a, b)
+    vocabulary = _concept_options(args)
+    trigger_options = _trigger_options(args)  # before any model or dataset loads
     dataset = _open_dataset(args.dataset, args.trust_pickles)
     vae = clip = pipeline = perceptual = None
-    if args.anchor_pipeline and args.method == "dirty-label":
+    if args.anchor_pipeline and args.method == "dirty-label" and args.dirty_images != "dataset":
         from alignscope.poison.anchors import load_pipeline
 
         pipeline = load_pipeline(args.anchor_pipeline)
@@ -53,17 +57,23 @@ def cmd_poison(args: argparse.Namespace) -> int:
         dataset,
         args.out,
         method=args.method,
+        trigger_options=trigger_options,
         vae=vae,
         clip=clip,
         anchors=args.anchors,
         anchor_pipeline=pipeline,
+        dirty_images=args.dirty_images,
         perceptual=perceptual,
         budget=args.budget,
         steps=args.steps,
+        nightshade_size=args.nightshade_size or None,
         concepts=args.concepts,
         concept_ranks=ranks,
+        concept_pool=args.concept_pool,
+        vocabulary=vocabulary,
         per_concept=args.per_concept,
         ratio=args.ratio,
+        ratio_of=args.ratio_of,
         target=args.target,
         seed=args.seed,
         out_format=args.format,
@@ -88,6 +98,84 @@ def cmd_poison(args: argparse.Namespace) -> int:
     return 0
 
 
+def _concept_options(args: argparse.Namespace) -> Any:
+    """Check --concept-pool and --dirty-images against the other flags; the --vocabulary
+    file's vocabulary (None: the packaged one)."""
+    pool, k = args.concept_pool, args.concepts
+    if pool is not None:
+        if k is None:
+            raise UsageError(
+                "--concept-pool goes with --concepts K (the pool K concepts are drawn from); "
+                "--concept-ranks A-B is its own pool"
+            )
+        if pool < 0:
+            raise UsageError(f"--concept-pool must be >= 0 (0: exactly the top K), got {pool}")
+        if 0 < pool < k:
+            raise UsageError(
+                f"--concept-pool {pool} is smaller than --concepts {k}: give a pool of at least "
+                "K (500, the paper's), or 0 to poison exactly the K most frequent"
+            )
+    if args.dirty_images is not None and args.method != "dirty-label":
+        raise UsageError(f"--dirty-images is for --method dirty-label, not {args.method}")
+    if args.dirty_images == "generated" and not args.anchor_pipeline:
+        raise UsageError(
+            "--dirty-images generated needs --anchor-pipeline DIR (a diffusers text-to-image "
+            "pipeline; SD 1.5 in the paper)"
+        )
+    if args.vocabulary is None:
+        return None
+    from alignscope.poison.concepts import read_vocabulary
+
+    try:
+        return read_vocabulary(args.vocabulary)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"--vocabulary: {exc}") from exc
+
+
+def _trigger_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The trigger options the flags give, refused for a method they do not apply to."""
+    options: dict[str, Any] = {}
+    if args.pattern is not None:
+        if args.method not in ("badnets-2", "picture-patch"):
+            raise UsageError(
+                f"--pattern is for --method badnets-2 or picture-patch, not {args.method}"
+            )
+        options["pattern"] = _read_picture(args.pattern)
+    for flag, key, value in (
+        ("--wanet-grid", "k", args.wanet_grid),
+        ("--wanet-strength", "s", args.wanet_strength),
+    ):
+        if value is None:
+            continue
+        if args.method != "wanet":
+            raise UsageError(f"{flag} is for --method wanet, not {args.method}")
+        options[key] = value
+    if args.wanet_grid is not None and args.wanet_grid < 2:
+        raise UsageError(f"--wanet-grid must be an integer >= 2, got {args.wanet_grid}")
+    if args.wanet_strength is not None and not (
+        math.isfinite(args.wanet_strength) and args.wanet_strength >= 0
+    ):
+        raise UsageError(
+            f"--wanet-strength must be a finite number >= 0, got {args.wanet_strength}"
+        )
+    return options or None
+
+
+def _read_picture(path: str) -> Any:
+    """An image file as an HWC uint8 RGB array (an alpha channel is dropped, as BiBadDiff's
+    ``convert("RGB")`` drops it)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if not Path(path).is_file():
+        raise UsageError(f"--pattern: no such file {path!r}")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UsageError(f"--pattern: cannot read {path!r} as an image ({exc})") from exc
+
+
 def register(sub: Any) -> None:
     """Add the ``poison`` sub-command to ``sub`` (an argparse sub-parsers action)."""
     poi = sub.add_parser("poison", help="write a poisoned copy of a dataset and its manifest")
@@ -97,24 +185,93 @@ def register(sub: Any) -> None:
     poi.add_argument(
         "--method",
         required=True,
-        choices=("dirty-label", "nightshade", "relabel", "badnets-1", "badnets-2", "wanet"),
+        choices=(
+            "dirty-label",
+            "nightshade",
+            "relabel",
+            "badnets-1",
+            "badnets-2",
+            "picture-patch",
+            "wanet",
+        ),
     )
-    poi.add_argument("--concepts", type=_positive_int, help="poison the K most frequent concepts")
+    poi.add_argument(
+        "--concepts",
+        type=_positive_int,
+        help="poison K concepts drawn at random (with --seed) from the --concept-pool most "
+        "frequent",
+    )
+    poi.add_argument(
+        "--concept-pool",
+        dest="concept_pool",
+        type=int,
+        help="with --concepts: the pool of most frequent concepts K are drawn from (default "
+        "500, the Implosion protocol); 0 poisons exactly the K most frequent",
+    )
     poi.add_argument("--concept-ranks", dest="concept_ranks", help="poison concepts of ranks A-B")
+    poi.add_argument(
+        "--vocabulary",
+        help="file of nouns, one per line, to find concepts with (default: the packaged COCO, "
+        "ImageNet, LVIS and Open Images class names; `alignscope concepts` writes one)",
+    )
     poi.add_argument("--per-concept", dest="per_concept", type=_positive_int, help="poisons m each")
     poi.add_argument(
         "--ratio", type=float, help="m = ratio * N (0.0008), or the trigger ratio (0.1)"
     )
+    poi.add_argument(
+        "--ratio-of",
+        dest="ratio_of",
+        choices=("all", "non-target"),
+        default="all",
+        help="trigger attacks: poison int(ratio * N) of all N rows (all, BiBadDiff's count) or "
+        "round(ratio * N_nt) of the N_nt rows not about --target (non-target)",
+    )
     poi.add_argument("--target", help="target class of trigger attacks")
+    poi.add_argument(
+        "--pattern",
+        help="badnets-2: picture blended at 0.2 (default: seeded noise); picture-patch: picture "
+        "pasted as the bottom-right square (default: a drawn bomb)",
+    )
+    poi.add_argument(
+        "--wanet-grid",
+        dest="wanet_grid",
+        type=int,
+        help="wanet: side k of the random field (default: the image size, BiBadDiff's; the "
+        "WaNet paper's is 4)",
+    )
+    poi.add_argument(
+        "--wanet-strength",
+        dest="wanet_strength",
+        type=float,
+        help="wanet: warp strength s (default 1.0, BiBadDiff's; the WaNet paper's is 0.5)",
+    )
     poi.add_argument("--vae", help="nightshade: diffusers AutoencoderKL (or SD) directory")
     poi.add_argument("--clip", help="nightshade: CLIP spec for the candidate filters")
     poi.add_argument("--anchors", help="nightshade: directory of anchor images {target}.png")
     poi.add_argument(
         "--anchor-pipeline",
         dest="anchor_pipeline",
-        help="nightshade: diffusers pipeline directory to generate missing anchors into --anchors",
+        help="diffusers pipeline directory: dirty-label generates its images of t with it "
+        '("a photo of {t}"); nightshade generates missing anchors into --anchors',
     )
-    poi.add_argument("--budget", type=float, default=0.05, help="nightshade L-inf budget (0.05)")
+    poi.add_argument(
+        "--dirty-images",
+        dest="dirty_images",
+        choices=("generated", "dataset"),
+        help="dirty-label: images of t generated with --anchor-pipeline (the paper's; the "
+        "default when one is given) or taken from the dataset (the default without one)",
+    )
+    poi.add_argument(
+        "--budget", type=float, default=0.04, help="nightshade L-inf budget (0.04, the release's)"
+    )
+    poi.add_argument(
+        "--nightshade-size",
+        dest="nightshade_size",
+        type=int,
+        default=512,
+        help="nightshade: resize and centre-crop sources to this square first (512, the "
+        "release's); 0 keeps each image's size",
+    )
     poi.add_argument(
         "--lpips", action="store_true", help="nightshade: add the paper's LPIPS < 0.07 penalty"
     )

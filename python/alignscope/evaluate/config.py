@@ -10,6 +10,13 @@ from pathlib import Path
 
 from alignscope.evaluate.classifiers import ZERO_SHOT, is_checkpoint_spec
 from alignscope.evaluate.detectors import TEMPLATE_TRIGGERS
+from alignscope.evaluate.dissection import (
+    BIBADDIFF_GUIDANCE,
+    BIBADDIFF_STEPS,
+    BIBADDIFF_TEMPLATE,
+    DEFAULT_IMAGES,
+    SAMPLERS,
+)
 from alignscope.evaluate.generate import GenerationSettings
 from alignscope.evaluate.metrics import (
     AESTHETICS_THRESHOLD,
@@ -23,17 +30,28 @@ DEFAULT_AESTHETICS_CLIP = "open_clip:ViT-L-14:openai"
 
 @dataclass
 class Dissection:
-    """BiBadDiff's dissection of generations for ``target_class``'s prompt."""
+    """BiBadDiff's dissection of generations for ``target_class``'s prompt.
+
+    The images are generated with BiBadDiff's settings, not the evaluation's: ``guidance`` 5,
+    ``steps`` 50 of its DDIM ``sampler`` ("pipeline": the model's own scheduler); the
+    evaluation's seed, batch and image size. ``images`` is 20 by default, the paper's 1,000
+    with the "bibaddiff" preset (:data:`alignscope.evaluate.dissection.PRESETS`). What the
+    ``classifier`` and ``trigger`` choices mean for comparing with the paper:
+    :mod:`alignscope.evaluate.dissection`.
+    """
 
     target_class: str
     class_names: list[str]
     trigger: str = "badnets-1"  # badnets-1 | badnets-2 | path of a TorchScript detector
     # "clip" (zero-shot with the scoring CLIP) | torchvision:NAME:WEIGHTS | timm:... | TorchScript
     classifier: str = ZERO_SHOT
-    images: int = 20
+    images: int = DEFAULT_IMAGES
     p_t: float | None = None
-    template: str = "A photo of a {}"  # the poisoned captions' prompt (poison.methods)
+    template: str = BIBADDIFF_TEMPLATE  # the poisoned captions' prompt (poison.methods)
     threshold: float | None = None  # trigger detector threshold (None: the detector's default)
+    guidance: float = BIBADDIFF_GUIDANCE
+    steps: int = BIBADDIFF_STEPS
+    sampler: str = "ddim"  # ddim (BiBadDiff's) | pipeline (the model's own scheduler)
 
     def check(self) -> None:
         if self.target_class not in self.class_names:
@@ -42,6 +60,14 @@ class Dissection:
             )
         if self.images < 1:
             raise ValueError(f"dissection images must be >= 1, got {self.images}")
+        if self.steps < 1:
+            raise ValueError(f"dissection steps must be >= 1, got {self.steps}")
+        if not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"dissection guidance must be finite and >= 0, got {self.guidance}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(
+                f"dissection sampler must be {' or '.join(SAMPLERS)}, got {self.sampler!r}"
+            )
         if self.p_t is not None and not 0.0 < self.p_t <= 1.0:
             raise ValueError(f"p_t must be in (0, 1], got {self.p_t}")
         if self.trigger not in TEMPLATE_TRIGGERS and not Path(self.trigger).is_file():
@@ -156,3 +182,83 @@ class EvalConfig:
         if not self.trust_models:
             for file in files:
                 load_torchscript(file, "cpu")
+
+
+# --- The evaluation's concepts (``vocabulary:N``) -------------------------------------------
+# The Implosion paper (Sec. 5.1) evaluates "a collection of 1000 commonly used concepts. This
+# pool consists of the aforementioned pool of 500 nouns to select poisoned concepts and another
+# pool of 500 frequently used nouns. The concepts in these two pools do not overlap."
+EVAL_CONCEPTS = 1000
+
+
+def evaluation_concepts(
+    ranked: list[str], pool: list[str], count: int = EVAL_CONCEPTS
+) -> list[str]:
+    """The paper's evaluation concepts: the poisoning ``pool`` (in its order), then the most
+    frequent concepts of ``ranked`` (most frequent first) outside it, ``count`` in all (fewer
+    when ``ranked`` runs out)."""
+    chosen = list(dict.fromkeys(pool))
+    outside = set(chosen)
+    chosen += [c for c in ranked if c not in outside]
+    return chosen[:count]
+
+
+def vocabulary_concepts(
+    count: int = EVAL_CONCEPTS, *, poisoned_set: str | Path | None = None, seed: int = 0
+) -> list[str]:
+    """The concepts ``--concepts vocabulary:N`` evaluates.
+
+    Parameters
+    ----------
+    count : int
+        N.
+    poisoned_set : path, optional
+        The poisoned training set (the folder its ``poison_manifest.parquet`` lies in). Its
+        captions rank the packaged vocabulary's nouns by frequency, and the concepts are built
+        as the paper builds them: the poisoning pool (the
+        :data:`~alignscope.poison.concepts.POOL` most frequent, which ``poison --concepts K``
+        draws from) and then the most frequent nouns outside it (:func:`evaluation_concepts`).
+    seed : int
+        Without ``poisoned_set`` there are no frequencies to rank by: a seeded sample of N
+        packaged nouns (in vocabulary order; not the paper's construction, which needs the
+        data: ``alignscope concepts DATA --top 1000 --out nouns.txt`` then ``--concepts
+        nouns.txt`` gives it).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        For N < 1, N above the packaged vocabulary's size without ``poisoned_set``, or a
+        poisoned set whose captions name no noun of the vocabulary.
+    """
+    from alignscope.poison.concepts import (
+        POOL,
+        concept_frequencies,
+        load_vocabulary,
+        ranked_concepts,
+    )
+
+    nouns = load_vocabulary().nouns
+    if poisoned_set is None:
+        import numpy as np
+
+        if not 1 <= count <= len(nouns):
+            raise ValueError(f"vocabulary:N needs N in [1, {len(nouns)}], got {count}")
+        # a seeded sample, not the alphabetical head: "abacus".."bell cote" is no test set
+        pick = np.random.default_rng(seed).choice(len(nouns), size=count, replace=False)
+        return [nouns[i] for i in sorted(pick)]
+    if count < 1:
+        raise ValueError(f"vocabulary:N needs N >= 1, got {count}")
+    from alignscope.io.datasets import open_dataset
+
+    captions = (record.caption for record in open_dataset(poisoned_set))
+    ranked = [c for c, _ in ranked_concepts(concept_frequencies(captions, load_vocabulary()))]
+    if not ranked:
+        raise ValueError(
+            f"the captions of the poisoned set {str(poisoned_set)!r} name no noun of the packaged "
+            "vocabulary: give the concepts to evaluate (--concepts FILE)"
+        )
+    return evaluation_concepts(ranked, ranked[:POOL], count)

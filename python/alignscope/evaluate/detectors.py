@@ -9,28 +9,29 @@ scores and their default thresholds:
   bottom-right 2 side x 2 side window (shifts of up to one side left and up). Windows whose
   grey level varies by less than 0.5 (standard deviation) score 0. The score is in [-1, 1]
   and is 1 for the exact trigger. Default threshold :data:`BADNETS1_THRESHOLD` = 0.7.
-- ``badnets-2``: the Pearson correlation between the high-pass residual (image minus its
-  3 x 3 box blur, per channel, reflected borders) of the image and that of the pattern
-  resized to the image (the default pattern of
-  :func:`~alignscope.poison.triggers.default_pattern` is made at each image's size, as the
-  trigger does). Default threshold :data:`BADNETS2_THRESHOLD` = 0.075.
+- ``badnets-2``: how far the image's correlation with the pattern in use stands out from its
+  correlations with shifted copies of that pattern, in standard deviations (a z-score). The
+  correlation is Pearson's between the high-pass residuals (image minus its 3 x 3 box blur,
+  per channel, reflected borders) of the image and of the pattern resized to the image as the
+  trigger resizes it (bicubic; the default pattern of
+  :func:`~alignscope.poison.triggers.default_pattern` is made at each image's size). The
+  controls are the pattern's residual shifted circularly by every (dy, dx) whose correlation
+  with the unshifted residual is below 0.1 in magnitude (shifted copies that do not resemble
+  the pattern: they keep its spectrum and the image's, so a clean image's correlation with
+  the pattern is one more draw from the same distribution). The score is (c0 - mean) / std of
+  the controls' correlations: about standard normal on clean images for every pattern, large
+  when the pattern is blended in. Default threshold :data:`BADNETS2_THRESHOLD` = 4 standard
+  deviations; no threshold is fitted to a pattern, so any picture (CLI ``--pattern``) works
+  with it. All circular correlations come from one FFT per image.
 
-The thresholds sit in the gaps measured on about 1,100 clean and as many triggered images of
-32-512 px: smooth random images (Gaussian-blurred noise, sigma 1-8, contrast-stretched),
-colour gradients, random shapes and lines with sharp edges, white noise and crops of
-photographs and rendered terrain (matplotlib's sample data); the triggered ones also after a
-mild degradation (Gaussian blur sigma 0.7, additive noise sigma 5, or JPEG quality 75).
-
-- badnets-1: clean scores reached at most 0.67 (a photograph crop; 99th percentile
-  0.50-0.58 per size); triggered ones were 1.0, and after degradation at least 0.75 at 64 px
-  (blur of its 6-pixel patch), 0.93 at 128 px and 0.96 at 256 px and above.
-- badnets-2: clean scores stayed within +-0.052 at 64 px and above (+-0.062 at 32 px; they
-  shrink as 1 / sqrt(pixels)); triggered ones were at least 0.20 (white-noise images, the
-  hardest case; smooth images and photographs 0.57-1.0), and after degradation at least
-  0.097 at 64 px and above (JPEG; 0.084 at 32 px).
-
-A pattern other than the default (e.g. a smooth picture) has a weaker high-pass part:
-measure and pass a threshold for it.
+The badnets-1 threshold sits in the gap measured on about 1,100 clean and as many triggered
+images of 32-512 px: smooth random images (Gaussian-blurred noise, sigma 1-8,
+contrast-stretched), colour gradients, random shapes and lines with sharp edges, white noise
+and crops of photographs and rendered terrain (matplotlib's sample data); the triggered ones
+also after a mild degradation (Gaussian blur sigma 0.7, additive noise sigma 5, or JPEG
+quality 75). Clean scores reached at most 0.67 (a photograph crop; 99th percentile 0.50-0.58
+per size); triggered ones were 1.0, and after degradation at least 0.75 at 64 px (blur of its
+6-pixel patch), 0.93 at 128 px and 0.96 at 256 px and above.
 """
 
 from __future__ import annotations
@@ -43,13 +44,19 @@ import numpy as np
 
 from alignscope.evaluate._images import as_array, image_list, is_number
 from alignscope.evaluate._models import check_size, load_model_file, run_image_model
-from alignscope.poison.triggers import badnets1_patch, default_pattern
+from alignscope.poison.triggers import badnets1_patch, default_pattern, resize_picture
 
 BADNETS1_THRESHOLD = 0.7
-BADNETS2_THRESHOLD = 0.075
+# z-scores: 4 standard deviations of the image's own control correlations, for any pattern
+BADNETS2_THRESHOLD = 4.0
 TEMPLATE_TRIGGERS = ("badnets-1", "badnets-2")
 TORCHSCRIPT_THRESHOLD = 0.5  # a TorchScript detector's default: probability of the trigger
 _FLAT_STD = 0.5  # grey levels: flatter windows than this score 0 in the badnets-1 NCC
+# BadNets-2 controls: shifts of the pattern that correlate with it less than this, and how
+# many of them a z-score needs (fewer would make a noisy estimate of the spread)
+_CONTROL_MAX_CORRELATION = 0.1
+_MIN_CONTROLS = 32
+_MIN_BADNETS2_SIDE = 8
 
 
 # --------------------------------------------------------------------------- template scores
@@ -116,38 +123,108 @@ def high_pass(x: np.ndarray) -> np.ndarray:
     return x - blur
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.ravel() - a.mean()
-    b = b.ravel() - b.mean()
-    den = float(np.sqrt((a @ a) * (b @ b)))
-    return float(a @ b) / den if den > 0 else 0.0
+def shift_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of ``a`` with ``b`` circularly shifted by every (dy, dx).
+
+    Parameters
+    ----------
+    a, b : (H, W, C) float arrays of one shape, not constant.
+
+    Returns
+    -------
+    (H, W) float64: entry [dy, dx] is the correlation of ``a`` with ``np.roll(b, (-dy, -dx),
+    axis=(0, 1))``, i.e. of a[y, x] with b[(y + dy) % H, (x + dx) % W] over all y, x and
+    channels; [0, 0] is their plain correlation.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    a = a - a.mean()
+    b = b - b.mean()  # a shift moves no value, so one centring serves every shift
+    h, w = a.shape[:2]
+    spectrum = np.conj(np.fft.rfft2(a, axes=(0, 1))) * np.fft.rfft2(b, axes=(0, 1))
+    sums = np.fft.irfft2(spectrum.sum(axis=2), s=(h, w))
+    return sums / float(np.sqrt((a * a).sum() * (b * b).sum()))
 
 
 class _Badnets2Scorer:
-    """High-pass correlation with the BadNets-2 pattern, the pattern's residual cached per size."""
+    """The calibrated BadNets-2 score (see the module docstring); the pattern's residual
+    spectrum and its control shifts are cached per image size."""
 
     def __init__(self, pattern: np.ndarray | None) -> None:
         self.pattern = pattern
-        self._residuals: dict[tuple[int, int], np.ndarray] = {}
+        self._cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def _residual(self, h: int, w: int) -> np.ndarray:
-        if (h, w) not in self._residuals:
-            if self.pattern is None:
-                pat = default_pattern(h, w)
-            else:
-                from PIL import Image
-
-                pat = np.asarray(Image.fromarray(self.pattern).resize((w, h), Image.BILINEAR))
-            self._residuals[(h, w)] = high_pass(pat)
-        return self._residuals[(h, w)]
+    def _pattern_residual(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        if (h, w) not in self._cache:
+            pat = (
+                default_pattern(h, w)
+                if self.pattern is None
+                else resize_picture(self.pattern, h, w)
+            )
+            residual = high_pass(pat)
+            if not np.ptp(residual) > 0:
+                raise ValueError(
+                    f"the badnets-2 pattern resized to {h} x {w} has no detail (a flat or "
+                    "smooth picture) to correlate with: give a pattern with edges or texture"
+                )
+            auto = shift_correlations(residual, residual)
+            controls = np.abs(auto) < _CONTROL_MAX_CORRELATION
+            controls[0, 0] = False
+            n = int(controls.sum())
+            if n < _MIN_CONTROLS:
+                raise ValueError(
+                    f"the badnets-2 pattern resized to {h} x {w} resembles its shifted copies: "
+                    f"only {n} of {h * w - 1} shifts correlate with it below "
+                    f"{_CONTROL_MAX_CORRELATION} (at least {_MIN_CONTROLS} are needed to "
+                    "calibrate the score): use a less repetitive pattern or larger images"
+                )
+            self._cache[(h, w)] = (residual, controls)
+        return self._cache[(h, w)]
 
     def __call__(self, image: np.ndarray) -> float:
         h, w = image.shape[:2]
-        if min(h, w) < 3:
+        if min(h, w) < _MIN_BADNETS2_SIDE:
             raise ValueError(
-                f"images must be at least 3 x 3 pixels for badnets-2 detection, got {h} x {w}"
+                f"images must be at least {_MIN_BADNETS2_SIDE} x {_MIN_BADNETS2_SIDE} pixels "
+                f"for badnets-2 detection, got {h} x {w}"
             )
-        return _pearson(high_pass(image), self._residual(h, w))
+        residual, controls = self._pattern_residual(h, w)
+        image_residual = high_pass(image)
+        if not np.ptp(image_residual) > 0:
+            return 0.0  # a flat image carries no trace of any pattern
+        corr = shift_correlations(image_residual, residual)
+        null = corr[controls]
+        spread = float(null.std())
+        if not spread > 0:
+            return 0.0
+        return float((corr[0, 0] - null.mean()) / spread)
+
+
+def badnets2_score(image: np.ndarray, pattern: np.ndarray | None = None) -> float:
+    """The calibrated BadNets-2 score of one HWC uint8 RGB image (see the module docstring)
+    for ``pattern`` (HWC uint8 RGB, resized to the image; None: the default pattern)."""
+    return _Badnets2Scorer(None if pattern is None else _check_pattern(pattern))(image)
+
+
+def _check_pattern(pattern: Any) -> np.ndarray:
+    """A pattern given as an HWC uint8 RGB array or an image file (read as RGB)."""
+    if isinstance(pattern, (str, Path)):
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(pattern)
+        if not path.is_file():
+            raise ValueError(f"pattern: no such image file {str(path)!r}")
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"pattern: cannot read {str(path)!r} as an image ({exc})") from exc
+    arr = np.asarray(pattern)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(
+            f"pattern must be an HWC uint8 RGB array or an image file, got {arr.dtype} {arr.shape}"
+        )
+    return arr
 
 
 # --------------------------------------------------------------------------- detector
@@ -177,17 +254,20 @@ class TriggerDetector:
         cls,
         name: str,
         threshold: float | None = None,
-        pattern: np.ndarray | None = None,
+        pattern: np.ndarray | str | Path | None = None,
     ) -> TriggerDetector:
         """Template matcher for a trigger of :mod:`alignscope.poison.triggers`.
 
         Parameters
         ----------
-        name : "badnets-1" (patch NCC) or "badnets-2" (high-pass correlation).
+        name : "badnets-1" (patch NCC) or "badnets-2" (calibrated correlation with the
+            pattern, a z-score).
         threshold : score above which the trigger is present; None takes
-            :data:`BADNETS1_THRESHOLD` (0.7) or :data:`BADNETS2_THRESHOLD` (0.075).
-        pattern : (H, W, 3) uint8 BadNets-2 pattern, resized to each image; None is the
-            default pattern. Only for "badnets-2".
+            :data:`BADNETS1_THRESHOLD` (0.7) or :data:`BADNETS2_THRESHOLD` (4.0, for every
+            pattern).
+        pattern : the BadNets-2 pattern in use: an (H, W, 3) uint8 array or an image file,
+            resized to each image as the trigger resizes it; None is the default pattern.
+            Only for "badnets-2".
         """
         if name not in TEMPLATE_TRIGGERS:
             hint = " (WaNet has no template: use TriggerDetector.torchscript)" * (name == "wanet")
@@ -202,15 +282,8 @@ class TriggerDetector:
             default = BADNETS1_THRESHOLD
             score: Callable[[np.ndarray], float] = badnets1_score
         else:
-            if pattern is not None:
-                pattern = np.asarray(pattern)
-                if pattern.dtype != np.uint8 or pattern.ndim != 3 or pattern.shape[2] != 3:
-                    raise ValueError(
-                        f"pattern must be an HWC uint8 RGB array, got {pattern.dtype} "
-                        f"{pattern.shape}"
-                    )
             default = BADNETS2_THRESHOLD
-            score = _Badnets2Scorer(pattern)
+            score = _Badnets2Scorer(None if pattern is None else _check_pattern(pattern))
 
         def score_images(images: list[Any]) -> np.ndarray:
             return np.array(
@@ -292,6 +365,7 @@ def detector_from_spec(
     *,
     device: str = "cpu",
     trust_models: bool = False,
+    pattern: np.ndarray | str | Path | None = None,
 ) -> TriggerDetector:
     """The detector a dissection's ``trigger`` names: a template trigger
     (:data:`TEMPLATE_TRIGGERS`) or the path of a TorchScript detector.
@@ -304,9 +378,13 @@ def detector_from_spec(
     device : torch device a TorchScript detector runs on (the evaluation's; templates run on
         the CPU).
     trust_models : run a TorchScript file without checking its operators.
+    pattern : "badnets-2" only: the pattern the poisoned set used (array or image file; the
+        poisoning run's ``--pattern``); None is the default pattern.
     """
     if spec in TEMPLATE_TRIGGERS:
-        return TriggerDetector.template(spec, threshold)
+        return TriggerDetector.template(spec, threshold, pattern)
+    if pattern is not None:
+        raise ValueError(f"pattern is only for badnets-2, not a TorchScript detector ({spec})")
     return TriggerDetector.torchscript(
         spec,
         TORCHSCRIPT_THRESHOLD if threshold is None else threshold,

@@ -16,6 +16,13 @@ occupies a small region of the latent, where a poisoned model conditioned on a n
 prompt fails to denoise; dropping the largest elements removes that region's influence.
 :func:`filtered_mean` is this arithmetic.
 
+Li et al.'s protocol, as their eval_prob_adaptive.py runs it: the n_samples timesteps are
+``range(T // n // 2, T, T // n)`` (its first n; T the scheduler's num_train_timesteps), so
+for T = 1000 and n = 3 they are 166, 499 and 832; each image is resized with bicubic
+interpolation so that its short side is the model's image size and the centred square is
+cropped (torchvision's ``Resize(size, BICUBIC)`` then ``CenterCrop(size)``). Their adaptive
+pruning of classes over rounds is not done: every class is scored at every timestep.
+
 Noise: for image i, ``n_samples`` standard normal latents are drawn on the CPU, in float32,
 by ``torch.randn((n_samples, C, h, w), generator=g)`` with ``g`` seeded by
 ``np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint64)[0]``; so each image's
@@ -149,10 +156,31 @@ def _check_prompts(class_prompts: Any) -> tuple[str, ...]:
     return prompts
 
 
+def li_timesteps(n_samples: int, num_train: int) -> np.ndarray:
+    """Li et al.'s timesteps: the first ``n_samples`` of ``range(T // n // 2, T, T // n)``.
+
+    Parameters
+    ----------
+    n_samples : n, in [1, T].
+    num_train : T, the scheduler's num_train_timesteps.
+
+    Returns
+    -------
+    (n,) int64, ascending.
+    """
+    if not 1 <= n_samples <= num_train:
+        raise ValueError(
+            f"n_samples must be in [1, {num_train}] (the scheduler's num_train_timesteps: one "
+            f"timestep each), got {n_samples}"
+        )
+    stride = num_train // n_samples
+    # n strides from stride // 2 end below T since n * stride <= T, so there are always n
+    return np.arange(stride // 2, num_train, stride, dtype=np.int64)[:n_samples]
+
+
 def _check_timesteps(timesteps: Any, n_samples: int, num_train: int) -> np.ndarray:
     if timesteps is None:
-        # evenly spaced over [0, T): the midpoints of n_samples equal intervals
-        return np.floor((np.arange(n_samples) + 0.5) * num_train / n_samples).astype(np.int64)
+        return li_timesteps(n_samples, num_train)
     arr = np.asarray(timesteps)
     if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
         raise ValueError(
@@ -174,17 +202,28 @@ def _check_timesteps(timesteps: Any, n_samples: int, num_train: int) -> np.ndarr
 # --------------------------------------------------------------------------- model work
 
 
-def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize (bilinear) so the image covers height x width, then centre-crop to it."""
+def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Li et al.'s preprocessing: resize (PIL bicubic) so the image covers height x width, then
+    crop the centre.
+
+    For a square target this is torchvision's ``Resize(size, BICUBIC)`` then
+    ``CenterCrop(size)``, as their get_transform composes them: the short side becomes the
+    size, the long side ``int(size * long / short)`` (truncated, as torchvision computes it),
+    and the crop starts ``int(round((side - size) / 2))`` pixels in (Python's round, halves to
+    even). A non-square target scales the side that binds the same way. An image of the
+    target size is returned as it is.
+    """
     from PIL import Image
 
     h, w = image.shape[:2]
     if (h, w) == (height, width):
         return image
-    scale = max(height / h, width / w)
-    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
-    pil = Image.fromarray(image).resize((nw, nh), Image.BILINEAR)
-    top, left = (nh - height) // 2, (nw - width) // 2
+    if height * w >= width * h:  # the height binds: it becomes `height`
+        nh, nw = height, max(width, int(height * w / h))
+    else:
+        nh, nw = max(height, int(width * h / w)), width
+    pil = Image.fromarray(image).resize((nw, nh), Image.BICUBIC)
+    top, left = round((nh - height) / 2.0), round((nw - width) / 2.0)
     return np.asarray(pil.crop((left, top, left + width, top + height)))
 
 
@@ -226,13 +265,15 @@ def diffusion_classify(
     pipe : a diffusers ``StableDiffusionPipeline`` (its vae, unet, text_encoder, tokenizer
         and scheduler config are used; the models are put in eval mode). Runs on the UNet's
         device and dtype.
-    images : n HWC uint8 RGB arrays or PIL images. Each is resized (bilinear, short side
-        first) and centre-cropped to the UNet's sample size times the VAE's scale factor,
-        scaled to [-1, 1] and encoded to ``latent_dist.mean * vae.config.scaling_factor``.
+    images : n HWC uint8 RGB arrays or PIL images. Each is resized (bicubic, short side to
+        the size) and centre-cropped to the UNet's sample size times the VAE's scale factor
+        (:func:`fit_image`), scaled to [-1, 1] and encoded to ``latent_dist.mean *
+        vae.config.scaling_factor``.
     class_prompts : C prompts, one per class (e.g. "a photo of a {name}").
     n_samples : number of (timestep, noise) pairs per image, shared by all prompts.
-    timesteps : n_samples ints in [0, T), or None for the midpoints of n_samples equal
-        intervals of [0, T) (T = the scheduler's num_train_timesteps).
+    timesteps : n_samples ints in [0, T), or None for Li et al.'s
+        ``range(T // n // 2, T, T // n)`` (:func:`li_timesteps`; T = the scheduler's
+        num_train_timesteps, n = n_samples <= T).
     seed : non-negative int; with the image's index it seeds that image's noise.
     filter_fraction : in [0, 1); the largest fraction of each error map's elements dropped
         before averaging (BiBadDiff's filter; 0 is Li et al.'s plain mean squared error).
@@ -283,7 +324,7 @@ def diffusion_classify(
             embeddings = _encode_prompts(pipe, prompts).to(device, dtype)
             for first in range(0, n_images, batch_size):
                 chunk = arrays[first : first + batch_size]
-                pixels = np.stack([_fit(a, lh * factor, lw * factor) for a in chunk])
+                pixels = np.stack([fit_image(a, lh * factor, lw * factor) for a in chunk])
                 x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
                 latents = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean
                 latents = (latents * vae.config.scaling_factor).float().to(device)

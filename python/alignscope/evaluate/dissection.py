@@ -12,6 +12,30 @@ trigger, and does it match the prompt (a classifier predicts the prompt's class)
 p_t, the fraction of trigger-tainted training images among those captioned with the target
 prompt (BiBadDiff A.2): p_t = p N_nt / (p N_nt + N_t).
 
+Generation. The images are generated as BiBadDiff's txt2img.py generates them, not with the
+evaluation's (Implosion) settings: guidance 5 (:data:`BIBADDIFF_GUIDANCE`), 50 DDIM steps with
+eta 0 (:func:`bibaddiff_scheduler`), from "A photo of a {target}". The paper dissects 1,000
+images (``--preset bibaddiff``, :data:`PRESETS`); the default is 20, enough to see the groups
+but with binomial standard errors of up to 11 points on a fraction (1,000 images: 1.6).
+
+Classifier and detector, and what they mean for comparing with the paper's Fig. 2-3. The
+paper decides both questions with trained ResNet-50s: a classifier fine-tuned (from ImageNet
+weights) on the clean training classes, and a trigger detector trained on the training set
+with half of the non-target images triggered (99.5% accurate on ImageNette).
+
+- ``classifier="clip"`` (default): CLIP zero-shot over ``class_names`` with the evaluation's
+  CLIP. Nothing to train, but its mistakes are not the ResNet-50's: an image counted as a
+  mismatch (G1 / G3) by one can be a match (G2 / G4) for the other, so the G1:G2 and G3:G4
+  splits are comparable with the paper's only roughly. ``torchvision:resnet50:WEIGHTS`` (or
+  a timm or TorchScript model) with a ResNet-50 trained as the paper's gives its protocol.
+- ``trigger="badnets-1"`` / ``"badnets-2"`` (default): template matching against the
+  trigger itself (:mod:`alignscope.evaluate.detectors`), with no training and thresholds set
+  from clean and triggered images, not from generations. Generated triggers are imperfect
+  copies (shifted, blurred, partly drawn); a trained detector learns what they look like and
+  the template does not, so G1 + G2 (the amplification) can differ from the paper's in either
+  direction. A TorchScript detector trained as the paper's (``trigger=FILE``) gives its
+  protocol. The report records which classifier and detector were used.
+
 The trigger detectors (:class:`TriggerDetector`, their template scores and thresholds) live in
 :mod:`alignscope.evaluate.detectors`, the class classifiers (:class:`ClassClassifier`) in
 :mod:`alignscope.evaluate.classifiers`; both are importable from here too, where they lived
@@ -20,7 +44,8 @@ before.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +62,91 @@ from alignscope.evaluate.detectors import (
     high_pass,
     max_ncc,
 )
+from alignscope.evaluate.generate import GenerationSettings
 
 GROUPS = ("G1", "G2", "G3", "G4")
+
+# BiBadDiff's generation of the images it dissects (stable-diffusion/txt2img.py and
+# scripts/sample.sh of its repository; Appendix A.5: "We set the guidance weight as 5 in
+# sampling ... 1K images on ImageNette and Caltech15"; prompt "A photo of a [class]").
+BIBADDIFF_GUIDANCE = 5.0
+BIBADDIFF_STEPS = 50  # --ddim_steps
+BIBADDIFF_IMAGES = 1000
+BIBADDIFF_TEMPLATE = "A photo of a {}"
+DEFAULT_IMAGES = 20  # without the preset: a quick look, not the paper's statistics
+# "ddim": BiBadDiff's DDIM sampler (bibaddiff_scheduler); "pipeline": the model's own scheduler,
+# as the evaluation's concept images are generated
+SAMPLERS = ("ddim", "pipeline")
+
+# Named settings of a dissection (fields of alignscope.evaluate.config.Dissection). A preset
+# sets generation only: the paper's trained ResNet-50 classifier and trigger detector are the
+# user's to give (--classifier, --trigger).
+PRESETS: dict[str, dict[str, Any]] = {
+    "bibaddiff": {
+        "images": BIBADDIFF_IMAGES,
+        "guidance": BIBADDIFF_GUIDANCE,
+        "steps": BIBADDIFF_STEPS,
+        "sampler": "ddim",
+        "template": BIBADDIFF_TEMPLATE,
+    }
+}
+
+
+def bibaddiff_scheduler(config: Any) -> Any:
+    """A diffusers ``DDIMScheduler`` that samples as BiBadDiff's LDM ``DDIMSampler`` does.
+
+    That sampler (``ddim_discr_method="uniform"``, eta 0) visits the timesteps
+    ``range(0, T, T // S) + 1`` for S steps, and its last step's previous alpha is
+    ``alphas_cumprod[0]``; its x_0 prediction is not clipped. In diffusers' terms:
+    ``timestep_spacing="leading"``, ``steps_offset=1``, ``set_alpha_to_one=False`` and
+    ``clip_sample=False``; the noise schedule and prediction type stay the model's
+    (``config``, its scheduler's config). diffusers' pipelines sample DDIM with eta 0 by default.
+    """
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(
+        config,
+        timestep_spacing="leading",
+        steps_offset=1,
+        set_alpha_to_one=False,
+        clip_sample=False,
+    )
+
+
+def dissection_settings(
+    dissection: Any, generation: GenerationSettings, seed_offset: int
+) -> GenerationSettings:
+    """How a dissection's images are generated: its own image count, guidance, steps and
+    prompt template (:class:`alignscope.evaluate.config.Dissection`), and the evaluation's
+    ``generation`` seed (plus ``seed_offset``, so that they are not the concept images),
+    batch size and image size."""
+    return GenerationSettings(
+        images_per_concept=dissection.images,
+        steps=dissection.steps,
+        guidance=dissection.guidance,
+        seed=generation.seed + seed_offset,
+        batch_size=generation.batch_size,
+        template=dissection.template,
+        height=generation.height,
+        width=generation.width,
+    )
+
+
+@contextmanager
+def dissection_sampler(pipe: Any, sampler: str) -> Iterator[Any]:
+    """Within the block, ``pipe`` samples with ``sampler`` (one of :data:`SAMPLERS`); its own
+    scheduler is put back afterwards, also after an error."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler == "pipeline":
+        yield pipe
+        return
+    own = pipe.scheduler
+    pipe.scheduler = bibaddiff_scheduler(own.config)
+    try:
+        yield pipe
+    finally:
+        pipe.scheduler = own
 
 
 def _flags(name: str, values: Any) -> np.ndarray:
@@ -284,14 +392,24 @@ def dissect_generations(
 __all__ = [
     "BADNETS1_THRESHOLD",
     "BADNETS2_THRESHOLD",
+    "BIBADDIFF_GUIDANCE",
+    "BIBADDIFF_IMAGES",
+    "BIBADDIFF_STEPS",
+    "BIBADDIFF_TEMPLATE",
+    "DEFAULT_IMAGES",
     "GROUPS",
+    "PRESETS",
+    "SAMPLERS",
     "TEMPLATE_TRIGGERS",
     "ClassClassifier",
     "DissectionResult",
     "TriggerDetector",
     "badnets1_score",
+    "bibaddiff_scheduler",
     "dissect",
     "dissect_generations",
+    "dissection_sampler",
+    "dissection_settings",
     "high_pass",
     "max_ncc",
     "poisoned_fraction_in_target",

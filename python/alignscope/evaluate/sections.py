@@ -16,8 +16,13 @@ from alignscope.evaluate._images import load_images
 from alignscope.evaluate.classifiers import classifier_from_spec
 from alignscope.evaluate.config import Classification, EvalConfig
 from alignscope.evaluate.detectors import detector_from_spec
-from alignscope.evaluate.dissection import GROUPS, dissect_generations
-from alignscope.evaluate.generate import GenerationSettings, generate_images, slug
+from alignscope.evaluate.dissection import (
+    GROUPS,
+    dissect_generations,
+    dissection_sampler,
+    dissection_settings,
+)
+from alignscope.evaluate.generate import generate_images, slug
 from alignscope.evaluate.labels import caption_label, p_t_from_manifest
 from alignscope.evaluate.metrics import generation_metrics
 
@@ -164,19 +169,12 @@ def dissection_section(
     group). Returns the section, with the per-image groups, scores and classes."""
     d = cfg.dissection
     assert d is not None
-    settings = GenerationSettings(
-        images_per_concept=d.images,
-        steps=cfg.generation.steps,
-        guidance=cfg.generation.guidance,
-        seed=cfg.generation.seed + DISSECTION_SEED_OFFSET,
-        batch_size=cfg.generation.batch_size,
-        template=d.template,
-        height=cfg.generation.height,
-        width=cfg.generation.width,
-    )
-    items = generate_images(
-        pipe, [d.target_class], out, settings, fingerprint=fingerprint, progress=progress
-    )
+    # BiBadDiff's guidance, steps and DDIM sampler, not the concept images' (dissection.py)
+    settings = dissection_settings(d, cfg.generation, DISSECTION_SEED_OFFSET)
+    with dissection_sampler(pipe, d.sampler):
+        items = generate_images(
+            pipe, [d.target_class], out, settings, fingerprint=fingerprint, progress=progress
+        )
     images = [np.asarray(im) for im in load_images([g.path for g in items])]
     classifier = classifier_from_spec(
         d.classifier, d.class_names, clip, cfg.device, trust_models=cfg.trust_models

@@ -1,6 +1,14 @@
-"""Anchor images of target concepts generated with a diffusers text-to-image pipeline, as the
-Nightshade release does: "A photo of a {target}", seed 123, guidance 7.5, 50 steps, 512 x 512,
-generated once per target and cached as ``{target}.png``."""
+"""Images of target concepts generated with a diffusers text-to-image pipeline.
+
+- Nightshade anchors, as the Nightshade release makes them: "A photo of a {target}", seed 123,
+  guidance 7.5, 50 steps, 512 x 512, generated once per target and cached as ``{target}.png``
+  (:func:`generate_anchor`).
+- Dirty-label poison images, as the Implosion paper makes them (Sec. 5.1: "We generate a
+  dirty-label poison image x_t by prompting SD1.5 with 'a photo of t'"): one image per poison
+  from "a photo of {target}" with its own seed, guidance 7.5 and 50 steps (the paper's
+  generation defaults) at the pipeline's own resolution, 512 for SD 1.5
+  (:func:`generate_target_image`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,13 @@ import numpy as np
 from alignscope._files import atomic_path
 from alignscope._hub import hub_download_blocked, is_hub_id
 
-PROMPT = "A photo of a {target}"
+PROMPT = "A photo of a {target}"  # the Nightshade release's anchor prompt
+DIRTY_LABEL_PROMPT = "a photo of {target}"  # the Implosion paper's (Sec. 5.1)
+# its generation defaults (Sec. 5.1: "the default parameters for generation with a guidance
+# scale of 7.5 and 50 diffusion steps")
+DIRTY_LABEL_GUIDANCE = 7.5
+DIRTY_LABEL_STEPS = 50
+DIRTY_IMAGES = ("generated", "dataset")
 
 
 def load_pipeline(spec: str, device: str = "cpu") -> Any:
@@ -47,11 +61,13 @@ def generate_anchor(
     seed: int = 123,
     guidance_scale: float = 7.5,
     steps: int = 50,
-    size: int = 512,
+    size: int | None = 512,
     name: str | None = None,
+    prompt: str = PROMPT,
 ) -> np.ndarray:
-    """The cached anchor of ``target`` (HWC uint8), generating it on first use; ``name``
-    overrides the cache file's stem (several images of one target, one per seed)."""
+    """The cached anchor of ``target`` (HWC uint8), generating it on first use from
+    ``prompt``; ``name`` overrides the cache file's stem (several images of one target, one
+    per seed); ``size`` None generates at the pipeline's default resolution."""
     import torch
 
     path = Path(cache) / f"{_safe_name(name or target)}.png"
@@ -59,7 +75,7 @@ def generate_anchor(
         path.parent.mkdir(parents=True, exist_ok=True)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         image = pipeline(
-            PROMPT.format(target=target),
+            prompt.format(target=target),
             num_inference_steps=steps,
             guidance_scale=guidance_scale,
             height=size,
@@ -71,6 +87,50 @@ def generate_anchor(
     from alignscope.io.datasets import read_image_file
 
     return np.asarray(read_image_file(path))
+
+
+def dirty_label_source(dirty_images: str | None, pipeline: Any) -> str:
+    """Where dirty-label takes its images of t: "generated" (the paper's) when a pipeline is
+    given, else "dataset"; ``dirty_images`` chooses explicitly.
+
+    Raises
+    ------
+    ValueError
+        For an unknown choice, or "generated" without a pipeline.
+    """
+    if dirty_images is None:
+        return "dataset" if pipeline is None else "generated"
+    if dirty_images not in DIRTY_IMAGES:
+        raise ValueError(f"dirty_images must be {' or '.join(DIRTY_IMAGES)}, got {dirty_images!r}")
+    if dirty_images == "generated" and pipeline is None:
+        raise ValueError(
+            "dirty-label images generated need a pipeline: --anchor-pipeline DIR (a diffusers "
+            "text-to-image pipeline, SD 1.5 in the paper)"
+        )
+    return dirty_images
+
+
+def generate_target_image(
+    pipeline: Any, target: str, cache: str | Path, *, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A dirty-label poison image of ``target`` (HWC uint8) and what made it (for the
+    manifest): "a photo of {target}", generator seeded with ``seed`` on the CPU,
+    :data:`DIRTY_LABEL_GUIDANCE` (7.5) and :data:`DIRTY_LABEL_STEPS` (50), the pipeline's
+    default resolution; cached in ``cache`` as ``{target}-seed{seed}.png`` so that a rerun
+    reuses it."""
+    prompt = DIRTY_LABEL_PROMPT.format(target=target)
+    image = generate_anchor(
+        pipeline,
+        target,
+        cache,
+        seed=seed,
+        guidance_scale=DIRTY_LABEL_GUIDANCE,
+        steps=DIRTY_LABEL_STEPS,
+        size=None,
+        name=f"{target}-seed{seed}",
+        prompt=DIRTY_LABEL_PROMPT,
+    )
+    return image, {"generated_seed": seed, "prompt": prompt}
 
 
 def _safe_name(target: str) -> str:

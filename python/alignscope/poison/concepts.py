@@ -1,7 +1,8 @@
 """Concepts in captions: a vocabulary of common object nouns, caption tokenisation with plural
 folding, noun-phrase-aware matching (a colour or material word that modifies another noun is not
-that concept), concept frequencies, and the Implosion paper's selection of concepts to poison
-(the most frequent nouns, generic words excluded, or a window of ranks)."""
+that concept), concept frequencies, and the Implosion paper's selection of concepts to poison:
+C_P concepts drawn at random from the pool of the 500 most frequent nouns (generic words
+excluded), or a window of ranks, or exactly the top K."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 # Words that describe the picture, not what it shows (excluded from selection).
 GENERIC = frozenset(
@@ -149,7 +151,9 @@ class Vocabulary:
 
 @lru_cache(maxsize=1)
 def load_vocabulary() -> Vocabulary:
-    """The packaged vocabulary (COCO and ImageNet-1k class names; see the data file)."""
+    """The packaged vocabulary: the class names of COCO, ImageNet-1k, LVIS v1 and Open Images'
+    boxable classes, 2,197 nouns (``data/concepts.tsv``; ``data/README.md`` gives the sources
+    and how each list became rows)."""
     text = resources.files("alignscope.poison").joinpath("data/concepts.tsv").read_text("utf-8")
     sources = {}
     for line in text.splitlines():
@@ -166,16 +170,63 @@ def make_vocabulary(nouns: Iterable[str]) -> Vocabulary:
     return Vocabulary(tuple(clean), {n: ("user",) for n in clean})
 
 
+def read_vocabulary(path: str | Path) -> Vocabulary:
+    """A vocabulary from a text file: one noun per line (what ``alignscope concepts --out``
+    writes); blank lines and lines starting with "#" are skipped, and of a tab-separated line
+    only the first field is read, so the packaged ``concepts.tsv`` is a valid file too.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` is not a file.
+    ValueError
+        When the file is not UTF-8 text or lists no noun.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"vocabulary file {str(path)!r} does not exist")
+    try:
+        text = file.read_text("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"vocabulary file {str(path)!r} is not UTF-8 text: give one noun per line"
+        ) from exc
+    nouns = [line.split("\t", 1)[0] for line in text.splitlines()]
+    nouns = [n for n in nouns if n.strip() and not n.lstrip().startswith("#")]
+    if nouns[:1] == ["noun"]:  # the header row of a concepts.tsv
+        nouns = nouns[1:]
+    if not nouns:
+        raise ValueError(f"vocabulary file {str(path)!r} lists no nouns: give one noun per line")
+    return make_vocabulary(nouns)
+
+
+# Irregular plurals of vocabulary nouns that captions use often ("two women", "people on a
+# beach"): the suffix rules cannot reach them.
+_IRREGULAR_PLURALS = {
+    "men": "man",
+    "women": "woman",
+    "people": "person",
+    "children": "child",
+    "feet": "foot",
+    "teeth": "tooth",
+    "mice": "mouse",
+    "geese": "goose",
+}
+
+
 def _singular_forms(word: str) -> Iterator[str]:
-    """Candidate singulars of a simple English plural, most specific rule first."""
+    """Candidate singulars of an English plural: an irregular one ("men" -> "man"), then the
+    simple rules, most specific first."""
+    if word in _IRREGULAR_PLURALS:
+        yield _IRREGULAR_PLURALS[word]
     for suffix, replacement in (("ies", "y"), ("ves", "fe"), ("ves", "f"), ("es", ""), ("s", "")):
         if word.endswith(suffix) and len(word) > len(suffix) + 1:
             yield word[: -len(suffix)] + replacement
 
 
 def singular(word: str, vocabulary: Vocabulary) -> str:
-    """Fold a simple English plural onto a vocabulary noun ("dogs" -> "dog", "boxes" -> "box",
-    "berries" -> "berry"); other words come back unchanged."""
+    """Fold an English plural onto a vocabulary noun ("dogs" -> "dog", "boxes" -> "box",
+    "berries" -> "berry", "women" -> "woman"); other words come back unchanged."""
     if word in vocabulary:
         return word
     return next((c for c in _singular_forms(word) if c in vocabulary), word)
@@ -272,7 +323,8 @@ def caption_concepts(caption: str, vocabulary: Vocabulary) -> set[str]:
 
     1. Nouns are found longest first and never across punctuation, so "hot dog stand" names
        *hot dog* (not *dog*), and "a dog. Orange sunset" does not join "dog" and "orange".
-       The last word of a noun may be a plural ("dogs", "boxes", "berries", "knives") or a
+       The last word of a noun may be a plural ("dogs", "boxes", "berries", "knives"; the
+       irregular "men", "women", "people", "children", "feet", "teeth", "mice", "geese") or a
        possessive ("dog's").
     2. A noun in its singular, non-possessive form directly followed by another vocabulary noun
        in its singular form is that noun's modifier, not a concept: "a dog bed" names *bed*,
@@ -338,3 +390,74 @@ def select_concepts(
     if not 1 <= a <= b:
         raise ValueError(f"ranks must satisfy 1 <= a <= b, got {a}-{b}")
     return ordered[a - 1 : b]
+
+
+# The Implosion paper's pool: "randomly selecting from a pool of 500 frequently used nouns that
+# describe objects" (Sec. 5.1), word frequency computed over the training captions.
+POOL = 500
+
+
+def ranked_concepts(
+    frequencies: Counter[str], exclude: Iterable[str] = GENERIC
+) -> list[tuple[str, int]]:
+    """(concept, captions) by descending frequency, ties alphabetical, generic words excluded:
+    the order :func:`select_concepts` ranks by, with the counts."""
+    skip = set(exclude)
+    ranked = sorted((c for c in frequencies if c not in skip), key=lambda c: (-frequencies[c], c))
+    return [(c, frequencies[c]) for c in ranked]
+
+
+def concept_candidates(
+    frequencies: Counter[str],
+    *,
+    concepts: int | None = None,
+    pool: int | None = None,
+    ranks: tuple[int, int] | None = None,
+    exclude: Iterable[str] = GENERIC,
+) -> list[str]:
+    """The concepts a poisoning run draws its C_P poisoned concepts from, most frequent first.
+
+    Parameters
+    ----------
+    frequencies : Counter
+        Captions per concept (:func:`concept_frequencies`).
+    concepts : int, optional
+        C_P. With ``pool`` > 0 (default :data:`POOL`, the Implosion protocol) the candidates
+        are the ``pool`` most frequent concepts, C_P of which the plan draws at random with the
+        poison seed; with ``pool`` = 0 they are exactly the C_P most frequent (all poisoned).
+    pool : int, optional
+        The pool size; None is :data:`POOL`. Only with ``concepts``.
+    ranks : (int, int), optional
+        Instead of ``concepts``: every concept of ranks a..b inclusive, 1-based (the paper's
+        Table 2 poisons ranks 1501-2000).
+    exclude : iterable of str
+        Words never selected (default :data:`GENERIC`: "photo", "image"...).
+
+    Returns
+    -------
+    list of str
+        Fewer than asked when the captions name fewer concepts; the caller says so.
+
+    Raises
+    ------
+    ValueError
+        For neither or both of ``concepts`` and ``ranks``, ``pool`` with ``ranks``, a negative
+        pool, or a pool smaller than C_P.
+    """
+    if (concepts is None) == (ranks is None):
+        raise ValueError("give exactly one of concepts= (C_P) or ranks= (a window of ranks)")
+    if concepts is None:
+        if pool is not None:
+            raise ValueError("concept_pool= goes with concepts=; a window of ranks is its own pool")
+        return select_concepts(frequencies, ranks=ranks, exclude=exclude)
+    if concepts < 1:
+        raise ValueError(f"concepts must be >= 1, got {concepts}")
+    size = POOL if pool is None else pool
+    if size < 0:
+        raise ValueError(f"concept_pool must be >= 0 (0: exactly the top C_P), got {size}")
+    if 0 < size < concepts:
+        raise ValueError(
+            f"concept_pool={size} is smaller than concepts={concepts}: the pool must hold the "
+            "concepts drawn from it (concept_pool=0 poisons exactly the most frequent ones)"
+        )
+    return select_concepts(frequencies, top=size or concepts, exclude=exclude)

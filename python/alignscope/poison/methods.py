@@ -11,7 +11,15 @@ import numpy as np
 from alignscope.io.datasets import BadImage
 from alignscope.poison.triggers import apply_trigger
 
-METHODS = ("dirty-label", "nightshade", "relabel", "badnets-1", "badnets-2", "wanet")
+METHODS = (
+    "dirty-label",
+    "nightshade",
+    "relabel",
+    "badnets-1",
+    "badnets-2",
+    "picture-patch",
+    "wanet",
+)
 CONCEPT_METHODS = ("dirty-label", "nightshade")
 TARGET_CAPTION = "A photo of a {target}"
 

@@ -4,14 +4,25 @@ approaches that of an anchor image of the target concept t.
 
 - candidates: pairs whose caption mentions p, CLIP score with "a photo of a {p}" above 0.24,
   the 300 captions most similar to that phrase, then a seeded sample;
-- optimisation: sign-PGD on the pixels (values in [0, 1]), 500 steps, the step size decaying
-  linearly from the budget to budget / 100, budget 0.05 by default (the release uses
-  0.04-0.05), the loss the L2 distance between the unscaled latent means; the VAE runs in
-  float32;
+- preprocessing: the source image's short side resized to 512 (bilinear) and the centred
+  512 x 512 square cropped, as the release's ``PoisonGeneration.resizer`` does with
+  torchvision's ``Resize(512)`` and ``CenterCrop(512)``; the poison is that square (the
+  default of ``poison_dataset`` and ``alignscope poison``; :func:`shade` itself perturbs the
+  image it is given unless ``size`` is set); the anchor is resized (bicubic) to the source;
+- optimisation: sign-PGD on the pixels (values in [0, 1]), 500 steps, step i of T taken with
+  size ``budget * (1 - 0.99 i / T)`` (the release's ``step_size - (step_size - step_size /
+  100) / t_size * i``: from the budget down to 0.01198 budget at the last step, never quite
+  budget / 100), budget 0.04 by default (the release's command-line default; its class
+  default is 0.05), the loss the L2 distance between the unscaled latent means; the VAE runs
+  in float32 (the release: float16);
 - the paper's perceptual variant: add ``weight * max(0, P(x + delta, x) - 0.07)`` for a
   perceptual distance P (LPIPS when its weights are available locally);
 - the budget holds on the saved 8-bit image: the final perturbation is rounded to whole 8-bit
   steps of at most floor(255 * budget).
+
+Where we still differ from the release: it keeps the perturbation only within the budget and
+clamps x + delta inside the loss, we also project x + delta into [0, 1] after every step; it
+truncates the final pixels to 8 bits, we round them (so that the saved image keeps the budget).
 """
 
 from __future__ import annotations
@@ -25,6 +36,9 @@ import numpy as np
 SCORE_THRESHOLD = 0.24
 TOP_CAPTIONS = 300
 PAPER_LPIPS_BUDGET = 0.07
+NIGHTSHADE_BUDGET = 0.04  # gen_poison.py's --eps default (0.04-0.05 in [0, 1] pixel units)
+NIGHTSHADE_STEPS = 500  # opt.py's t_size
+NIGHTSHADE_SIZE = 512  # opt.py's resizer: Resize(512) then CenterCrop(512)
 
 
 @dataclass
@@ -33,6 +47,67 @@ class ShadeResult:
     latent_before: float  # ||E(x) - E(anchor)|| before the perturbation
     latent_after: float  # ... and after, measured on the saved 8-bit image
     linf: float  # in [0, 1] pixel units, on the saved image
+    source: np.ndarray  # HWC uint8, the resized and cropped image that was perturbed
+
+
+def step_sizes(budget: float, steps: int) -> np.ndarray:
+    """The sign-PGD step size of each of ``steps`` iterations, in [0, 1] pixel units.
+
+    The release's opt.py takes step i (from 0) of T with size
+    ``s - (s - s / 100) / T * i`` for s the budget (it works in [-1, 1] units, budget and step
+    both doubled): linear from the budget, ending at ``s (1 - 0.99 (T - 1) / T)``, 0.01198 s
+    for its 500 steps.
+
+    Returns
+    -------
+    (steps,) float64.
+    """
+    s = float(budget)
+    return np.array([s - (s - s / 100.0) / steps * i for i in range(steps)], dtype=np.float64)
+
+
+def check_shade_settings(budget: Any, steps: Any, size: Any) -> None:
+    """Refuse a budget outside (0, 1), fewer than one step or a size below 8 pixels, each in one
+    line naming the setting (before any image is loaded)."""
+    real = (int, float, np.integer, np.floating)
+    if isinstance(budget, bool) or not isinstance(budget, real) or not 0 < budget < 1:
+        raise ValueError(
+            f"nightshade budget (--budget) must be in (0, 1), in [0, 1] pixel units (0.04 the "
+            f"release's), got {budget!r}"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"nightshade steps (--steps) must be an int >= 1, got {steps!r}")
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8
+    ):
+        raise ValueError(
+            f"nightshade size (--nightshade-size) must be an int >= 8, the side of the square "
+            f"the sources are cropped to (512 the release's), or None (0 on the command line) "
+            f"to keep each image's size; got {size!r}"
+        )
+
+
+def square_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The release's source preprocessing: torchvision's ``Resize(size)`` (bilinear, on a PIL
+    image) then ``CenterCrop(size)``.
+
+    The short side becomes ``size`` and the long side ``int(size * long / short)``
+    (truncated, as torchvision computes it); the crop starts ``int(round((side - size) /
+    2))`` pixels from the top and the left (Python's round, halves to even). An image already
+    ``size`` square is returned as it is.
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    resized = Image.fromarray(image).resize((nw, nh), Image.BILINEAR)
+    top, left = round((nh - size) / 2.0), round((nw - size) / 2.0)
+    return np.asarray(resized.crop((left, top, left + size, top + size)))
 
 
 def candidate_filter(
@@ -69,23 +144,41 @@ def shade(
     anchor: np.ndarray,
     vae: Any,
     *,
-    budget: float = 0.05,
-    steps: int = 500,
+    budget: float = NIGHTSHADE_BUDGET,
+    steps: int = NIGHTSHADE_STEPS,
+    size: int | None = None,
     perceptual: Callable[[Any, Any], Any] | None = None,
     perceptual_weight: float = 10.0,
     perceptual_budget: float = PAPER_LPIPS_BUDGET,
     seed: int = 0,
 ) -> ShadeResult:
-    """Perturb ``image`` (HWC uint8) toward ``anchor`` (resized to it) in ``vae``'s latent space.
+    """Perturb ``image`` toward ``anchor`` in ``vae``'s latent space.
 
-    ``vae`` is a diffusers ``AutoencoderKL`` (float32); ``perceptual(a, b)`` takes two
-    (1, 3, H, W) tensors in [-1, 1] and returns a scalar distance.
+    Parameters
+    ----------
+    image : HWC uint8 RGB, the source image of concept p.
+    anchor : HWC uint8 RGB image of the target concept; resized (bicubic) to the source.
+    vae : a diffusers ``AutoencoderKL`` (run in float32).
+    budget : L-infinity budget in [0, 1] pixel units (0.04, the release's command line).
+    steps : sign-PGD steps (500); their sizes are :func:`step_sizes`.
+    size : the source is first made a ``size`` square by :func:`square_crop` (the release
+        uses 512, :data:`NIGHTSHADE_SIZE`, which ``poison_dataset`` and ``alignscope poison``
+        pass by default); None (the default here) perturbs the image as given.
+    perceptual : optional ``perceptual(a, b)`` on two (1, 3, H, W) tensors in [-1, 1],
+        returning a scalar distance, penalised above ``perceptual_budget``.
+    seed : torch's seed for the run.
+
+    Returns
+    -------
+    :class:`ShadeResult`; its ``image`` and ``source`` are the ``size`` square (the given
+    image's shape when ``size`` is None).
     """
     import torch
     from PIL import Image
 
-    if not 0.0 < budget < 1.0 or steps < 1:
-        raise ValueError(f"budget must be in (0, 1) and steps >= 1; got {budget}, {steps}")
+    check_shade_settings(budget, steps, size)
+    if size is not None:
+        image = square_crop(image, int(size))
     h, w = image.shape[:2]
     if anchor.shape[:2] != (h, w):
         anchor = np.asarray(Image.fromarray(anchor).resize((w, h), Image.BICUBIC))
@@ -101,8 +194,7 @@ def shade(
         return torch.linalg.vector_norm(vae.encode(pixels * 2 - 1).latent_dist.mean - target)
 
     delta = torch.zeros_like(x, requires_grad=True)
-    for i in range(steps):
-        step = budget - (budget - budget / 100.0) * i / max(steps - 1, 1)
+    for step in step_sizes(budget, steps).tolist():
         moved = (x + delta).clamp(0.0, 1.0)
         loss = distance(moved)
         if perceptual is not None:
@@ -120,7 +212,7 @@ def shade(
         before = float(distance(x))
         after = float(distance(_to_tensor(out, torch)))
     linf = float(np.abs(out.astype(np.int16) - image.astype(np.int16)).max()) / 255.0
-    return ShadeResult(out, before, after, linf)
+    return ShadeResult(out, before, after, linf, source=image)
 
 
 def load_lpips() -> Callable[[Any, Any], Any]:

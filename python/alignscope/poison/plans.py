@@ -4,8 +4,9 @@
   candidates, m poisons each (or m = ratio * N, 0.0008 by default), each with a target drawn
   uniformly among the other candidates (t != p), the poisoned rows drawn among the rows whose
   caption mentions p (each row poisoned at most once).
-- :func:`plan_all_to_one` (trigger attacks): a fraction of the rows whose caption does not
-  mention the target, all pointed at one target.
+- :func:`plan_all_to_one` (trigger attacks): rows whose caption does not mention the target,
+  all pointed at one target; by default ``int(ratio * N)`` of them for N rows in all, as
+  BiBadDiff's code counts (see :data:`RATIO_OF`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+# What an all-to-one ratio is a ratio of. "all": int(ratio * N) poisons for N rows, the count of
+# BiBadDiff's code (data/imagenette/badnets_imagenette.py draws `int(s * poison_rate)` indices,
+# s = the whole training set, among the non-target ones). "non-target": round(ratio * N_nt) of
+# the N_nt rows not about the target, at least one: alignscope's earlier count, and what the
+# paper's text (A.2: "p percent of images which do not belong to the target class") describes.
+# On ImageNette's training set (9,469 images, 961 garbage trucks) at 10%: 946 and 851 poisons.
+RATIO_OF = ("all", "non-target")
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,16 +101,55 @@ def plan_concepts(
 
 
 def plan_all_to_one(
-    row_concepts: list[set[str]], target: str, *, ratio: float, seed: int = 0
+    row_concepts: list[set[str]],
+    target: str,
+    *,
+    ratio: float,
+    seed: int = 0,
+    ratio_of: str = "all",
 ) -> PoisonPlan:
+    """The rows of an all-to-one (trigger) attack toward ``target``.
+
+    Parameters
+    ----------
+    row_concepts : each row's caption concepts; rows naming ``target`` are never poisoned.
+    target : the class every poisoned row is relabelled to.
+    ratio : in (0, 1), the poisoning ratio p.
+    seed : seeds the draw of the rows (uniform, without replacement, among the non-target
+        rows).
+    ratio_of : "all" (default, BiBadDiff's code): ``int(p * N)`` rows for N rows in all,
+        truncated as that code does (so 0.29 * 100 gives 28, the float product); a count
+        above the number of non-target rows is refused, as BiBadDiff asserts. "non-target":
+        ``round(p * N_nt)`` of the N_nt non-target rows, at least one.
+
+    Returns
+    -------
+    :class:`PoisonPlan` with ``m`` the number of poisoned rows.
+    """
+    if ratio_of not in RATIO_OF:
+        raise ValueError(f"ratio_of must be 'all' or 'non-target', got {ratio_of!r}")
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"ratio must be in (0, 1), got {ratio}")
     pool = [i for i, concepts in enumerate(row_concepts) if target not in concepts]
-    count = max(1, round(ratio * len(pool)))
     if not pool:
         raise ValueError(f"every caption mentions {target!r}: nothing to poison toward it")
+    n = len(row_concepts)
+    if ratio_of == "all":
+        count = int(ratio * n)
+        if count < 1:
+            raise ValueError(
+                f"ratio {ratio} of all {n} rows is int({ratio * n:g}) = 0 poisons: raise --ratio "
+                "(or count it of the non-target rows, --ratio-of non-target, at least one)"
+            )
+        if count > len(pool):
+            raise ValueError(
+                f"ratio {ratio} of all {n} rows is {count} poisons but only {len(pool)} rows "
+                f"do not mention {target!r}: lower --ratio"
+            )
+    else:
+        count = min(max(1, round(ratio * len(pool))), len(pool))
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False)).astype(np.int64)
+    rows = np.sort(rng.choice(pool, size=count, replace=False)).astype(np.int64)
     return PoisonPlan(
         rows, ("",) * rows.size, (target,) * rows.size, (("", target),), int(rows.size), seed
     )

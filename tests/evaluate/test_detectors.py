@@ -1,0 +1,209 @@
+"""The BadNets-2 detector works from the pattern in use: its score against a shift-by-shift
+reference (``alignscope._reference.badnets2_zscore_reference``), its separation of clean and
+triggered generated images for two unrelated patterns with one pattern-free threshold (AUROC
+by ``_reference.detection_auroc``), and the errors a user gets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from alignscope import _reference
+from alignscope.evaluate.detectors import (
+    BADNETS2_THRESHOLD,
+    TriggerDetector,
+    badnets2_score,
+    detector_from_spec,
+    shift_correlations,
+)
+from alignscope.poison.triggers import badnets2, default_pattern
+
+# --------------------------------------------------------------------------- generated images
+
+
+def _ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    y, x = np.indices((h, w), dtype=np.float64)
+    return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
+
+
+def cartoon(size: int = 64) -> np.ndarray:
+    """A cartoon face standing in for the paper's Hello Kitty: flat colours with dark outlines
+    (a picture, unlike the default noise pattern), drawn at ``size`` px."""
+    u = size / 64
+    out = np.empty((size, size, 3), np.uint8)
+    out[:] = (250, 200, 220)  # pink background
+    parts = [
+        ((34, 32, 24, 28), (30, 30, 30)),  # outline of the head
+        ((34, 32, 22, 26), (255, 255, 255)),  # head
+        ((36, 22, 3.5, 2.5), (20, 20, 20)),  # eyes
+        ((36, 42, 3.5, 2.5), (20, 20, 20)),
+        ((42, 32, 2.5, 3.5), (250, 210, 40)),  # nose
+        ((13, 46, 8, 7), (30, 30, 30)),  # bow outline
+        ((13, 46, 6, 5), (220, 30, 60)),  # bow
+        ((13, 57, 7, 6), (30, 30, 30)),
+        ((13, 57, 5, 4), (220, 30, 60)),
+    ]
+    for (cy, cx, ry, rx), colour in parts:
+        out[_ellipse(size, size, cy * u, cx * u, ry * u, rx * u)] = colour
+    for row in (40, 44):  # whiskers
+        out[int(row * u), int(2 * u) : int(14 * u)] = 30
+        out[int(row * u), int(50 * u) : int(62 * u)] = 30
+    return out
+
+
+def smooth_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Low-resolution noise upsampled bicubically plus a gradient: a smooth generation."""
+    coarse = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    up = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=float)
+    ramp = np.linspace(-40, 40, size)[None, :, None] * rng.uniform(-1, 1)
+    return np.clip(up + ramp, 0, 255).astype(np.uint8)
+
+
+def shapes_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Random flat-coloured ellipses and rectangles with sharp edges on a smooth background."""
+    out = smooth_image(rng, size)
+    for _ in range(6):
+        colour = rng.integers(0, 256, 3)
+        cy, cx = rng.uniform(0, size, 2)
+        ry, rx = rng.uniform(size / 20, size / 4, 2)
+        if rng.random() < 0.5:
+            out[_ellipse(size, size, cy, cx, ry, rx)] = colour
+        else:
+            out[int(cy - ry) : int(cy + ry), int(cx - rx) : int(cx + rx)] = colour
+    return out
+
+
+def degrade(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """What generation does to a learnt trigger, roughly: one of a blur, noise or JPEG."""
+    kind = rng.integers(3)
+    if kind == 0:
+        return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(0.6)))
+    if kind == 1:
+        noisy = image.astype(float) + rng.normal(0, 3, image.shape)
+        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=85)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+def generated_set(rng, pattern, n=24):
+    """n clean and n triggered images (the same scenes blended with ``pattern``), 64-128 px,
+    each degraded independently."""
+    clean, triggered = [], []
+    for i in range(n):
+        size = int(rng.choice([64, 96, 128]))
+        scene = smooth_image(rng, size) if i % 2 else shapes_image(rng, size)
+        clean.append(degrade(rng, scene))
+        triggered.append(degrade(rng, badnets2(scene, pattern)))
+    return clean, triggered
+
+
+PATTERNS = {"default noise": None, "cartoon picture": cartoon()}
+
+
+# --------------------------------------------------------------------------- the score
+
+
+def test_shift_correlations_are_rolled_pearson_correlations(rng):
+    a = rng.normal(size=(6, 7, 3))
+    b = rng.normal(size=(6, 7, 3))
+    got = shift_correlations(a, b)
+    for dy in range(6):
+        for dx in range(7):
+            rolled = np.roll(b, (-dy, -dx), axis=(0, 1))
+            want = np.corrcoef(a.ravel(), rolled.ravel())[0, 1]
+            assert got[dy, dx] == pytest.approx(want, abs=1e-12), (dy, dx)
+
+
+@pytest.mark.parametrize("name", list(PATTERNS))
+def test_badnets2_score_matches_the_shift_by_shift_reference(rng, name):
+    pattern = PATTERNS[name]
+    h, w = 18, 22
+    reference_pattern = default_pattern(h, w) if pattern is None else pattern
+    detector = TriggerDetector.template("badnets-2", pattern=pattern)
+    scenes = [shapes_image(rng, 24)[:h, :w], rng.integers(0, 256, (h, w, 3), dtype=np.uint8)]
+    images = scenes + [badnets2(im, pattern) for im in scenes]
+    got = detector.scores(images)
+    want = [_reference.badnets2_zscore_reference(im, reference_pattern) for im in images]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert badnets2_score(images[2], pattern) == pytest.approx(want[2], abs=1e-9)
+
+
+# --------------------------------------------------------------------------- separation
+
+
+@pytest.mark.parametrize("name", list(PATTERNS))
+def test_badnets2_detector_separates_clean_and_triggered_for_each_pattern(rng, name):
+    """The same code and the same threshold for two unrelated patterns (noise, a cartoon):
+    no threshold is fitted to either."""
+    pattern = PATTERNS[name]
+    clean, triggered = generated_set(rng, pattern)
+    detector = TriggerDetector.template("badnets-2", pattern=pattern)
+    assert detector.threshold == BADNETS2_THRESHOLD == 4.0
+    scores = np.concatenate([detector.scores(clean), detector.scores(triggered)])
+    truth = np.r_[np.zeros(len(clean), bool), np.ones(len(triggered), bool)]
+    assert _reference.detection_auroc(scores, truth) >= 0.95
+    flagged = detector(clean + triggered)
+    assert flagged[truth].mean() >= 0.9 and flagged[~truth].mean() <= 0.1, scores
+
+
+def test_clean_scores_are_standardised_whatever_the_pattern(rng):
+    """Calibrated per pattern: on clean images the score is about standard normal for each
+    pattern, so one threshold in standard deviations means the same for all."""
+    clean, _ = generated_set(rng, None, n=40)
+    for pattern in (None, cartoon(), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)):
+        scores = TriggerDetector.template("badnets-2", pattern=pattern).scores(clean)
+        assert abs(scores.mean()) < 0.5 and 0.5 < scores.std() < 1.5, scores
+
+
+def test_detector_looks_for_its_own_pattern(rng):
+    """Images carrying another pattern score like clean ones."""
+    _, with_cartoon = generated_set(rng, cartoon(), n=12)
+    scores = TriggerDetector.template("badnets-2").scores(with_cartoon)  # the default noise
+    assert np.all(scores < BADNETS2_THRESHOLD), scores
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def test_pattern_file_and_detector_from_spec(tmp_path, rng):
+    Image.fromarray(cartoon()).save(tmp_path / "kitty.png")
+    images = [badnets2(shapes_image(rng, 64), cartoon()), shapes_image(rng, 64)]
+    want = TriggerDetector.template("badnets-2", pattern=cartoon()).scores(images)
+    from_file = detector_from_spec("badnets-2", pattern=tmp_path / "kitty.png")
+    np.testing.assert_array_equal(from_file.scores(images), want)
+    np.testing.assert_array_equal(
+        detector_from_spec("badnets-2", 2.5, pattern=str(tmp_path / "kitty.png"))(images),
+        want > 2.5,
+    )
+
+
+def test_flat_image_scores_zero(rng):
+    assert TriggerDetector.template("badnets-2").scores([np.full((32, 32, 3), 9, np.uint8)]) == 0
+
+
+def test_pattern_errors(tmp_path):
+    images = [np.zeros((32, 32, 3), np.uint8)]
+    flat = np.full((20, 20, 3), 128, np.uint8)
+    with pytest.raises(ValueError, match="the badnets-2 pattern resized to 32 x 32 has no detail"):
+        TriggerDetector.template("badnets-2", pattern=flat).scores(images)
+    stripes = np.zeros((32, 32, 3), np.uint8)
+    stripes[:, ::2] = 255  # every even column shift reproduces it, every odd one inverts it
+    with pytest.raises(ValueError, match=r"resembles its shifted copies: only 0 of 1023 shifts"):
+        TriggerDetector.template("badnets-2", pattern=stripes).scores(images)
+    with pytest.raises(ValueError, match="at least 8 x 8 pixels for badnets-2 detection"):
+        TriggerDetector.template("badnets-2").scores([np.zeros((6, 30, 3), np.uint8)])
+    with pytest.raises(ValueError, match="pattern is only for badnets-2: the badnets-1 patch"):
+        detector_from_spec("badnets-1", pattern=flat)
+    with pytest.raises(ValueError, match="pattern is only for badnets-2, not a TorchScript"):
+        detector_from_spec(str(tmp_path / "det.pt"), pattern=flat)
+    with pytest.raises(ValueError, match="pattern: no such image file"):
+        TriggerDetector.template("badnets-2", pattern=tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ValueError, match=r"pattern: cannot read .* as an image"):
+        TriggerDetector.template("badnets-2", pattern=tmp_path / "text.png")
+    with pytest.raises(ValueError, match="pattern must be an HWC uint8 RGB array or an image"):
+        TriggerDetector.template("badnets-2", pattern=np.zeros((4, 4), np.uint8))
