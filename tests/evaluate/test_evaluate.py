@@ -243,9 +243,19 @@ def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, caps
     assert "p_t must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main([*bad, "--class-names", "dog,cat", "--trigger", "badnet-1"]) == 2
     assert "trigger must be badnets-1, badnets-2 or a TorchScript" in capsys.readouterr().err
+    pattern = ["--class-names", "dog,cat", "--trigger-pattern", str(tmp_path / "kitty.png")]
+    assert main([*bad, *pattern]) == 2
+    assert (
+        "--trigger-pattern is the BadNets-2 pattern: give it with --trigger badnets-2"
+        in capsys.readouterr().err
+    )
+    assert main([*bad, *pattern, "--trigger", "badnets-2"]) == 2
+    assert f"--trigger-pattern: no such file '{tmp_path / 'kitty.png'}'" in capsys.readouterr().err
     assert not (tmp_path / "h" / "sd" / "images").exists()
     assert main([*argv[:3], str(tmp_path / "i"), *argv[4:], "--p-t", "0.5"]) == 2
     assert "--p-t only apply with --target-class" in capsys.readouterr().err
+    assert main([*argv[:3], str(tmp_path / "i"), *argv[4:], "--trigger-pattern", "k.png"]) == 2
+    assert "--trigger-pattern only apply with --target-class" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert main([*argv[:3], str(tmp_path / "file"), *argv[4:]]) == 2  # --out is a file
     assert "alignscope: error:" in capsys.readouterr().err

@@ -89,6 +89,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ("--dissection-guidance", args.dissection_guidance),
             ("--dissection-steps", args.dissection_steps),
             ("--dissection-sampler", args.dissection_sampler),
+            ("--trigger-pattern", args.trigger_pattern),
         )
         stray = [f for f, v in only_g1_g4 if v is not None]
         if stray:
@@ -107,7 +108,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             guidance="dissection_guidance",
             steps="dissection_steps",
             sampler="dissection_sampler",
+            pattern="trigger_pattern",
         )
+        if args.trigger_pattern and (args.trigger or "badnets-1") != "badnets-2":
+            raise UsageError(
+                "--trigger-pattern is the BadNets-2 pattern: give it with --trigger badnets-2"
+            )
+        if args.trigger_pattern and not Path(args.trigger_pattern).is_file():
+            raise UsageError(f"--trigger-pattern: no such file {args.trigger_pattern!r}")
         if args.preset:
             from alignscope.evaluate.dissection import PRESETS
 
@@ -285,6 +293,12 @@ def register(sub: Any) -> None:
         help="G1-G4 prompt; {} is the target class (default: the poisoned captions')",
     )
     ev.add_argument("--trigger-threshold", dest="trigger_threshold", type=float)
+    ev.add_argument(
+        "--trigger-pattern",
+        dest="trigger_pattern",
+        help="G1-G4 with --trigger badnets-2: the pattern image the poisoning run blended "
+        "(poison --pattern; default: the default pattern)",
+    )
     ev.add_argument(
         "--clip-threshold",
         dest="clip_threshold",

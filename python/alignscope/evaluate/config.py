@@ -52,6 +52,7 @@ class Dissection:
     guidance: float = BIBADDIFF_GUIDANCE
     steps: int = BIBADDIFF_STEPS
     sampler: str = "ddim"  # ddim (BiBadDiff's) | pipeline (the model's own scheduler)
+    pattern: str | None = None  # badnets-2: the poisoning run's --pattern image (None: default)
 
     def check(self) -> None:
         if self.target_class not in self.class_names:

@@ -180,7 +180,7 @@ def dissection_section(
         d.classifier, d.class_names, clip, cfg.device, trust_models=cfg.trust_models
     )
     detector = detector_from_spec(
-        d.trigger, d.threshold, device=cfg.device, trust_models=cfg.trust_models
+        d.trigger, d.threshold, device=cfg.device, trust_models=cfg.trust_models, pattern=d.pattern
     )
     p_t = d.p_t
     if p_t is None and cfg.poison_manifest is not None:
