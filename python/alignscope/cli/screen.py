@@ -41,6 +41,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     if not path.exists():
         raise UsageError(f"STORE: no such file or directory {args.store!r}")
     dataset = args.images  # where thumbnails may come from: only a dataset the user names
+    # --hf-out is checked before any work (an embedding can take hours)
+    export = _hf_export(args, None if is_store(path) else path)
     if not is_store(path):
         dataset = str(path)
         if not args.clip:
@@ -62,6 +64,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
         store = open_store(path)
     except ValueError as exc:
         raise UsageError(f"STORE: {exc}") from exc
+    if export is not None:
+        _check_export_source(path, export[0])
     second, purified = _second_view(args, store, scores)
     if args.scores is None:  # the default: every score the store's views allow
         if second is not None:
@@ -91,12 +95,24 @@ def cmd_screen(args: argparse.Namespace) -> int:
         k=args.k,
         knn=args.knn,
         ids=ids,
-        captions=_captions(path, store.n),
+        captions=_metadata_texts(path, "caption", store.n),
+        concepts=_metadata_texts(path, "concept", store.n),
         thumbnails=(lambda rows: thumbnails(path, rows, dataset)) if path.is_dir() else None,
         overwrite=args.overwrite,
         progress=not args.quiet,
         runner=runner,
     )
+    exported = None
+    if export is not None:
+        from alignscope.screen.export import to_hf_dataset
+
+        exported = to_hf_dataset(
+            export[0],
+            Path(args.out) / "scores.parquet",
+            export[1],
+            prefix=args.hf_prefix,
+            progress=not args.quiet,
+        )
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -121,7 +137,52 @@ def cmd_screen(args: argparse.Namespace) -> int:
             f"removed {r['removed']:,}, kept {r['kept']:,}; wrote scores.parquet, summary.json, "
             f"plots/, report.html, keep.txt to {args.out}"
         )
+        if exported is not None:
+            print(
+                f"saved {export[0]} with the scores to {export[1]}: {exported['rows']:,} rows, "
+                f"{exported['screened']:,} screened, {exported['kept']:,} kept"
+            )
     return 0
+
+
+def _hf_export(args: argparse.Namespace, dataset: Path | None) -> tuple[Path, Path] | None:
+    """(dataset, out) of --hf-dataset and --hf-out (the dataset defaults to STORE when STORE
+    is one), checked before any work; None without --hf-out."""
+    if args.hf_out is None:
+        if args.hf_dataset is not None:
+            raise UsageError("--hf-dataset needs --hf-out DIR, the folder to save it into")
+        return None
+    name = "--hf-dataset" if args.hf_dataset is not None else "STORE"
+    source = Path(args.hf_dataset) if args.hf_dataset is not None else dataset
+    if source is None:
+        raise UsageError(
+            "--hf-out needs --hf-dataset DIR: the saved Hugging Face dataset STORE was "
+            "embedded from"
+        )
+    from alignscope.screen.export import check_dataset, check_out
+
+    try:
+        check_dataset(source)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"{name}: {exc}") from exc
+    try:
+        check_out(source, args.hf_out)
+    except ValueError as exc:
+        raise UsageError(f"--hf-out: {exc}") from exc
+    return source, Path(args.hf_out)
+
+
+def _check_export_source(store: Path, dataset: Path) -> None:
+    """A store whose embed_report.json names another dataset would join its scores to the
+    wrong rows: refused."""
+    from alignscope.report.thumbnails import embedded_from
+
+    named = embedded_from(store) if store.is_dir() else None
+    if named is not None and Path(named).resolve() != dataset.resolve():
+        raise UsageError(
+            f"--hf-dataset: the store was embedded from {named!r}, not {str(dataset)!r}; give "
+            "the dataset the store was embedded from"
+        )
 
 
 def _ray_runner(args: argparse.Namespace) -> Any:
@@ -193,12 +254,13 @@ def _reference_clean(args: argparse.Namespace, ids: list[str] | None, n: int) ->
         raise UsageError(f"--reference-clean: {exc}") from exc
 
 
-def _captions(path: Path, n: int) -> list[str] | None:
-    """Captions of a store written by `alignscope embed` (its metadata), else None."""
+def _metadata_texts(path: Path, name: str, n: int) -> list[str] | None:
+    """A metadata column of a store's rows (the captions `alignscope embed` writes; a concept
+    column when the store has one), else None."""
     from alignscope.io import read_metadata_column
 
-    captions = read_metadata_column(path, "caption") if path.is_dir() else None
-    return captions if captions is not None and len(captions) == n else None
+    values = read_metadata_column(path, name) if path.is_dir() else None
+    return values if values is not None and len(values) == n else None
 
 
 def register(sub: Any) -> None:
@@ -282,6 +344,28 @@ def register(sub: Any) -> None:
         "--images",
         help="the dataset STORE was embedded from, for thumbnails in report.html (it must be the "
         "one the store's embed_report.json names)",
+    )
+    scr.add_argument(
+        "--hf-dataset",
+        dest="hf_dataset",
+        metavar="DIR",
+        help="the Hugging Face dataset (saved with save_to_disk) STORE was embedded from, for "
+        "--hf-out (default: STORE itself when STORE is such a dataset)",
+    )
+    scr.add_argument(
+        "--hf-out",
+        dest="hf_out",
+        metavar="DIR",
+        help="save the dataset there with each score, rank, removed, poisoned (with "
+        "--manifest) and screened as columns: ds.filter(lambda r: not r['removed']) keeps "
+        "exactly the rows of keep.txt",
+    )
+    scr.add_argument(
+        "--hf-prefix",
+        dest="hf_prefix",
+        default="",
+        metavar="TEXT",
+        help="--hf-out: put before the added columns' names (when the dataset has such columns)",
     )
     scr.add_argument("--device", default="cpu")
     scr.add_argument("--json", action="store_true")

@@ -65,6 +65,7 @@ def screen_store(
     knn: str = "exact",
     ids: list[str] | None = None,
     captions: list[str] | None = None,
+    concepts: list[str] | None = None,
     images: dict[int, str] | None = None,
     thumbnails: Any = None,
     overwrite: bool = False,
@@ -90,6 +91,10 @@ def screen_store(
     rate, :func:`alignscope.screen.decisions.threshold_at_fpr`, estimated from the trusted clean
     rows ``reference_clean`` — row indices or a (N,) bool mask — when given, else from all
     rows). Without one nothing is removed.
+
+    ``captions`` and ``concepts`` (N strings each) appear in report.html, whose table can be
+    searched by caption and filtered by concept; ``thumbnails(rows)`` gives {row: PNG data URI}
+    for the best-ranked rows (:data:`alignscope.report.screening.THUMBNAIL_ROWS`).
     """
     rules = [
         flag
@@ -120,6 +125,9 @@ def screen_store(
         )
     if remove_fraction is not None and not 0.0 <= remove_fraction < 1.0:
         raise ValueError(f"remove fraction must be in [0, 1), got {remove_fraction}")
+    for name, texts in (("captions", captions), ("concepts", concepts)):
+        if texts is not None and len(texts) != int(store.n):
+            raise ValueError(f"{name}: expected {store.n} strings, one per row, got {len(texts)}")
     files = store.files() if hasattr(store, "files") else []
     identity = {
         "store": fingerprint_files(files) if files else str(getattr(store, "source", "")),
@@ -143,8 +151,8 @@ def screen_store(
     with claimed_output(out_dir, "screen", identity, overwrite=overwrite, replaces_all=True):
         return _screen_into(
             store, out_dir, scores, (second_view, purified_view), truth, remove_fraction,
-            threshold, target_fpr, reference_rows, rank_by, (k, knn), ids, captions, images,
-            thumbnails, (_work_key(inputs), progress, runner),
+            threshold, target_fpr, reference_rows, rank_by, (k, knn), ids, (captions, concepts),
+            images, thumbnails, (_work_key(inputs), progress, runner),
         )  # fmt: skip
 
 
@@ -166,7 +174,7 @@ def _screen_into(
     rank_by: str | None,
     neighbours: tuple[int, str],
     ids: list[str] | None,
-    captions: list[str] | None,
+    texts: tuple[list[str] | None, list[str] | None],
     images: dict[int, str] | None,
     thumbnails: Any,
     work: tuple[str, bool, Any],
@@ -273,8 +281,11 @@ def _screen_into(
                 summary["removal"]["realised_fpr"] = float(np.mean(removed[~truth]))
         out.write_json(summary, root / "summary.json")
         out.write_keep([ids[i] for i in range(n) if not removed[i]], root / "keep.txt")
+        captions = texts[0]
         top = order[: out.TOP_SUSPICIOUS]
-        pictures = thumbnails(top) if thumbnails is not None else (images or {})
+        pictures = (
+            thumbnails(order[: out.THUMBNAIL_ROWS]) if thumbnails is not None else (images or {})
+        )
         ranked = [
             {
                 "rank": r + 1,
@@ -286,6 +297,19 @@ def _screen_into(
             }
             for r, i in enumerate(top)
         ]
+        # the report's interactive table: rows up to a cap, exact counts at any threshold
+        explorer = out.explorer_data(
+            table.scores,
+            key,
+            order,
+            removal,
+            ids=ids,
+            removed=removed,
+            captions=captions,
+            concepts=texts[1],
+            truth=truth,
+            images=pictures,
+        )
         out.write_report(
             root / "report.html",
             source=str(getattr(store, "source", "")),
@@ -296,6 +320,7 @@ def _screen_into(
             plots=plots,
             images=pictures,
             removal=removal,
+            explorer=explorer,
         )
         _publish(root, final)
     finally:
