@@ -22,6 +22,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from alignscope.train import TrainConfig, train
     from alignscope.train.modes import with_preset
 
+    if args.mode == "classifier":  # BiBadDiff's Tab. 4 classifiers: cli/detect.py
+        from alignscope.cli.detect import cmd_train_classifier
+
+        return cmd_train_classifier(args)
+    if args.model is None:
+        raise UsageError(f"train {args.mode} needs --model (a Stable Diffusion folder)")
     if args.quiet:
         _quiet_model_libraries()
     dataset = _open_dataset(args.dataset, args.trust_pickles)
@@ -79,10 +85,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the ``train`` sub-command to ``sub`` (an argparse sub-parsers action)."""
-    tr = sub.add_parser("train", help="fine-tune, train from scratch, or textual inversion")
-    tr.add_argument("mode", choices=("finetune", "scratch", "textual-inversion"))
+    tr = sub.add_parser(
+        "train", help="fine-tune, train from scratch, textual inversion, or an image classifier"
+    )
+    tr.add_argument("mode", choices=("finetune", "scratch", "textual-inversion", "classifier"))
     tr.add_argument("dataset", help="image folder, webdataset .tar(s), pickle-per-pair dir, or HF")
-    tr.add_argument("--model", required=True, help="Stable Diffusion (diffusers) folder")
+    tr.add_argument("--model", help="Stable Diffusion (diffusers) folder (not for classifier)")
     tr.add_argument("--out", required=True, help="output directory (model, log, checkpoints)")
     tr.add_argument(
         "--preset", choices=("implosion-finetune", "bibaddiff-finetune", "textual-inversion")
@@ -107,9 +115,12 @@ def register(sub: Any) -> None:
     tr.add_argument("--placeholder", help="textual inversion: the new token, e.g. '<cat-toy>'")
     tr.add_argument("--initializer", help="textual inversion: the token it starts from")
     tr.add_argument("--num-vectors", dest="num_vectors", type=_positive_int, default=1)
-    tr.add_argument("--device", help="cpu (default) or cuda")
+    tr.add_argument("--device", help="cpu (default; classifier: cuda when present) or cuda")
     tr.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--quiet", action="store_true")
     _add_overwrite(tr)
+    from alignscope.cli.detect import add_classifier_flags
+
+    add_classifier_flags(tr)
     tr.set_defaults(func=cmd_train)

@@ -1,0 +1,263 @@
+"""`alignscope detect` (STRIP and Cognitive Distillation on an image set) and the handler of
+`alignscope train classifier` (its flags join `train`'s): BiBadDiff's Tab. 3 and Tab. 4."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from alignscope.cli._common import UsageError, _positive_int
+
+
+def add_classifier_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``train classifier`` (``--lr``, ``--seed``, ``--batch-size``,
+    ``--resolution``, ``--device`` are ``train``'s own)."""
+    from alignscope.train.classifier import ARCHS
+
+    group = parser.add_argument_group("classifier (train classifier DATA)")
+    group.add_argument("--arch", choices=ARCHS, help="classifier: architecture (resnet50)")
+    group.add_argument("--epochs", type=_positive_int, help="classifier: epochs (30)")
+    group.add_argument("--batch", dest="batch_size", type=_positive_int, help="= --batch-size")
+    group.add_argument("--test", help="classifier: clean test set, for TA (and ASR)")
+    group.add_argument("--target", help="classifier: the attack's target class, for ASR")
+    group.add_argument(
+        "--trigger", help="classifier: the trigger applied for ASR (badnets-1, badnets-2, ...)"
+    )
+    group.add_argument(
+        "--classes",
+        help="classifier: comma-separated class names in label order (default: those the "
+        "captions 'A photo of a {class}' or the class folders name, sorted)",
+    )
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from alignscope.poison.triggers import TRIGGERS
+    from alignscope.train.classifier import (
+        METRICS_NAME,
+        ClassifierConfig,
+        evaluate_classifier,
+        load_class_images,
+        load_classifier,
+        train_classifier,
+    )
+
+    if (args.target is None) != (args.trigger is None):
+        raise UsageError("give --target and --trigger together (ASR needs both), or neither")
+    if args.trigger is not None and args.trigger not in TRIGGERS:
+        raise UsageError(f"--trigger must be one of {', '.join(TRIGGERS)}, got {args.trigger!r}")
+    if args.target is not None and args.test is None:
+        raise UsageError("--target/--trigger measure ASR on the clean test set: give --test DIR")
+    if args.steps is not None or args.model is not None:
+        raise UsageError("train classifier takes --epochs, not --steps or --model")
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    try:
+        data = load_class_images(
+            args.dataset,
+            class_names=classes,
+            resolution=args.resolution,
+            trust_pickles=args.trust_pickles,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"DATASET: {exc}") from exc
+    config = ClassifierConfig(
+        **{
+            k: v
+            for k, v in {
+                "arch": args.arch,
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "batch": args.batch_size,
+                "seed": args.seed,
+                "device": args.device,
+            }.items()
+            if v is not None
+        }
+    )
+    result = train_classifier(
+        data, args.out, config, progress=not args.quiet, overwrite=args.overwrite
+    )
+    summary: dict[str, Any] = {
+        "checkpoint": result["checkpoint"],
+        "arch": config.arch,
+        "classes": data.class_names,
+        "n_train": len(data.labels),
+        "epochs": result["epochs"],
+        "resumed_from": result["resumed_from"],
+        "last_loss": result["losses"][-1] if result["losses"] else None,
+    }
+    if args.test is not None:
+        model, meta = load_classifier(result["checkpoint"], config.device)
+        try:
+            summary.update(
+                evaluate_classifier(
+                    model, meta, args.test, target=args.target, trigger=args.trigger
+                )
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(f"--test: {exc}") from exc
+    from alignscope._files import atomic_path
+
+    with atomic_path(Path(args.out) / METRICS_NAME) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        line = f"classifier {config.arch}: {result['epochs']} epochs -> {result['checkpoint']}"
+        if "ta" in summary:
+            line += f"; TA {summary['ta']:.4f}"
+        if "asr" in summary:
+            line += f", ASR {summary['asr']:.4f}"
+        print(line)
+    return 0
+
+
+def _truth(manifest: str | None, trigger: str | None, data: str, flag: str) -> dict[str, Any]:
+    """The ground truth of one set: a poison manifest or a trigger detector, exactly one."""
+    from alignscope.screen.backdoor import trigger_truth
+
+    if (manifest is None) == (trigger is None):
+        raise UsageError(
+            f"{data}: give its ground truth as {flag}manifest FILE (a poison manifest) or "
+            f"{flag}truth TRIGGER (badnets-1, badnets-2 or a TorchScript detector), one of them"
+        )
+    if manifest is not None:
+        return {"manifest": manifest}
+    return {"truth": trigger_truth(data, trigger)}
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from alignscope.screen.backdoor import (
+        castle_walls_tables,
+        detect_backdoors,
+        write_castle_walls_report,
+    )
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    options = {
+        "clean": args.clean,
+        "fct_train": args.fct_train,
+        "methods": methods,
+        "strip_n": args.strip_n,
+        "cd_steps": args.cd_steps,
+        "cd_gamma": args.cd_gamma,
+        "cd_beta": args.cd_beta,
+        "seed": args.seed,
+        "device": args.device,
+        "progress": not args.quiet,
+    }
+    sets = {"training set": args.dataset}
+    if args.generated is not None:
+        sets["generation set"] = args.generated
+    truths = {
+        "training set": _truth(args.manifest, args.truth, args.dataset, "--"),
+    }
+    if args.generated is not None:
+        truths["generation set"] = _truth(
+            args.generated_manifest, args.generated_truth, args.generated, "--generated-"
+        )
+    reports = {
+        name: detect_backdoors(path, args.classifier, **truths[name], **options)
+        for name, path in sets.items()
+    }
+    report = reports["training set"]
+    if args.out is not None:
+        from alignscope._files import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(reports if args.generated else report, indent=2))
+    if args.report is not None:
+        classifiers = {}
+        for name, run in zip(sets, args.tab4 or [], strict=False):
+            metrics = Path(run) / "classifier_metrics.json"
+            if not metrics.is_file():
+                raise UsageError(
+                    f"--tab4: {str(metrics)!r} does not exist; run `alignscope train "
+                    f"classifier ... --out {run} --test ...` first"
+                )
+            classifiers[name] = json.loads(metrics.read_text())
+        written = write_castle_walls_report(args.report, castle_walls_tables(reports, classifiers))
+        print(f"tables -> {written[0]}, {written[1]}", file=sys.stderr)
+    summary = {
+        name: {k: r[k] for k in ("data", "n", "poisoned", "metrics", "note")}
+        for name, r in reports.items()
+    }
+    if args.json:
+        print(json.dumps(summary if args.generated else summary["training set"], indent=2))
+    else:
+        for name, r in reports.items():
+            print(f"{name}: {r['n']} images, {r['poisoned']} poisoned")
+            print(f"{'detector':<10}{'AUROC':>8}{'TPR@1%':>8}{'TPR@5%':>8}")
+            for det, m in r["metrics"].items():
+                cells = [m[k] for k in ("auroc", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr")]
+                print(
+                    f"{det:<10}" + "".join("     n/a" if v is None else f"{v:>8.4f}" for v in cells)
+                )
+            if r["note"]:
+                print(f"  ({r['note']})")
+    if args.out is not None:
+        print(f"per-image scores -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the ``detect`` sub-command to ``sub`` (an argparse sub-parsers action)."""
+    from alignscope.screen.backdoor import (
+        CD_BETA,
+        CD_GAMMA,
+        CD_STEPS,
+        DEFAULT_DETECTORS,
+        DETECTORS,
+        STRIP_OVERLAYS,
+    )
+
+    de = sub.add_parser(
+        "detect", help="backdoor detectors (STRIP, Cognitive Distillation) on an image set"
+    )
+    de.add_argument("dataset", help="the image set to screen (training or generated set)")
+    de.add_argument(
+        "--classifier", required=True, help="classifier.pt of `train classifier` (or its folder)"
+    )
+    de.add_argument("--manifest", help="poison_manifest.parquet: which images are poisoned")
+    de.add_argument(
+        "--truth", help="or: the trigger detector that decides it (badnets-1, badnets-2, FILE)"
+    )
+    de.add_argument("--generated", help="a generated set of the same size, screened as well")
+    de.add_argument("--generated-manifest", dest="generated_manifest")
+    de.add_argument(
+        "--generated-truth", dest="generated_truth", help="e.g. badnets-1 (as the dissection)"
+    )
+    de.add_argument(
+        "--tab4",
+        nargs=2,
+        metavar=("TRAIN_RUN", "GENERATED_RUN"),
+        help="`train classifier` output folders of the classifiers trained on each set",
+    )
+    de.add_argument("--report", help="write report.json and report.html (Tab. 3 / Tab. 4) here")
+    de.add_argument("--clean", help="held-out clean images, STRIP's overlays (the test set)")
+    de.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_DETECTORS),
+        help=f"comma-separated, of {','.join(DETECTORS)} (default {','.join(DEFAULT_DETECTORS)})",
+    )
+    de.add_argument(
+        "--fct-train", dest="fct_train", help="FCT: the classifier's labelled training set"
+    )
+    de.add_argument("--strip-n", dest="strip_n", type=_positive_int, default=STRIP_OVERLAYS)
+    de.add_argument("--cd-steps", dest="cd_steps", type=_positive_int, default=CD_STEPS)
+    de.add_argument(
+        "--cd-gamma",
+        dest="cd_gamma",
+        type=float,
+        default=CD_GAMMA,
+        help=f"CD's mask-norm weight (alpha in the paper; {CD_GAMMA}, the authors' default)",
+    )
+    de.add_argument("--cd-beta", dest="cd_beta", type=float, default=CD_BETA, help="CD's TV weight")
+    de.add_argument("--seed", type=int, default=0)
+    de.add_argument("--device", help="cpu, cuda (default: cuda when present)")
+    de.add_argument("--out", help="write the report with per-image scores (JSON) here")
+    de.add_argument("--json", action="store_true")
+    de.add_argument("--quiet", action="store_true")
+    de.set_defaults(func=cmd_detect)

@@ -1,0 +1,199 @@
+"""`train classifier`: TA and ASR of a small CNN on a BadNets-1-poisoned synthetic class set,
+the ASR falling when most poisons lose their trigger (BiBadDiff's Tab. 4 mechanism), resume,
+labels and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from alignscope._reference import badnets1_reference  # noqa: E402
+from alignscope.cli import main  # noqa: E402
+from alignscope.io.datasets import open_dataset  # noqa: E402
+from alignscope.poison.concepts import make_vocabulary  # noqa: E402
+from alignscope.poison.run import poison_dataset  # noqa: E402
+from alignscope.train.classifier import (  # noqa: E402
+    SHAPE_CLASSES,
+    ClassifierConfig,
+    caption_class,
+    evaluate_classifier,
+    load_class_images,
+    load_classifier,
+    to_tensor,
+    train_classifier,
+    write_shapes_dataset,
+)
+
+SMALL = {"arch": "small", "epochs": 10, "lr": 0.05, "batch": 32, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # other workers share the cores; also makes runs repeatable
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def backdoor(tmp_path_factory):
+    """A 320-image shapes set poisoned with BadNets-1 toward "cat" at 10% (32 poisons), the
+    same set with the trigger removed from 4 of every 5 poisons (still labelled cat), a
+    120-image clean test set, and a small CNN trained on each."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("backdoor")
+    clean = write_shapes_dataset(root / "clean", 320, seed=1)
+    test = write_shapes_dataset(root / "test", 120, seed=2)
+    poisoned = root / "poisoned"
+    poison_dataset(
+        open_dataset(clean),
+        poisoned,
+        method="badnets-1",
+        target="cat",
+        ratio=0.1,
+        seed=0,
+        vocabulary=make_vocabulary(list(SHAPE_CLASSES)),
+    )
+    manifest = pq.read_table(poisoned / "poison_manifest.parquet").to_pydict()
+    rows = [r for r, p in zip(manifest["row"], manifest["poisoned"], strict=True) if p]
+    removed = root / "removed"
+    shutil.copytree(poisoned, removed)
+    for j, r in enumerate(rows):
+        if j % 5:  # the clean image back, the caption still "A photo of a cat"
+            shutil.copy(clean / f"{r:04d}.png", removed / f"{r:08d}.png")
+    models = {}
+    for name, data in (("poisoned", poisoned), ("removed", removed)):
+        train_classifier(
+            load_class_images(data), root / f"out-{name}", ClassifierConfig(**SMALL), progress=False
+        )
+        models[name] = load_classifier(root / f"out-{name}", "cpu")
+    return {"root": root, "test": test, "models": models, "poisons": len(rows)}
+
+
+def _hand_asr(model, test_dir, class_names, target):
+    """ASR counted here: the reference BadNets-1 on each non-target test image, argmax."""
+    ids = sorted(p.name for p in test_dir.glob("*.png"))
+    from PIL import Image
+
+    hits = total = 0
+    for name in ids:
+        cls = (test_dir / name).with_suffix(".txt").read_text().rsplit(" ", 1)[-1]
+        if cls == target:
+            continue
+        image = badnets1_reference(np.asarray(Image.open(test_dir / name).convert("RGB")))
+        with torch.no_grad():
+            pred = int(model(to_tensor(image[None])).argmax(dim=1))
+        hits += class_names[pred] == target
+        total += 1
+    return hits / total, total
+
+
+def test_backdoored_classifier_has_high_ta_and_asr(backdoor):
+    model, meta = backdoor["models"]["poisoned"]
+    assert backdoor["poisons"] == 32 and meta["class_names"] == sorted(SHAPE_CLASSES)
+    result = evaluate_classifier(model, meta, backdoor["test"], target="cat", trigger="badnets-1")
+    assert result["n_test"] == 120 and result["n_asr"] == 90
+    assert result["ta"] >= 0.9
+    assert result["asr"] >= 0.9
+    # the ASR as counted independently (reference trigger, per-image argmax)
+    want, total = _hand_asr(model, backdoor["test"], meta["class_names"], "cat")
+    assert total == 90 and result["asr"] == pytest.approx(want)
+
+
+def test_asr_falls_when_most_poisons_lose_their_trigger(backdoor):
+    full = evaluate_classifier(
+        *backdoor["models"]["poisoned"], backdoor["test"], target="cat", trigger="badnets-1"
+    )
+    model, meta = backdoor["models"]["removed"]
+    cut = evaluate_classifier(model, meta, backdoor["test"], target="cat", trigger="badnets-1")
+    assert cut["ta"] >= 0.9  # mislabelled images without a trigger barely cost accuracy
+    assert cut["asr"] <= 0.2 < full["asr"] - 0.6
+    want, _ = _hand_asr(model, backdoor["test"], meta["class_names"], "cat")
+    assert cut["asr"] == pytest.approx(want)
+
+
+def test_caption_and_folder_labels(tmp_path):
+    assert caption_class("A photo of a garbage truck") == "garbage truck"
+    assert caption_class("an photo of an Apple.") == "apple"
+    assert caption_class("a dog on a sofa") is None
+    from PIL import Image
+
+    img = np.zeros((12, 12, 3), dtype=np.uint8)
+    for folder in ("dog", "cat"):
+        (tmp_path / "d" / folder).mkdir(parents=True)
+        Image.fromarray(img).save(tmp_path / "d" / folder / "0.png")
+    data = load_class_images(tmp_path / "d")
+    assert data.class_names == ["cat", "dog"] and data.labels.tolist() == [0, 1]
+    # a test set takes its classifier's classes: "dog" is label 0 there
+    assert load_class_images(tmp_path / "d", class_names=["dog", "cat"]).labels.tolist() == [1, 0]
+    (tmp_path / "flat").mkdir()
+    Image.fromarray(img).save(tmp_path / "flat" / "x.png")
+    (tmp_path / "flat" / "x.txt").write_text("a sunny day")
+    with pytest.raises(ValueError) as err:
+        load_class_images(tmp_path / "flat")
+    assert str(err.value) == (
+        f"{tmp_path / 'flat'}: record 'x.png' names no class (caption 'a sunny day'); give "
+        "captions 'A photo of a {class}' naming a class, or class folders"
+    )
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
+    data = load_class_images(write_shapes_dataset(tmp_path / "d", 40, seed=3, side=16))
+    # on the CPU: GPU convolutions need not repeat bit for bit
+    config = ClassifierConfig(arch="small", epochs=3, lr=0.05, batch=8, seed=5, device="cpu")
+    whole = train_classifier(data, tmp_path / "a", config, progress=False)
+    real_save, calls = torch.save, []
+
+    def interrupted_save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C while the third epoch's checkpoint is written
+            raise KeyboardInterrupt
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(data, tmp_path / "b", config, progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["classifier.pt"]  # no temp left
+    resumed = train_classifier(data, tmp_path / "b", config, progress=False)
+    assert resumed["resumed_from"] == 2 and resumed["losses"] == whole["losses"]
+    a = torch.load(tmp_path / "a" / "classifier.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "classifier.pt", weights_only=True)["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(ValueError) as err:
+        train_classifier(
+            data, tmp_path / "b", ClassifierConfig(**{**vars(config), "lr": 0.1}), progress=False
+        )
+    assert str(err.value) == (
+        f"{tmp_path / 'b' / 'classifier.pt'} is from a run with other lr: choose another --out, "
+        "or --overwrite to replace it"
+    )
+
+
+def test_cli_train_classifier(tmp_path, capsys):
+    data = write_shapes_dataset(tmp_path / "d", 24, seed=4, side=16)
+    test = write_shapes_dataset(tmp_path / "t", 12, seed=5, side=16)
+    args = ["train", "classifier", str(data), "--arch", "small", "--out", str(tmp_path / "o")]
+    asr = ["--test", str(test), "--target", "cat", "--trigger", "badnets-1"]
+    run = ["--epochs", "2", "--batch", "8", "--seed", "1", "--device", "cpu", "--json", "--quiet"]
+    rc = main([*args, *asr, *run])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["epochs"] == 2 and out["n_train"] == 24 and out["n_asr"] == 9
+    assert out["classes"] == sorted(SHAPE_CLASSES) and 0.0 <= out["asr"] <= 1.0
+    saved = json.loads((tmp_path / "o" / "classifier_metrics.json").read_text())
+    assert saved == out
+    assert main([*args, "--target", "cat", "--test", str(test)]) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: give --target and --trigger together (ASR needs both), or neither\n"
+    )
+    assert main(["train", "finetune", str(data), "--out", str(tmp_path / "f")]) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: train finetune needs --model (a Stable Diffusion folder)\n"
+    )
