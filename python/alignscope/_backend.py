@@ -80,17 +80,33 @@ def cuda_status() -> tuple[bool, int, str]:
     return True, devices, "" if devices > 0 else _NO_DEVICE
 
 
-def resolve_backend(backend: str) -> str:
-    """Return the concrete backend: "cpu" (the C++ engine), "cuda" (the tensor-core kernels,
-    explicit only until they have been validated on hardware), "torch" (the blocked torch
-    reference, on CUDA when torch sees a GPU) or "ray" (exact AD as tasks on a Ray cluster,
-    see :func:`ray_row_sums`). "auto" means "cpu"."""
+# "auto" reaches the CUDA kernels only once they have passed tests/gpu on hardware (issue #20:
+# no GPU has been lent to a session yet). Until then a user with a GPU gets the validated CPU
+# engine unless they ask for backend="cuda" themselves.
+AUTO_USES_CUDA = False
+
+
+def resolve_backend(backend: str, precision: str | None = None) -> str:
+    """Return the concrete backend: "cpu" (the C++ engine), "cuda" (the tensor-core kernels),
+    "torch" (the blocked torch reference, on CUDA when torch sees a GPU) or "ray" (exact AD as
+    tasks on a Ray cluster, see :func:`ray_row_sums`).
+
+    "auto" means "cuda" (once :data:`AUTO_USES_CUDA` is on) when the CUDA module is built and
+    a device is visible, unless
+    ``precision`` (already checked) asks for another format than its fp16: then "torch" for
+    "bf16" / "tf32" (the only engine that has them) and "cpu" for "fp32". Without a usable GPU,
+    "auto" means "cpu", or "torch" when ``precision`` is a low-precision format.
+    """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}"
         )
+    if backend == "auto":
+        if AUTO_USES_CUDA and precision in (None, "fp16") and not cuda_status()[2]:
+            return "cuda"
+        return "cpu" if precision in (None, "fp32") else resolve_backend("torch")
     if backend == "cuda":
         built, _, reason = cuda_status()
         if reason:

@@ -1021,3 +1021,123 @@ def nightshade_release_step_sizes(budget: float, steps: int) -> list[float]:
     max_change = budget / 0.5
     step_size = max_change
     return [(step_size - (step_size - step_size / 100) / steps * i) * 0.5 for i in range(steps)]
+
+
+# --------------------------------------------------------------------------- issue #21
+# Backdoor detectors (STRIP, Cognitive Distillation) on a linear model, pixel by pixel.
+
+
+def strip_entropy_linear_reference(
+    weight: np.ndarray, bias: np.ndarray, image: np.ndarray, overlays: list[np.ndarray]
+) -> float:
+    """STRIP's entropy of one image (H, W, 3) in [0, 1] under the linear classifier
+    logits = weight @ (the image as C, H, W, flattened) + bias: for each overlay, every pixel
+    value min(x + o, 1) (STRIP's saturating addWeighted(x, 1, o, 1)), the softmax, its
+    entropy -sum p ln p; the mean over the overlays."""
+    entropies = []
+    h, w, c = image.shape
+    for overlay in overlays:
+        blend = np.zeros((c, h, w))
+        for ch in range(c):
+            for y in range(h):
+                for x in range(w):
+                    blend[ch, y, x] = min(float(image[y, x, ch]) + float(overlay[y, x, ch]), 1.0)
+        logits = weight.astype(np.float64) @ blend.ravel() + bias
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        entropies.append(-sum(q * np.log(q) for q in p if q > 0))
+    return float(np.mean(entropies))
+
+
+def cd_objective_linear_reference(
+    weight: np.ndarray,
+    bias: np.ndarray,
+    image: np.ndarray,
+    mask: np.ndarray,
+    colour: np.ndarray,
+    gamma: float,
+    beta: float,
+) -> float:
+    """Cognitive Distillation's objective for one image (H, W, 3) in [0, 1], a mask (H, W)
+    and a colour (3,) under the linear classifier above: the mean over classes of
+    |logits(x m + (1 - m) colour) - logits(x)|, plus gamma sum |m|, plus beta times the sum
+    of squared differences of vertically and horizontally adjacent mask values over H W."""
+    h, w, c = image.shape
+
+    def logits(img: np.ndarray) -> np.ndarray:
+        return weight.astype(np.float64) @ np.transpose(img, (2, 0, 1)).ravel() + bias
+
+    blended = np.zeros((h, w, c))
+    for y in range(h):
+        for x in range(w):
+            for ch in range(c):
+                m = float(mask[y, x])
+                blended[y, x, ch] = image[y, x, ch] * m + (1.0 - m) * colour[ch]
+    change = float(np.mean(np.abs(logits(blended) - logits(image.astype(np.float64)))))
+    tv = 0.0
+    for y in range(h):
+        for x in range(w):
+            if y + 1 < h:
+                tv += (float(mask[y + 1, x]) - float(mask[y, x])) ** 2
+            if x + 1 < w:
+                tv += (float(mask[y, x + 1]) - float(mask[y, x])) ** 2
+    return change + gamma * float(np.abs(mask).sum()) + beta * tv / (h * w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Availability poisons and SSL (issue #23): loop re-implementations from the papers' text.
+# ---------------------------------------------------------------------------------------------
+
+
+def ops_search_loops(
+    images: np.ndarray, labels: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-Pixel Shortcut's search (Wu et al., ICLR 2023) with plain loops: for each class in
+    order, the (row, column) and RGB-cube corner maximising the class mean of
+    sum_channels |x - colour| (in [0, 1] units), among positions no earlier class took; ties go
+    to the first colour in (0,0,0), (0,0,255), ..., (255,255,255) order, then row-major."""
+    corners = [(r, g, b) for r in (0, 255) for g in (0, 255) for b in (0, 255)]
+    h, w = images.shape[1:3]
+    taken: set[tuple[int, int]] = set()
+    positions = np.zeros((n_classes, 2), dtype=np.int64)
+    colours = np.zeros((n_classes, 3), dtype=np.uint8)
+    for k in range(n_classes):
+        members = [
+            img.astype(np.float64) / 255.0 for img, y in zip(images, labels, strict=True) if y == k
+        ]
+        best, best_at = -1.0, None
+        for colour in corners:
+            for r in range(h):
+                for c in range(w):
+                    if (r, c) in taken:
+                        continue
+                    total = 0.0
+                    for img in members:
+                        total += sum(abs(img[r, c, ch] - colour[ch] / 255.0) for ch in range(3))
+                    score = total / len(members)
+                    if score > best + 1e-12:
+                        best, best_at = score, (r, c, colour)
+        r, c, colour = best_at
+        taken.add((r, c))
+        positions[k] = (r, c)
+        colours[k] = colour
+    return positions, colours
+
+
+def nt_xent_loops(z1: np.ndarray, z2: np.ndarray, temperature: float) -> float:
+    """SimCLR's NT-Xent loss (Chen et al., 2020, Eq. 1) with loops: views 2k and 2k+1 of
+    example k are z1[k] and z2[k]; each of the 2N views is an anchor whose positive is the other
+    view and whose denominator runs over the 2N - 1 other views; the mean over anchors."""
+    views = []
+    for a, b in zip(z1, z2, strict=True):
+        views.append(np.asarray(a, dtype=np.float64) / np.linalg.norm(a))
+        views.append(np.asarray(b, dtype=np.float64) / np.linalg.norm(b))
+    n = len(views)
+    total = 0.0
+    for i in range(n):
+        j = i + 1 if i % 2 == 0 else i - 1
+        denominator = sum(
+            np.exp(float(views[i] @ views[k]) / temperature) for k in range(n) if k != i
+        )
+        total += -np.log(np.exp(float(views[i] @ views[j]) / temperature) / denominator)
+    return total / n

@@ -72,6 +72,27 @@ def test_rectangular_and_block_forms(rng):
 def test_sampled_on_gpu(rng):
     a = rng.normal(size=(5000, 64))
     b = 0.5 * a + rng.normal(size=(5000, 64))
-    cpu = alignscope.alignment_difficulty(a, b, method="sampled", seed=1)
+    # explicit: "auto" runs the CUDA engine on this machine
+    cpu = alignscope.alignment_difficulty(a, b, method="sampled", seed=1, backend="cpu")
     gpu = alignscope.alignment_difficulty(a, b, method="sampled", seed=1, backend="cuda")
     assert gpu.ad == pytest.approx(cpu.ad, abs=1e-5)
+
+
+def test_auto_picks_the_built_engine_on_a_device(rng):
+    a = rng.normal(size=(400, 32))
+    b = 0.5 * a + rng.normal(size=(400, 32))
+    result = alignscope.alignment_difficulty(a, b)
+    assert result.backend == "cuda"
+    assert result.ad == pytest.approx(_reference.alignment_difficulty(a, b)["ad"], abs=1e-5)
+
+
+def test_device_tensors_are_refused_with_the_documented_message(rng):
+    torch = pytest.importorskip("torch")
+    x = torch.randn(64, 8, device="cuda")
+    with pytest.raises(TypeError) as err:
+        alignscope.alignment_difficulty(x, x)
+    assert str(err.value) == (
+        "image_emb is in device memory on cuda:0; alignscope reads host arrays only (the CUDA "
+        "backend copies host rows to the GPU itself): pass image_emb.cpu() for a torch tensor "
+        "or cupy.asnumpy(image_emb) for a CuPy array"
+    )

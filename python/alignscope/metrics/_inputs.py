@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alignscope import _backend
+from alignscope._devices import array_device, host_only_error
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 # Rows are checked and packed this many at a time, so a memory-mapped or float16 input never
@@ -24,12 +25,9 @@ def as_matrix(x: object, name: str) -> np.ndarray:
     """
     if x is None:
         raise TypeError(f"{name} is required")
-    device = getattr(x, "device", None)
-    if device is not None and getattr(device, "type", "cpu") not in ("cpu", None):
-        raise TypeError(
-            f"{name} is on device {device}; the CPU engine needs host memory "
-            f"(move it with .cpu(), or pass backend='cuda' once the CUDA backend is built)"
-        )
+    where = array_device(x)
+    if where is not None:
+        raise host_only_error(name, where)
     if hasattr(x, "detach") and callable(x.detach):
         x = x.detach()
     try:
@@ -55,9 +53,9 @@ def as_matrix(x: object, name: str) -> np.ndarray:
 
 def as_labels(x: object, name: str, n: int) -> np.ndarray:
     """View ``x`` as a 1-D integer array of length ``n``."""
-    device = getattr(x, "device", None)
-    if device is not None and getattr(device, "type", "cpu") != "cpu":
-        raise TypeError(f"{name} is on device {device}; pass host memory (.cpu())")
+    where = array_device(x)
+    if where is not None:
+        raise host_only_error(name, where)
     try:
         arr = np.asarray(x)
     except Exception as exc:

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from alignscope import _backend
+from alignscope import _backend, _torch_engine
 from alignscope._progress import ProgressArg
 from alignscope.metrics._inputs import (
     check_alpha,
@@ -95,6 +95,7 @@ def alignment_difficulty(
     max_seconds: float = 60.0,
     landmarks: int = DEFAULT_LANDMARKS,
     backend: str = "auto",
+    precision: str | None = None,
     address: str | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     task_rows: int = 8192,
@@ -133,15 +134,27 @@ def alignment_difficulty(
     block : rows per side of a sample block (default 64).
     seed : seed of the sampling; None draws one and records it in the result.
     landmarks : S, the columns per row of ``per_sample="landmarks"`` (default 1024).
-    backend : "auto" (= "cpu"), "cpu", "cuda" (tensor-core kernels, fp16 inputs; see the
+    backend : "auto" ("cuda" when the CUDA module is built and a GPU is visible, else "cpu";
+        see ``precision``), "cpu", "cuda" (tensor-core kernels, fp16 inputs; see the
         README for their error bound), "torch" (blocked torch reference on its default
-        device) or "ray": the exact structure pass as Ray tasks of ``task_rows`` x
-        ``task_rows`` blocks over a store opened with ``open_store`` (every worker reads its
-        rows from the store's files), on the cluster at ``address`` (None: the running or a
+        device, streaming columns that do not fit in its memory) or "ray": the exact
+        structure pass as Ray tasks of ``task_rows`` x ``task_rows`` blocks over a store
+        opened with ``open_store`` (every worker reads its rows from the store's files), on
+        the cluster at ``address`` (None: the running or a
         new local instance). Pair files go to ``work_dir`` (default
         ``~/.cache/alignscope/ray-ad``; on a cluster a folder all nodes share), in a
         subfolder keyed by the input files' fingerprints and the settings, so a rerun of
         the same computation resumes and another input never reuses them.
+    precision : None (each engine's own: "fp32" on "cpu" and "ray", "fp16" on "cuda"), or
+        "fp16", "bf16", "tf32" or "fp32": the format the structure GEMM's operands are rounded
+        to before float32 accumulation. "torch" takes all four (emulated, so CPU results match
+        a GPU's); other backends only their own, else a ValueError says which to use; with
+        "auto", "bf16"/"tf32" select "torch" and "fp32" selects "cpu". Documented bound
+        (:func:`alignscope._torch_engine.error_bound`): |ΔAD| <= (1 - alpha) *
+        ((2u + u^2 + (K + 4) * 1.01 * 2^-24) |z| |w| + 2^-24 * 2 (|c0| + |c_label|)) with
+        u = 2^-11 (fp16, tf32), 2^-8 (bf16), 0 (fp32), K the packed width, |z|, |w| the
+        largest scaled and unit row norms (fp16 adds 2^-25 sqrt(K) (|z| + |w|) for
+        subnormals); every per-sample D_s within the same bound without the (1 - alpha).
     threads : CPU worker threads (None: all cores, or $ALIGNSCOPE_NUM_THREADS). progress :
         True for a bar on stderr, or a callable(done, total). tile : edge of the exact
         engine's tiles; None chooses from N (512 under Ray).
@@ -163,7 +176,10 @@ def alignment_difficulty(
         per_sample, method, confidence, max_seconds
     )
     budget, block, seed, landmarks_n = _check_sizes(budget, block, seed, landmarks, tile)
-    engine = _backend.resolve_backend(backend)
+    if precision is not None:
+        _torch_engine.check_precision(precision)
+    engine = _backend.resolve_backend(backend, precision)
+    operands = _torch_engine.engine_precision(precision, engine, backend)
     n_threads = _backend.resolve_threads(threads)
     ray = RayOptions(address, work_dir, _check_int("task_rows", task_rows, 1, allow_none=False))
     inputs = resolve_inputs(data, text_emb, labels, true_labels, alpha)
@@ -176,17 +192,25 @@ def alignment_difficulty(
         seed = int(np.random.SeedSequence().entropy % (1 << 63))
         rng = np.random.default_rng(seed)
 
-    if engine == "ray":
-        terms = exact_on_ray(inputs, profile, ray, tile, n_threads, progress)
-    elif method == "exact":
-        terms = exact_in_process(
-            inputs, profile, mode, landmarks_n, rng, n_threads, tile, progress, engine
-        )
-    else:
-        terms = sampled_terms(
-            inputs, profile, mode, alpha, confidence, budget, block, landmarks_n, rng,
-            n_threads, progress, engine,
-        )  # fmt: skip
+    # The torch engine reads the operand format from this context variable (the layers in
+    # between pass no precision); reset afterwards so no other call inherits it.
+    token = _torch_engine.PRECISION.set(operands)
+    try:
+        if engine == "ray":
+            terms = exact_on_ray(inputs, profile, ray, tile, n_threads, progress)
+        elif method == "exact":
+            terms = exact_in_process(
+                inputs, profile, mode, landmarks_n, rng, n_threads, tile, progress, engine
+            )
+        else:
+            terms = sampled_terms(
+                inputs, profile, mode, alpha, confidence, budget, block, landmarks_n, rng,
+                n_threads, progress, engine,
+            )  # fmt: skip
+    finally:
+        _torch_engine.PRECISION.reset(token)
+    if precision is not None:  # recorded: the same data give other digits in another format
+        note = "; ".join(x for x in (note, f"precision={operands} on backend {engine!r}") if x)
     return _assemble(
         terms, inputs, alpha, profile_name, method, mode, engine, n_threads, seed, note, start
     )

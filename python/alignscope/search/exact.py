@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from alignscope import _backend
+from alignscope._devices import array_device, host_only_error
 from alignscope._progress import ProgressArg, TileProgress
 from alignscope.metrics import PairSource, as_matrix
 
@@ -88,6 +89,9 @@ def topk(
             "the same model"
         )
     if exclude is not None:
+        where = array_device(exclude)
+        if where is not None:
+            raise host_only_error("exclude", where)
         exclude = np.asarray(exclude)
         if exclude.shape != (q_src.n,) or exclude.dtype.kind not in "iu":
             raise ValueError(
