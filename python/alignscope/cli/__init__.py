@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from alignscope.cli import ad, concepts, embed, evaluate, poison, screen, train
+from alignscope.cli import ad, analyze, concepts, detect, embed, evaluate, poison, screen, train
 from alignscope.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -65,9 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     ad.register(sub)
     embed.register(sub)
     poison.register(sub)
+    from alignscope.cli import defend  # availability-poison defences, beside poison
+
+    defend.register(sub)
     concepts.register(sub)
     screen.register(sub)
+    detect.register(sub)  # BiBadDiff's backdoor detectors, beside screening
     train.register(sub)
+    analyze.register(sub)  # analyze and masks: SZT's analyses, after train
     evaluate.register(sub)
     ad.register_info(sub)
     return parser

@@ -24,6 +24,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
         ranks = (a, b)
     vocabulary = _concept_options(args)
     trigger_options = _trigger_options(args)  # before any model or dataset loads
+    availability = _availability_options(args)
     dataset = _open_dataset(args.dataset, args.trust_pickles)
     vae = clip = pipeline = perceptual = None
     if args.anchor_pipeline and args.method == "dirty-label" and args.dirty_images != "dataset":
@@ -79,6 +80,7 @@ def cmd_poison(args: argparse.Namespace) -> int:
         out_format=args.format,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        availability_options=availability,
     )
     data = report.to_dict()
     if args.json:
@@ -161,6 +163,38 @@ def _trigger_options(args: argparse.Namespace) -> dict[str, Any] | None:
     return options or None
 
 
+def _availability_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The availability poisons' flags, refused for a method they do not apply to."""
+    from alignscope.poison.methods import AVAILABILITY_METHODS
+
+    given = {
+        "--epsilon": args.epsilon, "--noise-mode": args.noise_mode, "--patch": args.patch,
+        "--device": args.device,
+    }  # fmt: skip
+    applies = {
+        "--epsilon": ("unlearnable", "classwise-noise"), "--noise-mode": ("unlearnable",),
+        "--patch": ("classwise-noise",), "--device": ("unlearnable",),
+    }  # fmt: skip
+    for flag, value in given.items():
+        if value is not None and args.method not in applies[flag]:
+            methods = " or ".join(applies[flag])
+            raise UsageError(f"{flag} is for --method {methods}, not {args.method}")
+    if args.method not in AVAILABILITY_METHODS:
+        return None
+    if args.epsilon is not None and not 1 <= args.epsilon <= 255:
+        raise UsageError(f"--epsilon is 1..255 8-bit levels (8 = 8/255), got {args.epsilon}")
+    options: dict[str, Any] = {}
+    if args.epsilon is not None:
+        options["epsilon"] = args.epsilon
+    if args.noise_mode is not None:
+        options["mode"] = args.noise_mode
+    if args.patch is not None:
+        options["patch"] = args.patch
+    if args.device is not None:
+        options["noise_options"] = {"device": args.device}
+    return options
+
+
 def _read_picture(path: str) -> Any:
     """An image file as an HWC uint8 RGB array (an alpha channel is dropped, as BiBadDiff's
     ``convert("RGB")`` drops it)."""
@@ -193,6 +227,9 @@ def register(sub: Any) -> None:
             "badnets-2",
             "picture-patch",
             "wanet",
+            "unlearnable",
+            "classwise-noise",
+            "ops",
         ),
     )
     poi.add_argument(
@@ -276,6 +313,25 @@ def register(sub: Any) -> None:
         "--lpips", action="store_true", help="nightshade: add the paper's LPIPS < 0.07 penalty"
     )
     poi.add_argument("--steps", type=_positive_int, default=500, help="nightshade PGD steps (500)")
+    poi.add_argument(
+        "--epsilon",
+        type=int,
+        help="unlearnable, classwise-noise: L-inf budget in 8-bit levels (default 8 = 8/255)",
+    )
+    poi.add_argument(
+        "--noise-mode",
+        dest="noise_mode",
+        choices=("sample", "class"),
+        help="unlearnable: one error-minimising delta per image (sample, default) or per class",
+    )
+    poi.add_argument(
+        "--patch",
+        type=_positive_int,
+        help="classwise-noise: side of the blocks of the class patterns in pixels (default 8)",
+    )
+    poi.add_argument(
+        "--device", help="unlearnable: torch device of the surrogate (default: cuda if present)"
+    )
     poi.add_argument("--seed", type=int, default=0)
     poi.add_argument(
         "--format",

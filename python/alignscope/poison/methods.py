@@ -19,8 +19,13 @@ METHODS = (
     "badnets-2",
     "picture-patch",
     "wanet",
+    # availability poisons of class-labelled sets (every row, caption kept): availability.py
+    "unlearnable",
+    "classwise-noise",
+    "ops",
 )
 CONCEPT_METHODS = ("dirty-label", "nightshade")
+AVAILABILITY_METHODS = ("unlearnable", "classwise-noise", "ops")
 TARGET_CAPTION = "A photo of a {target}"
 
 

@@ -30,6 +30,7 @@ from alignscope.poison.concepts import (
 )
 from alignscope.poison.concepts import concept_frequencies as _frequencies
 from alignscope.poison.methods import (
+    AVAILABILITY_METHODS,
     CONCEPT_METHODS,
     METHODS,
     Poisoned,
@@ -105,6 +106,7 @@ def poison_dataset(
     perceptual: Any = None,
     progress: bool = False,
     overwrite: bool = False,
+    availability_options: dict[str, Any] | None = None,
 ) -> PoisonReport:
     """Write a poisoned copy of ``dataset`` to ``out/`` plus ``out/poison_manifest.parquet``.
 
@@ -131,9 +133,19 @@ def poison_dataset(
     byte-identical files (Nightshade on the CPU included). ``out`` may hold only a poisoned
     set made from the same dataset with the same plan and settings (it is rewritten);
     another one is refused naming what differs, unless ``overwrite`` replaces it.
+    Availability poisons (``unlearnable``, ``classwise-noise``, ``ops``) poison every row of a
+    class-labelled set instead, with ``availability_options`` (``epsilon``, ``mode``, ...):
+    :func:`~alignscope.poison.availability.poison_availability`.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method in AVAILABILITY_METHODS:  # every row of a class-labelled set: no plan to draw
+        from alignscope.poison.availability import poison_availability
+
+        return poison_availability(
+            dataset, out, method=method, seed=seed, out_format=out_format, progress=progress,
+            overwrite=overwrite, **(availability_options or {}),
+        )  # fmt: skip
     # The copy is written as PNG, pickled arrays or a tar of PNGs: at least about the size of
     # the dataset's files (PNG keeps every pixel a JPEG dropped). What ``out`` holds already
     # is rewritten in place or deleted first.
