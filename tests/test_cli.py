@@ -212,6 +212,9 @@ def test_ctrl_c_stops_promptly_and_writes_nothing(tmp_path, rng, signum, code, s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "ALIGNSCOPE_NUM_THREADS": "2"},
+        # a shell that started pytest in the background ignores SIGINT, and the child would
+        # inherit that: Python installs its KeyboardInterrupt handler only over SIG_DFL
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(3.0)  # imports, validation, then the O(N^2) pass (tens of seconds here)
     assert proc.poll() is None, proc.communicate()

@@ -184,6 +184,9 @@ def test_ctrl_c_on_the_embed_command_then_rerun(tmp_path, rng, tiny_sscd, monkey
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        # a shell that started pytest in the background ignores SIGINT, and the child would
+        # inherit that: Python installs its KeyboardInterrupt handler only over SIG_DFL
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 300  # imports and model loading on a busy machine

@@ -134,8 +134,9 @@ def alignment_difficulty(
     block : rows per side of a sample block (default 64).
     seed : seed of the sampling; None draws one and records it in the result.
     landmarks : S, the columns per row of ``per_sample="landmarks"`` (default 1024).
-    backend : "auto" ("cuda" when the CUDA module is built and a GPU is visible, else "cpu";
-        see ``precision``), "cpu", "cuda" (tensor-core kernels, fp16 inputs; see the
+    backend : "auto" ("cpu"; "cuda" when the CUDA module is built and a GPU is visible once
+        the kernels are validated on hardware, ``_backend.AUTO_USES_CUDA``; see
+        ``precision``), "cpu", "cuda" (tensor-core kernels, fp16 inputs; see the
         README for their error bound), "torch" (blocked torch reference on its default
         device, streaming columns that do not fit in its memory) or "ray": the exact
         structure pass as Ray tasks of ``task_rows`` x ``task_rows`` blocks over a store
