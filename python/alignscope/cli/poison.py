@@ -212,6 +212,8 @@ def _read_picture(path: str) -> Any:
 
 def register(sub: Any) -> None:
     """Add the ``poison`` sub-command to ``sub`` (an argparse sub-parsers action)."""
+    from alignscope.poison.methods import METHODS  # light: numpy and PIL, no torch
+
     poi = sub.add_parser("poison", help="write a poisoned copy of a dataset and its manifest")
     poi.add_argument("dataset", help="image folder, webdataset .tar(s), pickle-per-pair dir, or HF")
     poi.add_argument("--out", required=True, help="output directory")
@@ -219,18 +221,7 @@ def register(sub: Any) -> None:
     poi.add_argument(
         "--method",
         required=True,
-        choices=(
-            "dirty-label",
-            "nightshade",
-            "relabel",
-            "badnets-1",
-            "badnets-2",
-            "picture-patch",
-            "wanet",
-            "unlearnable",
-            "classwise-noise",
-            "ops",
-        ),
+        choices=METHODS,  # one owner: alignscope.poison.methods
     )
     poi.add_argument(
         "--concepts",
