@@ -185,9 +185,6 @@ def _screen_into(
     # The run holds the folder's lock: any staging folder here is a killed run's leftover.
     for stale in scratch.glob("stage-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    # ... and so is a search's temp file never renamed (a kill -9 mid-write; an index: GBs)
-    for stale in scratch.glob("neighbours-*/*/.*.tmp"):
-        stale.unlink(missing_ok=True)
     table = compute_scores(
         Rows(store, "image"),
         Rows(store, "text") if store.has_text else None,

@@ -313,7 +313,9 @@ def _predict_exact_seconds(rows: Rows, k: int) -> float:
 
 class _Checkpoint:
     """A search's files in one folder: meta.json (what the search is, its chosen parameters),
-    index.faiss, and span-<start>.npz per finished span; or nothing, in memory."""
+    index.faiss, and span-<start>.npz per finished span; or nothing, in memory. One search
+    owns the folder at a time (screen holds its --out lock), so a temp file found on opening
+    is a killed write's leftover (an index's can be GBs) and is removed."""
 
     def __init__(self, folder: str | Path | None, identity: dict[str, Any]) -> None:
         self.folder = None if folder is None else Path(folder)
@@ -328,6 +330,8 @@ class _Checkpoint:
                 old = {}
             if old.get("identity") == identity:
                 self.meta = old
+                for stale in self.folder.glob(".*.tmp"):  # atomic_path's never-renamed files
+                    stale.unlink(missing_ok=True)
                 return
         # another search's (or a damaged) folder: its spans would mix with this one's
         if self.folder.exists():
