@@ -38,8 +38,9 @@ Knn = Callable[[str, "np.ndarray | Rows", int], tuple[np.ndarray, np.ndarray]]
 
 
 def exact_knn(label: str, x: np.ndarray | Rows, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The exact neighbour source (``label`` unused)."""
-    return self_neighbours(x, k).first(min(k, as_rows(x, label).n - 1))
+    """The exact neighbour source (``label`` unused; k is capped at N - 1 by the search)."""
+    found = self_neighbours(x, k)
+    return found.sims, found.idx
 
 
 def _neighbours(x: np.ndarray | Rows, k: int, knn: Knn | None, label: str) -> np.ndarray:
