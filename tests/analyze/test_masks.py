@@ -41,7 +41,9 @@ def test_attention_masks_load_in_train_and_move_the_loss(planted, tiny_sd_dir, t
     assert main(["masks", *args, "--resolution", "16", "--draws", "2", "--json", "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["masks"] == 8
-    assert sorted(p.name for p in masks.iterdir()) == [f"{i}.png" for i in range(8)]
+    # (beside the run's hidden record and lock, which claim the folder)
+    visible = sorted(p.name for p in masks.iterdir() if not p.name.startswith("."))
+    assert visible == [f"{i}.png" for i in range(8)]
     written = np.stack([np.asarray(Image.open(masks / f"{i}.png")) for i in range(8)])
     assert set(np.unique(written)) == {0, 255}  # binary: learn or ignore
     # training reads them, one per image, as they were written
@@ -77,6 +79,23 @@ def test_attention_masks_load_in_train_and_move_the_loss(planted, tiny_sd_dir, t
     ti = ["train", "textual-inversion", str(planted), "--model", str(tiny_sd_dir)]
     run = [*ti, "--out", str(tmp_path / "ti"), "--placeholder", "<t>", "--initializer", "a"]
     assert main([*run, "--steps", "1", "--resolution", "16", "--loss-mask", str(masks)]) == 0
+
+
+def test_masks_from_other_settings_are_never_mixed_into_a_folder(
+    planted, tiny_sd_dir, tmp_path, capsys
+):
+    # train --loss-mask reads whatever <stem>.png it finds: a rerun with another threshold into
+    # the same folder must be refused, not leave a mix of old and new masks
+    base = ["masks", str(tiny_sd_dir), str(planted), "--out", str(tmp_path / "m")]
+    run = [*base, "--placeholder", "<c>", "--initializer", "a", "--resolution", "16"]
+    assert main([*run, "--draws", "1", "--quiet"]) == 0
+    before = (tmp_path / "m" / "0.png").read_bytes()
+    capsys.readouterr()
+    assert main([*run, "--draws", "1", "--threshold", "0.9", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the output of another run (threshold: 0.5 there, 0.9 now)" in err
+    assert (tmp_path / "m" / "0.png").read_bytes() == before
+    assert main([*run, "--draws", "1", "--threshold", "0.9", "--quiet", "--overwrite"]) == 0
 
 
 def test_masks_refuse_a_bad_threshold(planted, tiny_sd_dir, tmp_path, capsys):

@@ -5,15 +5,41 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alignscope.cli._common import (
     UsageError,
+    _add_overwrite,
     _open_dataset,
     _positive_int,
     _quiet_model_libraries,
 )
+
+# Flags that change how a run talks, not what it writes.
+_NOT_IDENTITY = {"out", "quiet", "json", "overwrite", "func", "trust_pickles"}
+
+
+@contextmanager
+def _claimed(args: argparse.Namespace, command: str) -> Iterator[None]:
+    """``args.out`` claimed for ``command`` (:func:`alignscope._files.claimed_output`): a
+    rerun with another model, dataset, manifest, embedding or setting is refused (or, with
+    --overwrite, replaces the folder) instead of mixing its files with the earlier run's, which
+    matters most for masks: `train --loss-mask` reads whatever <stem>.png it finds."""
+    from alignscope._files import claimed_output, fingerprint_tree
+
+    identity: dict[str, Any] = {
+        key: value
+        for key, value in sorted(vars(args).items())
+        if key not in _NOT_IDENTITY and not callable(value)
+    }
+    for key in ("model", "dataset", "embeds", "manifest"):
+        if identity.get(key) is not None:
+            identity[key] = fingerprint_tree(identity[key])
+    with claimed_output(args.out, command, identity, overwrite=args.overwrite):
+        yield
 
 
 def _manifest(args: argparse.Namespace) -> str:
@@ -67,7 +93,8 @@ def cmd_timesteps(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    paths = write_outputs(result, args.out)
+    with _claimed(args, "analyze timesteps"):
+        paths = write_outputs(result, args.out)
     if args.json:
         summary = result.summary()
         summary["outputs"] = {k: str(v) for k, v in paths.items()}
@@ -129,7 +156,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    paths = write_sensitivity_report(result, args.out)
+    with _claimed(args, "analyze sensitivity"):
+        paths = write_sensitivity_report(result, args.out)
     flags = result.poisoned
     means = {
         "clean": float(result.maps[~flags].mean()) if (~flags).any() else None,
@@ -162,23 +190,24 @@ def cmd_masks(args: argparse.Namespace) -> int:
     if not 0 <= args.threshold <= 1:
         raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
     dataset = _open_dataset(args.dataset, args.trust_pickles, "DATA")
-    result = attention_masks(
-        args.model,
-        dataset,
-        args.out,
-        placeholder=args.placeholder,
-        initializer=args.initializer,
-        embeds=args.embeds,
-        prompt=args.prompt,
-        threshold=args.threshold,
-        soft=args.soft,
-        timesteps=_window(args.timesteps),
-        draws=args.draws,
-        resolution=args.resolution,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-    )
+    with _claimed(args, "masks"):
+        result = attention_masks(
+            args.model,
+            dataset,
+            args.out,
+            placeholder=args.placeholder,
+            initializer=args.initializer,
+            embeds=args.embeds,
+            prompt=args.prompt,
+            threshold=args.threshold,
+            soft=args.soft,
+            timesteps=_window(args.timesteps),
+            draws=args.draws,
+            resolution=args.resolution,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+        )
     kept = [float((m > 127).mean()) for m in result.masks]
     if args.json:
         print(json.dumps({"masks": len(result.paths), "out": str(args.out), "kept": kept}))
@@ -207,6 +236,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    _add_overwrite(p)
 
 
 def register(sub: Any) -> None:
