@@ -306,6 +306,12 @@ def test_castle_walls_recipe_runs_offline(tmp_path, tiny_sd_dir, capsys):
     detect += ["--methods", "strip,cd,fct", "--fct-train", str(poisoned)]
     detect += ["--strip-n", "2", "--cd-steps", "1", "--quiet", "--report", str(tmp_path / "r")]
     detect += ["--tab4", str(tmp_path / "cls-train"), str(tmp_path / "cls-gen")]
+    # without the generated set, the second classifier of --tab4 would be dropped silently
+    alone = [a for a in detect[: detect.index("--generated")]] + ["--report", "r"]
+    assert main([*alone, "--tab4", "a", "b"]) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: --tab4 needs --generated (the second set) and --report (the tables)\n"
+    )
     assert main(detect) == 0
     tables = json.loads((tmp_path / "r" / "report.json").read_text())
     assert [row["detector"] for row in tables["tab3"]] == ["cd", "fct", "strip"]

@@ -135,6 +135,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
         write_castle_walls_report,
     )
 
+    if args.tab4 and (args.generated is None or args.report is None):
+        # Tab. 4 sets the classifier trained on each set beside the other: without both sets
+        # (or without --report, where the tables go) one of the two runs would be ignored
+        raise UsageError("--tab4 needs --generated (the second set) and --report (the tables)")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     options = {
         "clean": args.clean,
@@ -170,7 +174,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             tmp.write_text(json.dumps(reports if args.generated else report, indent=2))
     if args.report is not None:
         classifiers = {}
-        for name, run in zip(sets, args.tab4 or [], strict=False):
+        for name, run in zip(sets, args.tab4 or [], strict=bool(args.tab4)):
             metrics = Path(run) / "classifier_metrics.json"
             if not metrics.is_file():
                 raise UsageError(
