@@ -424,8 +424,11 @@ class _Poisoner:
             from alignscope.poison.anchors import generate_target_image
 
             k = int(self.rng.integers(1 << 31))  # a fresh image of t per poison, seeded
+            # cached inside --out, which is claimed with the pipeline's weights: a shared
+            # --anchors folder (named by target and seed only) would hand these images to a
+            # later run with another model
             generated, params = generate_target_image(
-                self.anchor_pipeline, t, self.anchors or self.root / ".generated", seed=k
+                self.anchor_pipeline, t, self.root / ".generated", seed=k
             )
             return Poisoned(generated, record.caption, params)
         if method == "dirty-label":
