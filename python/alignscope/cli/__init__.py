@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from alignscope._files import OutputConflict
 from alignscope.cli import ad, analyze, concepts, detect, embed, evaluate, poison, screen, train
 from alignscope.cli._common import (
     EXIT_BAD_INPUT,
@@ -104,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("alignscope: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except UsageError as exc:
+        print(f"alignscope: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OutputConflict as exc:
+        # printed as written: the flag-name rewriting of other errors below would also rewrite
+        # a path or a recorded key that holds "labels" (every command's refusal, one place)
         print(f"alignscope: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (

@@ -151,20 +151,15 @@ def cmd_ad(args: argparse.Namespace) -> int:
     data, texts, labels, truth = _open_source(args)
     if args.per_sample is None:
         return _run_ad(args, data, texts, labels, truth, profile, ray)
-    from alignscope._files import OutputConflict, claimed_file
+    from alignscope._files import claimed_file
 
     # the record is checked before the computation: a refusal comes in seconds, not hours
     identity = _per_sample_identity(args, data, profile)
     claim = claimed_file(
         args.per_sample, "ad --per-sample", identity, flag="--per-sample", overwrite=args.overwrite
     )
-    try:
-        with claim:
-            return _run_ad(args, data, texts, labels, truth, profile, ray)
-    except OutputConflict as exc:
-        # printed as written: the API-name rewriting of other errors would turn a key or a
-        # path holding "labels" into "--labels"
-        raise UsageError(str(exc)) from exc
+    with claim:  # a refusal (OutputConflict) is printed as written by cli.main
+        return _run_ad(args, data, texts, labels, truth, profile, ray)
 
 
 def _run_ad(

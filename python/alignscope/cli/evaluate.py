@@ -56,7 +56,6 @@ def _given(args: argparse.Namespace, **flags: str) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from alignscope._files import OutputConflict
     from alignscope.evaluate.classifiers import ZERO_SHOT
     from alignscope.evaluate.detectors import TEMPLATE_TRIGGERS
     from alignscope.evaluate.generate import GenerationSettings
@@ -185,19 +184,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"--names needs {len(args.models)} distinct names, one per model; got {labels}"
             )
         models = dict(zip(labels, args.models, strict=True))
-    try:
-        report = evaluate(
-            models,
-            args.out,
-            config,
-            progress=not args.quiet,
-            quiet=args.quiet,
-            overwrite=args.overwrite,
-        )
-    except OutputConflict as exc:
-        # printed as written: other errors get API names rewritten as flags, which would also
-        # rewrite a path or a key holding "labels"
-        raise UsageError(str(exc)) from exc
+    report = evaluate(
+        models,
+        args.out,
+        config,
+        progress=not args.quiet,
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:

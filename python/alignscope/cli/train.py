@@ -18,7 +18,6 @@ from alignscope.cli._common import (
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from alignscope._files import OutputConflict
     from alignscope.train import TrainConfig, train
     from alignscope.train.modes import with_preset
 
@@ -50,24 +49,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         "device": args.device,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    try:
-        result = train(
-            args.mode,
-            dataset,
-            args.out,
-            model=args.model,
-            config=config,
-            unet_config=args.unet_config,
-            placeholder=args.placeholder,
-            initializer=args.initializer,
-            num_vectors=args.num_vectors,
-            progress=not args.quiet,
-            overwrite=args.overwrite,
-        )
-    except OutputConflict as exc:
-        # printed as written: other errors get API names rewritten as flags, which would also
-        # rewrite a path or a key holding "labels"
-        raise UsageError(str(exc)) from exc
+    result = train(
+        args.mode,
+        dataset,
+        args.out,
+        model=args.model,
+        config=config,
+        unet_config=args.unet_config,
+        placeholder=args.placeholder,
+        initializer=args.initializer,
+        num_vectors=args.num_vectors,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
     summary = {
         "output": result.output,
         "steps": result.steps,
