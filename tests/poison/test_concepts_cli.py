@@ -174,6 +174,16 @@ def test_concepts_ranks_a_datasets_nouns_as_an_independent_count(caption_world, 
         f"the 5 most frequent of the {len(expected)} concepts named in 31 captions, written to "
         f"{out}\n"
     )
+    # the file is claimed: another --top into it is refused, the same run again is not
+    assert main(["concepts", str(caption_world), "--top", "5", "--out", str(out)]) == 0
+    assert main(["concepts", str(caption_world), "--top", "3", "--out", str(out)]) == 2
+    assert "top: 5 there, 3 now" in capsys.readouterr().err
+    assert out.read_text() == "".join(f"{noun}\n" for noun, _ in expected[:5])
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my own list\n")  # a file alignscope did not write is never replaced
+    assert main(["concepts", str(caption_world), "--out", str(mine)]) == 2
+    assert mine.read_text() == "my own list\n"
+    capsys.readouterr()
     assert main(["concepts", str(caption_world), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["captions"] == 31 and report["vocabulary"] == "packaged"

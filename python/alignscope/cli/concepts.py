@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alignscope.cli._common import UsageError, _open_dataset, _positive_int
+from alignscope.cli._common import UsageError, _add_overwrite, _open_dataset, _positive_int
 
 DEFAULT_TOP = 1000  # the Implosion evaluation's 1000 concepts
 
@@ -44,8 +44,20 @@ def cmd_concepts(args: argparse.Namespace) -> int:
         )
     top = ranked[: args.top]
     if args.out is not None:
+        from alignscope._files import claimed_file, fingerprint_tree
+
+        # claimed: a noun list the user wrote, or one from another dataset, vocabulary or
+        # --top, is refused (--overwrite replaces it) instead of silently replaced
+        identity = {
+            "dataset": fingerprint_tree(args.dataset),
+            "vocabulary": "packaged"
+            if args.vocabulary is None
+            else fingerprint_tree(args.vocabulary),
+            "top": args.top,
+        }
+        claim = claimed_file(args.out, "concepts", identity, flag="--out", overwrite=args.overwrite)
         # nouns only, one per line: what `poison --vocabulary` and `evaluate --concepts` read
-        with atomic_path(args.out) as tmp:
+        with claim as path, atomic_path(path) as tmp:
             tmp.write_text("".join(f"{noun}\n" for noun, _ in top), encoding="utf-8")
     if args.json:
         report = {
@@ -92,4 +104,5 @@ def register(sub: Any) -> None:
     )
     con.add_argument("--trust-pickles", dest="trust_pickles", action="store_true")
     con.add_argument("--json", action="store_true")
+    _add_overwrite(con)
     con.set_defaults(func=cmd_concepts)
