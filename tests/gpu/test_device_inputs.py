@@ -156,7 +156,9 @@ def test_auto_runs_the_cuda_engine_when_built_with_a_device(rng, stand_in, monke
     result = alignscope.alignment_difficulty(a, b, per_sample=True)
     assert result.backend == "cuda" and len(stand_in) == 1
     ref = _reference.alignment_difficulty(a, b)
-    assert abs(result.ad - ref["ad"]) <= 1e-5  # README "CUDA": the fp16 kernels' bound
+    # the stand-in is the kernel's fp16 emulation: this checks routing and plumbing, not the
+    # kernel's bound (tests/gpu checks that on hardware)
+    assert abs(result.ad - ref["ad"]) <= 1e-5
     assert _backend.resolve_backend("auto", "fp16") == "cuda"
     assert _backend.resolve_backend("auto", "fp32") == "cpu"  # fp32 asked: not the fp16 kernels
     assert _backend.resolve_backend("auto", "bf16") == "torch"
