@@ -256,6 +256,8 @@ def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, caps
     assert "--p-t only apply with --target-class" in capsys.readouterr().err
     assert main([*argv[:3], str(tmp_path / "i"), *argv[4:], "--trigger-pattern", "k.png"]) == 2
     assert "--trigger-pattern only apply with --target-class" in capsys.readouterr().err
+    assert main([*argv[:3], str(tmp_path / "i"), *argv[4:], "--classifier", "clip"]) == 2
+    assert "--classifier only apply with --target-class" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert main([*argv[:3], str(tmp_path / "file"), *argv[4:]]) == 2  # --out is a file
     assert "alignscope: error:" in capsys.readouterr().err

@@ -89,6 +89,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             ("--dissection-steps", args.dissection_steps),
             ("--dissection-sampler", args.dissection_sampler),
             ("--trigger-pattern", args.trigger_pattern),
+            ("--trigger", args.trigger),
+            ("--classifier", args.classifier),
+            ("--dissection-template", args.dissection_template),
+            ("--trigger-threshold", args.trigger_threshold),
         )
         stray = [f for f, v in only_g1_g4 if v is not None]
         if stray:
