@@ -380,8 +380,7 @@ def select_concepts(
     ``top`` most frequent, or ranks ``a..b`` inclusive, 1-based (e.g. (1501, 2000))."""
     if (top is None) == (ranks is None):
         raise ValueError("give exactly one of top= or ranks=")
-    skip = set(exclude)
-    ordered = sorted((c for c in frequencies if c not in skip), key=lambda c: (-frequencies[c], c))
+    ordered = [c for c, _ in ranked_concepts(frequencies, exclude)]  # the one ranking
     if top is not None:
         if top < 1:
             raise ValueError(f"top must be >= 1, got {top}")
