@@ -12,7 +12,7 @@ import numpy as np
 
 from alignscope._files import atomic_path
 from alignscope.report import interactive
-from alignscope.search.replication import ReplicationResult
+from alignscope.search.replication import THRESHOLDS, ReplicationResult
 
 
 def write_matches(
@@ -80,7 +80,11 @@ def write_scatter(result: ReplicationResult, path: Path) -> Path:
     ax.scatter(x[keep], y[keep], s=6, alpha=0.6)
     ax.plot([-1, 1], [-1, 1], color="grey", linewidth=0.8)
     ax.axhline(
-        0.75, color="tab:red", linewidth=0.8, linestyle="--", label="SSCD copy threshold 0.75"
+        COPY_THRESHOLD,
+        color="tab:red",
+        linewidth=0.8,
+        linestyle="--",
+        label=f"SSCD copy threshold {COPY_THRESHOLD}",
     )
     lo = float(min(x[keep].min(initial=0.0), y[keep].min(initial=0.0), 0.0))
     ax.set_xlim(lo, 1.0)
@@ -107,7 +111,7 @@ def strongest(result: ReplicationResult, top: int = TOP_MATCHES) -> np.ndarray:
 
 # SSCD's copy-detection threshold (the scatter plot's red line): the explorer's slider starts
 # there, counting the generated items whose nearest training item is a copy.
-COPY_THRESHOLD = 0.75
+COPY_THRESHOLD = THRESHOLDS[-1]  # search.replication owns the thresholds (0.5, 0.75)
 _STATISTICS = (
     ("count", "n"),
     ("mean", "mean"),
@@ -117,8 +121,7 @@ _STATISTICS = (
     ("p90", "p90"),
     ("p95", "p95"),
     ("p99", "p99"),
-    ("fraction_above_0.5", "share > 0.5"),
-    ("fraction_above_0.75", "share > 0.75"),
+    *((f"fraction_above_{t}", f"share > {t}") for t in THRESHOLDS),
 )
 
 
