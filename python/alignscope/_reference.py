@@ -6,6 +6,8 @@ Nothing in the package's compute path imports this module.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -693,21 +695,38 @@ def relative_alignment_definition(
     """(N,) ref_i - cos(x_i, y_i). ref_i starts as the median CLIP score cos(x_j, y_j) over the
     k nearest other captions j of y_i; each of ``rounds`` rounds then makes it the mean over
     those j that are not in the top ``trim`` share of the current scores ref - cos, a row
-    being in the top share when the rows scoring at least as high as it number at most
-    trim * N. Every row must keep a peer (the docstring defines no fallback)."""
+    being in the top share when its score is above the (1 - trim) quantile q of the scores
+    (linear interpolation between order statistics: position (N - 1)(1 - trim) counted from
+    0 in the sorted scores). Every row must keep a peer (the docstring defines no fallback)."""
+    return alignment_residual_definition(image, text, k, trim, rounds)[0]
+
+
+def alignment_residual_definition(
+    image: np.ndarray, text: np.ndarray, k: int, trim: float = 0.1, rounds: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """(score, spread): score as :func:`relative_alignment_definition`; spread_i the root mean
+    square of cos(x_j, y_j) - ref_i over the peers j trusted in the last round (those the
+    final ref_i averages). Every row must keep a peer."""
     x, y = unit_rows(image), unit_rows(text)
     n = x.shape[0]
     agree = [float(np.dot(x[i], y[i])) for i in range(n)]
     near = nearest_others(text, min(k, n - 1))
     ref = [_median_of([agree[j] for j in near[i]]) for i in range(n)]
+    kept: list[list[float]] = []
     for _ in range(rounds):
         score = [ref[i] - agree[i] for i in range(n)]
-        in_top = [sum(1 for t in score if t >= s) <= trim * n for s in score]
+        ordered = sorted(score)
+        at = (n - 1) * (1.0 - trim)
+        low = math.floor(at)
+        high = min(low + 1, n - 1)
+        q = ordered[low] + (at - low) * (ordered[high] - ordered[low])
+        in_top = [s > q for s in score]
         kept = [[agree[j] for j in near[i] if not in_top[j]] for i in range(n)]
         if not all(kept):
             raise ValueError("a row has no trusted peer; the definition does not cover it")
         ref = [sum(v) / len(v) for v in kept]
-    return np.array([ref[i] - agree[i] for i in range(n)])
+    spread = [math.sqrt(sum((a - ref[i]) ** 2 for a in kept[i]) / len(kept[i])) for i in range(n)]
+    return np.array([ref[i] - agree[i] for i in range(n)]), np.array(spread)
 
 
 def view_residual_definition(image: np.ndarray, view: np.ndarray, k: int) -> np.ndarray:
@@ -765,12 +784,19 @@ def concentration_definition(
 
 
 def combined_terms(
-    scores: dict[str, np.ndarray], neighbours: list[np.ndarray] | None = None
+    scores: dict[str, np.ndarray],
+    neighbours: list[np.ndarray] | None = None,
+    structure: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """The combined score's parts: (max_s w_s L_s(i), sum_s w_s L_s(i), weights), with
-    L_s = -log of the upper tail of score s and w_s its concentration over the largest (all 1
-    when no input is concentrated at all)."""
-    level = {name: concentration_definition(v, neighbours or []) for name, v in scores.items()}
+    L_s = -log of the upper tail of score s and w_s the concentration of structure[s] (of
+    score s where structure has none) over the largest (all 1 when no input is concentrated
+    at all)."""
+    structure = structure or {}
+    level = {
+        name: concentration_definition(structure.get(name, v), neighbours or [])
+        for name, v in scores.items()
+    }
     top = max(level.values())
     weights = {name: (value / top if top > 0 else 1.0) for name, value in level.items()}
     logs = np.array(

@@ -10,6 +10,10 @@ import pytest
 from alignscope import _reference as ref
 from alignscope.screen import compute_scores
 from alignscope.screen.combine import TOP_SHARE, combined_score, concentration, upper_tail
+from alignscope.screen.relative import alignment_residual, exact_knn
+from alignscope.screen.scores import _distinct_neighbours
+from alignscope.search.rows import Rows
+from alignscope.synth import realistic_world
 
 
 def test_upper_tail_counts_ties_as_at_least_as_high():
@@ -154,6 +158,49 @@ def test_combined_matches_definition():
     assert np.array_equal(np.argsort(-got, kind="stable"), np.lexsort((-total, -top)))
 
 
+def test_combined_weighs_an_input_by_its_structure_array():
+    scores, tables = _rank_inputs(200, seed=7)
+    # "b"'s structure array puts the rows that lead "a" on top: b then weighs as much as a,
+    # while b's own top rows (and so its ranking terms) are unchanged.
+    structure = {"b": scores["a"] + 0.001 * scores["b"]}
+    got, weights = combined_score(scores, tables, structure)
+    top, total, want_weights = ref.combined_terms(scores, tables, structure)
+    _, _, plain = ref.combined_terms(scores, tables)
+    assert plain["b"] < 0.9 and want_weights["b"] == pytest.approx(1.0)
+    for name in scores:
+        assert weights[name] == pytest.approx(want_weights[name], rel=1e-12)
+    assert np.array_equal(np.argsort(-got, kind="stable"), np.lexsort((-total, -top)))
+
+
+@pytest.mark.parametrize("transform", [np.exp, lambda x: x**3], ids=["exp", "cube"])
+def test_combined_with_structure_is_invariant_to_increasing_rescaling(transform):
+    scores, tables = _rank_inputs(200, seed=8)
+    structure = {"c": np.random.default_rng(9).normal(size=200)}
+    want, want_weights = combined_score(scores, tables, structure)
+    for name in scores:
+        got, weights = combined_score({**scores, name: transform(scores[name])}, tables, structure)
+        assert weights == want_weights
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("structure", "message"),
+    [
+        ({"z": np.zeros(5)}, "structure names 'z', which is not an input score (a, b)"),
+        (
+            {"a": np.zeros(4)},
+            "the structure array of 'a' has shape (4,), its score (5,)",
+        ),
+        ({"b": np.array([0, 1, np.nan, 2, 3])}, "the structure array of 'b' contains NaN or inf"),
+    ],
+)
+def test_combined_structure_errors(structure, message):
+    scores = {"a": np.arange(5.0), "b": np.arange(5.0)[::-1]}
+    with pytest.raises(ValueError) as err:
+        combined_score(scores, None, structure)
+    assert str(err.value) == message
+
+
 def test_combined_without_neighbour_tables_weighs_inputs_equally():
     scores, _ = _rank_inputs(100, seed=5)
     got, weights = combined_score(scores)
@@ -226,7 +273,10 @@ def test_compute_scores_reports_the_combined_weights():
         "purification": ref.purification_shift_definition(image, second, purified, k),
     }
     graphs = [ref.nearest_others(image, k), ref.nearest_others(text, k)]
-    top, total, weights = ref.combined_terms(inputs, graphs)
+    # relative_alignment is weighed by its studentized residual (screen.relative).
+    score, spread = ref.alignment_residual_definition(image, text, 50)
+    assert spread.min() > 1e-3  # the floor plays no part: the plain ratio
+    top, total, weights = ref.combined_terms(inputs, graphs, {"relative_alignment": score / spread})
     assert len({round(w, 2) for w in weights.values()}) >= 2  # weights that differ
     assert table.methods["combined"] == "min-p of " + ", ".join(
         f"{name} (weight {w:.2f})" for name, w in weights.items()
@@ -241,6 +291,33 @@ def test_compute_scores_reports_the_combined_weights():
     assert np.array_equal(
         np.argsort(-table.scores["combined"], kind="stable"), np.lexsort((-total, -top))
     )
+
+
+def test_compute_scores_weighs_relative_alignment_by_its_studentized_residual():
+    """On a small realistic world with clean-label poisons the caption score's raw top rows
+    gather in the concepts whose CLIP scores scatter most; studentized they gather less, so
+    the view scores gain weight against it."""
+    w = realistic_world(3000, poisoned_concepts=15, per_concept=8, kind="clean", seed=0)
+    table = compute_scores(
+        w.image_emb, w.text_emb, scores=("combined",), second_view=w.latent_emb, k=10
+    )
+    inputs = {
+        name: table.scores[name] for name in ("relative_alignment", "view_density", "cross_view")
+    }
+    graphs = [
+        _distinct_neighbours(Rows(w.image_emb), 10, exact_knn, "image"),
+        _distinct_neighbours(Rows(w.text_emb), 10, exact_knn, "text"),
+    ]
+    residual = alignment_residual(w.image_emb, w.text_emb)
+    np.testing.assert_array_equal(residual.score, inputs["relative_alignment"])
+    want, weights = combined_score(inputs, graphs, {"relative_alignment": residual.studentized()})
+    _, raw = combined_score(inputs, graphs)
+    np.testing.assert_array_equal(table.scores["combined"], want)
+    assert table.methods["combined"] == "min-p of " + ", ".join(
+        f"{name} (weight {value:.2f})" for name, value in weights.items()
+    )
+    assert weights["relative_alignment"] == raw["relative_alignment"] == 1.0
+    assert weights["view_density"] > raw["view_density"] + 0.1
 
 
 def test_compute_scores_combined_of_captions_alone_ranks_like_relative_alignment():

@@ -13,6 +13,13 @@ neighbours, while an uninformative score's top rows are scattered. The weight is
 the top rows' k nearest neighbours that are top rows too, over the share expected by chance,
 relative to the most concentrated input; it depends on ranks only. Ties of the maximum are
 broken by the sum of all weighted -log tail probabilities (Fisher's rule).
+
+A score can hand in a *structure* array for its weight: the same evidence with benign
+variation that the ranking tolerates taken out. relative_alignment's is its studentized
+residual: concepts differ in how widely their CLIP scores scatter, and in raw units the top rows
+gather in the widest-scattering concepts, which looks like a planted group to the weight (seed 0
+of the realistic benchmark world with clean-label poisons: the caption score had 0.67 of the
+view score's weight measured raw, 0.43 studentized).
 """
 
 from __future__ import annotations
@@ -59,26 +66,46 @@ def concentration(score: np.ndarray, neighbours: list[np.ndarray], top: float = 
 
 
 def combined_score(
-    scores: dict[str, np.ndarray], neighbours: list[np.ndarray] | None = None
+    scores: dict[str, np.ndarray],
+    neighbours: list[np.ndarray] | None = None,
+    structure: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """(N,) float64 combined score and each input's weight.
 
     combined_i = max_s w_s * (-log p_s(i)) plus a tie break below the smallest gap between
     distinct maxima from sum_s w_s * (-log p_s(i)), with p_s the upper-tail probability of
-    score s and w_s its :func:`concentration` over ``neighbours`` relative to the largest
-    (all 1 without neighbour tables, or when no input's top rows neighbour each other).
+    score s and w_s the :func:`concentration` over ``neighbours`` of ``structure[s]`` (score s
+    itself when ``structure`` has no entry for it) relative to the largest (all 1 without
+    neighbour tables, or when no input's top rows neighbour each other).
 
     Parameters
     ----------
     scores : name -> (N,) score, higher more suspicious; at least one.
     neighbours : (N, k) int index tables (caption and image k-NN, self excluded).
+    structure : name of a score -> (N,) finite array whose top rows' concentration weighs that
+        score instead of its own (higher more suspicious, as the score).
     """
     if not scores:
         raise ValueError("the combined score needs at least one input score")
     if len({np.shape(v) for v in scores.values()}) > 1:
         raise ValueError("input scores differ in length")
+    structure = dict(structure or {})
+    for name, array in structure.items():
+        if name not in scores:
+            raise ValueError(
+                f"structure names {name!r}, which is not an input score ({', '.join(scores)})"
+            )
+        if np.shape(array) != np.shape(scores[name]):
+            raise ValueError(
+                f"the structure array of {name!r} has shape {np.shape(array)}, its score "
+                f"{np.shape(scores[name])}"
+            )
+        if not np.isfinite(np.asarray(array, dtype=np.float64)).all():
+            raise ValueError(f"the structure array of {name!r} contains NaN or inf")
     tails = np.stack([upper_tail(v) for v in scores.values()])
-    level = {name: concentration(v, neighbours or []) for name, v in scores.items()}
+    level = {
+        name: concentration(structure.get(name, v), neighbours or []) for name, v in scores.items()
+    }
     top = max(level.values())
     # No input concentrated at all (tiny N, or no neighbour tables): weigh them equally.
     weights = {name: value / top if top > 0 else 1.0 for name, value in level.items()}

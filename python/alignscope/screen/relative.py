@@ -12,6 +12,7 @@ one that searches each view once, exactly or approximately).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -69,21 +70,69 @@ def relative_alignment(
     image_emb, text_emb : (N, d) float, any scale (rows are normalised), or Rows.
     k : reference neighbours (capped at N - 1).
     """
+    return alignment_residual(image_emb, text_emb, k, knn=knn).score
+
+
+@dataclass(frozen=True)
+class AlignmentResidual:
+    """A pair's CLIP score against its caption peers' (:func:`alignment_residual`).
+
+    score : (N,) float64, ref_i - cos(x_i, y_i) (:func:`relative_alignment`).
+    spread : (N,) float64 >= 0, sqrt(mean over the trusted peers j of (cos(x_j, y_j) - ref_i)^2),
+        the peers' own scatter about the reference; a row without a trusted peer gets the
+        median spread of the rows that have one.
+    """
+
+    score: np.ndarray
+    spread: np.ndarray
+
+    def studentized(self) -> np.ndarray:
+        """(N,) float64 score / spread: how many of its peers' spreads a pair falls below them.
+
+        Concepts differ in how widely their CLIP scores scatter (a hard concept, a generic
+        caption's many possible images); in raw units the widest-scattering concept fills the
+        top of the ranking without any poison in it. The spread is floored at 1e-6 of its
+        median (a numerical guard: peers with one identical score would divide by zero)."""
+        typical = float(np.median(self.spread)) if self.spread.size else 0.0
+        return self.score / np.maximum(self.spread, 1e-6 * typical + 1e-300)
+
+
+def alignment_residual(
+    image_emb: np.ndarray | Rows,
+    text_emb: np.ndarray | Rows,
+    k: int = REFERENCE_K,
+    *,
+    knn: Knn | None = None,
+) -> AlignmentResidual:
+    """:func:`relative_alignment` and the spread of the trusted peers it is measured against
+    (:class:`AlignmentResidual`); one caption search and one pass over the pairs for both."""
     agreement = paired_cosines(image_emb, text_emb)
     near = _neighbours(text_emb, k, knn, "text")
     # In chunks of rows: the (N, k) float64 peer table would be 400 MB at N = 1M.
     reference = np.empty_like(agreement)
     for s in range(0, near.shape[0], _CHUNK):
         reference[s : s + _CHUNK] = np.median(agreement[near[s : s + _CHUNK]], axis=1)
+    trusted = np.ones(agreement.shape, dtype=bool)
     for _ in range(ROUNDS):
         score = reference - agreement
-        suspect = score > np.quantile(score, 1.0 - TRIM)
+        trusted = ~(score > np.quantile(score, 1.0 - TRIM))
         for s in range(0, near.shape[0], _CHUNK):
             rows = near[s : s + _CHUNK]
             reference[s : s + _CHUNK] = _trusted_mean(
-                agreement[rows], ~suspect[rows], reference[s : s + _CHUNK]
+                agreement[rows], trusted[rows], reference[s : s + _CHUNK]
             )
-    return reference - agreement
+    spread = np.empty_like(agreement)
+    count = np.empty(agreement.shape, dtype=np.int64)
+    for s in range(0, near.shape[0], _CHUNK):
+        rows = near[s : s + _CHUNK]
+        keep = trusted[rows]
+        deviation = agreement[rows] - reference[s : s + _CHUNK, None]
+        count[s : s + _CHUNK] = keep.sum(axis=1)
+        squares = np.where(keep, deviation**2, 0.0).sum(axis=1)
+        spread[s : s + _CHUNK] = np.sqrt(squares / np.maximum(count[s : s + _CHUNK], 1))
+    have = count > 0
+    typical = float(np.median(spread[have])) if have.any() else 0.0
+    return AlignmentResidual(reference - agreement, np.where(have, spread, typical))
 
 
 def paired_cosines(a: np.ndarray | Rows, b: np.ndarray | Rows) -> np.ndarray:

@@ -28,8 +28,10 @@
   than its CLIP neighbours' do (:func:`~alignscope.screen.relative.purification_shift`);
   clean-label (adversarial) poisons; needs the latent and purified views (embed --vae).
 - ``combined``: the default ranking. The concentration-weighted min-p combination
-  (:mod:`alignscope.screen.combine`) of the detectors among relative_alignment, view_density
-  and purification that the inputs allow; needs no knowledge of the attack.
+  (:mod:`alignscope.screen.combine`) of the detectors among relative_alignment, view_density,
+  cross_view and purification that the inputs allow; needs no knowledge of the attack.
+  relative_alignment is weighted by the concentration of its studentized residual
+  (:meth:`~alignscope.screen.relative.AlignmentResidual.studentized`).
 """
 
 from __future__ import annotations
@@ -49,10 +51,10 @@ from alignscope.screen.combine import combined_score
 from alignscope.screen.relative import (
     REFERENCE_K,
     Knn,
+    alignment_residual,
     exact_knn,
     paired_cosines,
     purification_shift,
-    relative_alignment,
     view_density,
     view_residual,
 )
@@ -290,12 +292,12 @@ def compute_scores(
         )
         table.methods["alignment"] = "exact"
     _view_scores(table, wanted, image_emb, second_view, purified_view, k, search)
+    structure: dict[str, np.ndarray] = {}
     if "relative_alignment" in wanted:
-        table.scores["relative_alignment"] = relative_alignment(
-            image_emb,
-            text_emb,  # type: ignore[arg-type]
-            knn=search,
-        )
+        residual = alignment_residual(image_emb, text_emb, knn=search)  # type: ignore[arg-type]
+        table.scores["relative_alignment"] = residual.score
+        if "combined" in scores:
+            structure["relative_alignment"] = residual.studentized()
         table.methods["relative_alignment"] = (
             f"{_how(search, 'text')} caption k-NN, k={min(REFERENCE_K, n - 1)}, 10% trimmed"
         )
@@ -318,7 +320,7 @@ def compute_scores(
             table.scores["lid"] = np.where(mean < 0, -1.0 / np.minimum(mean, -1e-12), 0.0)
             table.methods["lid"] = f"MLE, k={kk}"
     if "combined" in scores:
-        _combine(table, combined_inputs, image_emb, text_emb, k, search)
+        _combine(table, combined_inputs, image_emb, text_emb, k, search, structure)
     table.neighbours = search.describe()
     # Scores computed only as the combined score's inputs are reported too (they explain it).
     order = [name for name in SCORES if name in table.scores]
@@ -437,11 +439,14 @@ def _combine(
     text_emb: Rows | None,
     k: int,
     search: Knn,
+    structure: dict[str, np.ndarray],
 ) -> None:
     graphs = [_distinct_neighbours(image_emb, k, search, "image")]
     if text_emb is not None:
         graphs.append(_distinct_neighbours(text_emb, k, search, "text"))
-    values, weights = combined_score({name: table.scores[name] for name in inputs}, graphs)
+    values, weights = combined_score(
+        {name: table.scores[name] for name in inputs}, graphs, structure
+    )
     table.scores["combined"] = values
     table.methods["combined"] = "min-p of " + ", ".join(
         f"{name} (weight {weights[name]:.2f})" for name in inputs
