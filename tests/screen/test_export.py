@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -152,3 +153,103 @@ def test_scores_of_another_store_are_refused(embedded, tmp_path):
     with pytest.raises(ValueError, match=r"id '3' appears more than once"):
         to_hf_dataset(embedded / "hf", scores, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+class _PixelClip:
+    """A CLIP encoder of the user's own: an image's vector from its pixels, a caption's from
+    its characters (deterministic, and different rows differ)."""
+
+    spec, device, dim = "pixels", "cpu", 8
+
+    def encode_images(self, images):
+        rows = [np.resize(np.asarray(im, np.float32).ravel()[::7], self.dim) for im in images]
+        return np.stack(rows) / 255.0 + np.arange(self.dim, dtype=np.float32)
+
+    def encode_texts(self, texts, normalize=True):
+        return np.stack([np.resize(np.frombuffer(t.encode(), np.uint8), self.dim) for t in texts])
+
+
+@pytest.fixture
+def embedded_for_real(tmp_path):
+    """The saved dataset, embedded by `alignscope embed`'s code (its report lists the row
+    without an image as skipped; its metadata keeps each row's caption)."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("pyarrow")
+    from alignscope.embed import embed_dataset
+    from alignscope.io.datasets import open_dataset
+
+    data = _saved_dataset(tmp_path / "hf")
+    embed_dataset(open_dataset(data), tmp_path / "store", clip=_PixelClip(), progress=False)
+    return tmp_path
+
+
+def _resaved(path, change):
+    """The dataset at ``path`` replaced by ``change(dataset)``, saved at the same path (as a
+    user re-saving a filtered or shuffled copy does)."""
+    datasets = pytest.importorskip("datasets")
+    changed = change(datasets.load_from_disk(str(path)))
+    changed.save_to_disk(str(path.parent / "staged"))
+    shutil.rmtree(path)
+    (path.parent / "staged").rename(path)
+    return datasets.load_from_disk(str(path))
+
+
+def test_a_dataset_changed_since_the_embedding_is_refused(embedded_for_real, capsys):
+    root = embedded_for_real
+    hf, store = root / "hf", root / "store"
+    export = ["--hf-dataset", str(hf)]
+    assert _screen(root, *export, "--hf-out", str(root / "x0")) == 0  # as embedded: joined
+    again = "give the saved dataset the store was embedded from, or embed this one again"
+    # a row dropped, then one appended: the row count differs from what the store recorded
+    for name, change, rows in (
+        ("x1", lambda d: d.select(range(N - 1)), N - 1),
+        ("x2", lambda d: d.add_item({"image": None, "text": "new", "n": N}), N + 1),
+    ):
+        _resaved(hf, change)
+        capsys.readouterr()
+        assert _screen(root, *export, "--hf-out", str(root / name)) == 2
+        assert capsys.readouterr().err == (
+            f"alignscope: error: --hf-dataset: {str(hf)!r} has {rows} rows, but the store "
+            f"{str(store)!r} was embedded from {N} ({N - 1} embedded, 1 skipped): the dataset "
+            f"changed since; {again}\n"
+        )
+        shutil.rmtree(hf)
+        _saved_dataset(hf)  # the embedded rows again
+    # the same rows in another order: the row count matches, the captions do not
+    shuffled = _resaved(hf, lambda d: d.shuffle(seed=1))
+    row = next(i for i in range(N) if i != BROKEN and shuffled["text"][i] != f"caption {i}")
+    capsys.readouterr()
+    assert _screen(root, *export, "--hf-out", str(root / "x3")) == 2
+    assert capsys.readouterr().err == (
+        f"alignscope: error: --hf-dataset: {str(hf)!r}: row {row} has the caption "
+        f"{shuffled['text'][row]!r}, but the store {str(store)!r} was embedded from a row "
+        f"{row} captioned 'caption {row}': the dataset changed since; {again}\n"
+    )
+    assert not any((root / f"x{i}").exists() for i in (1, 2, 3))
+
+
+def test_to_hf_dataset_given_the_store_checks_the_dataset(embedded_for_real, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from alignscope.screen.export import to_hf_dataset
+
+    root = embedded_for_real
+    assert _screen(root) == 0
+    scores, store = root / "o" / "scores.parquet", root / "store"
+    # another column added to the same rows: still the screened dataset
+    datasets.load_from_disk(str(root / "hf")).add_column("extra", list(range(N))).save_to_disk(
+        str(tmp_path / "wider")
+    )
+    counts = to_hf_dataset(tmp_path / "wider", scores, tmp_path / "a", store=store)
+    assert counts == {"rows": N, "screened": N - 1, "kept": 8}
+    # one caption rewritten in the middle: caught (every row of this small store is sampled)
+    edited = _resaved(root / "hf", lambda d: d.map(lambda r: {"text": r["text"].upper()}
+                                                   if r["n"] == 7 else r))  # fmt: skip
+    assert edited["text"][7] == "CAPTION 7"
+    with pytest.raises(ValueError) as refused:
+        to_hf_dataset(root / "hf", scores, tmp_path / "b", store=store)
+    assert str(refused.value).startswith(
+        f"{str(root / 'hf')!r}: row 7 has the caption 'CAPTION 7', but the store "
+    )
+    assert not (tmp_path / "b").exists()
+    # without the store, the ids alone are checked (the join of earlier versions)
+    assert to_hf_dataset(root / "hf", scores, tmp_path / "c")["rows"] == N

@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from alignscope._files import LOCK_NAME, RECORD_NAME, OutputConflict  # noqa: E402
 from alignscope._reference import badnets1_reference  # noqa: E402
 from alignscope.cli import main  # noqa: E402
 from alignscope.io.datasets import open_dataset  # noqa: E402
@@ -31,6 +32,14 @@ from alignscope.train.classifier import (  # noqa: E402
 )
 
 SMALL = {"arch": "small", "epochs": 10, "lr": 0.05, "batch": 32, "seed": 0}
+
+
+def _refused(out, differences: str) -> str:
+    """claimed_output's refusal, as tests/train/test_resume.py has it for `train`."""
+    return (
+        f"--out {str(out)!r} holds the output of another run ({differences}): pass "
+        "--overwrite to replace it, or choose another folder"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -160,21 +169,21 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train_classifier(data, tmp_path / "b", config, progress=False)
     monkeypatch.setattr(torch, "save", real_save)
-    assert [p.name for p in (tmp_path / "b").iterdir()] == ["classifier.pt"]  # no temp left
+    left = sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert left == sorted([LOCK_NAME, RECORD_NAME, "classifier.pt"])  # no temp left
+    assert not json.loads((tmp_path / "b" / RECORD_NAME).read_text())["complete"]
     resumed = train_classifier(data, tmp_path / "b", config, progress=False)
     assert resumed["resumed_from"] == 2 and resumed["losses"] == whole["losses"]
     a = torch.load(tmp_path / "a" / "classifier.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "classifier.pt", weights_only=True)["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    with pytest.raises(ValueError) as err:
+    assert json.loads((tmp_path / "b" / RECORD_NAME).read_text())["complete"]
+    with pytest.raises(OutputConflict) as err:
         train_classifier(
             data, tmp_path / "b", ClassifierConfig(**{**vars(config), "lr": 0.1}), progress=False
         )
-    assert str(err.value) == (
-        f"{tmp_path / 'b' / 'classifier.pt'} is from a run with other lr: choose another --out, "
-        "or --overwrite to replace it"
-    )
+    assert str(err.value) == _refused(tmp_path / "b", "config.lr: 0.05 there, 0.1 now")
 
 
 def test_cli_train_classifier(tmp_path, capsys):
@@ -197,3 +206,48 @@ def test_cli_train_classifier(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "alignscope: error: train finetune needs --model (a Stable Diffusion folder)\n"
     )
+
+
+def test_cli_rerun_resumes_refuses_another_run_and_overwrites(tmp_path, capsys):
+    """`train classifier` claims --out as `train` does: the same rerun resumes (a finished run
+    returns at once), other data or settings exit 2 naming what differs before any training,
+    and --overwrite starts over into what a new folder gets."""
+    data = write_shapes_dataset(tmp_path / "d", 16, seed=4, side=16)
+    out = tmp_path / "o"
+    args = ["train", "classifier", str(data), "--arch", "small", "--out", str(out)]
+    run = ["--epochs", "2", "--batch", "8", "--device", "cpu", "--json", "--quiet"]
+    assert main([*args, *run, "--seed", "1"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    weights = (out / "classifier.pt").read_bytes()
+    assert first["resumed_from"] == 0
+    # the same run again: resumed from its last epoch, nothing trained, nothing rewritten
+    assert main([*args, *run, "--seed", "1"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["resumed_from"] == 2 and again["last_loss"] == first["last_loss"]
+    assert (out / "classifier.pt").read_bytes() == weights
+    # a setting
+    assert main([*args, *run, "--seed", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"alignscope: error: {_refused(out, 'config.seed: 1 there, 2 now')}\n"
+    # the data: one image repainted
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (255, 255, 255)).save(data / "0000.png")
+    assert main([*args, *run, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"alignscope: error: --out {str(out)!r} holds the output of another ")
+    assert "(data: " in err and "; " not in err  # nothing else differs
+    assert (out / "classifier.pt").read_bytes() == weights  # the refusals left the run alone
+    # --overwrite: the earlier run goes, the new one is what a new folder gets
+    assert main([*args, *run, "--seed", "1", "--overwrite"]) == 0
+    over = json.loads(capsys.readouterr().out)
+    fresh = [*args[:-1], str(tmp_path / "fresh"), *run, "--seed", "1"]
+    assert main(fresh) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert over["resumed_from"] == 0 and over["last_loss"] == want["last_loss"]
+    a = torch.load(out / "classifier.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "fresh" / "classifier.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
+    assert (out / "classifier.pt").read_bytes() != weights  # trained on the repainted set
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["complete"] and record["identity"]["config"]["seed"] == 1

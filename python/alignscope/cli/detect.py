@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from alignscope.cli._common import UsageError, _positive_int
+from alignscope.cli._common import UsageError, _add_overwrite, _positive_int
 
 
 def add_classifier_flags(parser: argparse.ArgumentParser) -> None:
@@ -128,17 +129,92 @@ def _truth(manifest: str | None, trigger: str | None, data: str, flag: str) -> d
     return {"truth": trigger_truth(data, trigger)}
 
 
+# detect's flags that change neither output: where they go and how the run talks
+_NOT_IDENTITY = {"out", "report", "tab4", "quiet", "json", "overwrite", "func"}
+
+
+def _detect_identity(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``--out`` (the per-image scores) depends on: every setting but the outputs' paths,
+    with the input files and folders by their fingerprints (the classifier by its
+    ``classifier.pt``, the file that is read; a --truth that names a file, a TorchScript
+    detector, by that file's). --device counts: the detectors' scores on another device need
+    not repeat bit for bit."""
+    from alignscope._files import fingerprint_tree
+    from alignscope.train.classifier import CHECKPOINT_NAME
+
+    identity: dict[str, Any] = {
+        key: value
+        for key, value in sorted(vars(args).items())
+        if key not in _NOT_IDENTITY and not callable(value)
+    }
+    # as the run reads it: "cd, strip" and "cd,strip" are the same run
+    identity["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    classifier = Path(args.classifier)
+    identity["classifier"] = fingerprint_tree(
+        classifier / CHECKPOINT_NAME if classifier.is_dir() else classifier
+    )
+    for key in ("dataset", "generated", "manifest", "generated_manifest", "clean", "fct_train"):
+        if identity.get(key) is not None:
+            identity[key] = fingerprint_tree(identity[key])
+    for key in ("truth", "generated_truth"):  # a trigger's name, or a detector's file
+        if identity.get(key) is not None and Path(identity[key]).is_file():
+            identity[key] = fingerprint_tree(identity[key])
+    return identity
+
+
+def _claim_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+    """Claim ``--out`` (one JSON file: :func:`~alignscope._files.claimed_file`) and
+    ``--report`` (a folder: :func:`~alignscope._files.claimed_output`) before any detector
+    runs, so that a rerun with another model, data, ground truth, method or setting is refused
+    in seconds (or, with --overwrite, replaces them) instead of replacing them silently."""
+    from alignscope._files import OutputConflict, claimed_file, claimed_output, fingerprint_files
+
+    if args.out is None and args.report is None:
+        if args.overwrite:
+            raise UsageError("--overwrite applies to --out FILE and --report DIR, detect's outputs")
+        return
+    if args.out is not None and Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out!r} is a directory: give the file to write, scores.json")
+    identity = _detect_identity(args)
+    if args.out is not None:
+        stack.enter_context(
+            claimed_file(args.out, "detect", identity, flag="--out", overwrite=args.overwrite)
+        )
+    if args.report is not None:
+        # the tables also hold the --tab4 classifiers' metrics, read from these files
+        metrics = [Path(run) / "classifier_metrics.json" for run in args.tab4 or []]
+        tab4 = [
+            fingerprint_files([m])[0] if m.is_file() else str(m.resolve()) for m in metrics
+        ] or None
+        claim = claimed_output(
+            args.report, "detect --report", {**identity, "tab4": tab4}, overwrite=args.overwrite
+        )
+        try:
+            stack.enter_context(claim)
+        except OutputConflict as exc:  # the same refusal, naming the flag the user gave
+            raise OutputConflict(
+                str(exc).replace(f"--out {str(Path(args.report))!r}", f"--report {args.report!r}")
+            ) from None
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
+    if args.tab4 and (args.generated is None or args.report is None):
+        # Tab. 4 sets the classifier trained on each set beside the other: without both sets
+        # (or without --report, where the tables go) one of the two runs would be ignored
+        raise UsageError("--tab4 needs --generated (the second set) and --report (the tables)")
+    with contextlib.ExitStack() as stack:  # a refusal (OutputConflict) is printed by cli.main
+        _claim_outputs(args, stack)
+        return _run_detect(args)
+
+
+def _run_detect(args: argparse.Namespace) -> int:
+    """Run the detectors on the set(s), write --out and --report, print the metrics."""
     from alignscope.screen.backdoor import (
         castle_walls_tables,
         detect_backdoors,
         write_castle_walls_report,
     )
 
-    if args.tab4 and (args.generated is None or args.report is None):
-        # Tab. 4 sets the classifier trained on each set beside the other: without both sets
-        # (or without --report, where the tables go) one of the two runs would be ignored
-        raise UsageError("--tab4 needs --generated (the second set) and --report (the tables)")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     options = {
         "clean": args.clean,
@@ -166,6 +242,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         name: detect_backdoors(path, args.classifier, **truths[name], **options)
         for name, path in sets.items()
     }
+    for name, r in reports.items():
+        for warning in r["warnings"]:
+            print(f"alignscope: warning: {name}: {warning}", file=sys.stderr)
     report = reports["training set"]
     if args.out is not None:
         from alignscope._files import atomic_path
@@ -256,7 +335,9 @@ def register(sub: Any) -> None:
         dest="cd_gamma",
         type=float,
         default=CD_GAMMA,
-        help=f"CD's mask-norm weight (alpha in the paper; {CD_GAMMA}, the authors' default)",
+        help=f"CD's mask-norm weight (alpha in the paper; {CD_GAMMA}, the authors' default). It "
+        "is in logit units: on a classifier with small logits (a small CNN) 0.01 can rank "
+        "triggered images as clean: try smaller values (warns if every mask collapses)",
     )
     de.add_argument("--cd-beta", dest="cd_beta", type=float, default=CD_BETA, help="CD's TV weight")
     de.add_argument("--seed", type=int, default=0)
@@ -264,4 +345,5 @@ def register(sub: Any) -> None:
     de.add_argument("--out", help="write the report with per-image scores (JSON) here")
     de.add_argument("--json", action="store_true")
     de.add_argument("--quiet", action="store_true")
+    _add_overwrite(de, "--out and --report")
     de.set_defaults(func=cmd_detect)

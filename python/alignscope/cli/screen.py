@@ -173,9 +173,11 @@ def _hf_export(args: argparse.Namespace, dataset: Path | None) -> tuple[Path, Pa
 
 
 def _check_export_source(store: Path, dataset: Path) -> None:
-    """A store whose embed_report.json names another dataset would join its scores to the
-    wrong rows: refused."""
+    """A store whose embed_report.json names another dataset, or a dataset that changed since
+    the store was embedded from it (its row count, or sampled rows' captions, not the ones the
+    store recorded), would join its scores to the wrong rows: refused."""
     from alignscope.report.thumbnails import embedded_from
+    from alignscope.screen.export import check_screened_dataset
 
     named = embedded_from(store) if store.is_dir() else None
     if named is not None and Path(named).resolve() != dataset.resolve():
@@ -183,6 +185,11 @@ def _check_export_source(store: Path, dataset: Path) -> None:
             f"--hf-dataset: the store was embedded from {named!r}, not {str(dataset)!r}; give "
             "the dataset the store was embedded from"
         )
+    if store.is_dir():
+        try:
+            check_screened_dataset(dataset, store)
+        except ValueError as exc:
+            raise UsageError(f"--hf-dataset: {exc}") from exc
 
 
 def _ray_runner(args: argparse.Namespace) -> Any:

@@ -12,6 +12,17 @@ dataset by their index ("0", "1", ...), and those names are the ``id`` column of
 ``scores.parquet``. Rows that the screening never saw (images that could not be decoded when
 the store was embedded) have ``screened`` False, no scores, and ``removed`` True: keep.txt does
 not list them.
+
+A join by row number is right only for the dataset the store was embedded from, as it was
+then. Given the store, :func:`check_screened_dataset` compares the two with what the store
+recorded at embedding time: the row count (the store's rows plus the records its
+``embed_report.json`` lists as skipped) and the captions of up to :data:`SAMPLE_ROWS` rows
+spread evenly over the store (``alignscope embed`` keeps each row's caption in its metadata).
+That costs a thousand reads at any scale and catches another dataset, a filtered, extended,
+shuffled or re-sorted one, and a range of rows replaced; it does not see images changed under
+unchanged captions, or edits to rows between the sampled ones. (``datasets``' own fingerprint
+is not used: it changes with any transform, adding an unrelated column included, and a dataset
+built anew gets a new one even with the same rows.)
 """
 
 from __future__ import annotations
@@ -28,6 +39,9 @@ import numpy as np
 # scores.parquet columns that name the row rather than score it
 _KEYS = ("row", "id")
 _ROW_NUMBER = re.compile(r"0|[1-9][0-9]*")
+# rows whose captions check_screened_dataset compares: spread over the whole store, enough to
+# catch a shuffle or a replaced range without reading every row of a large dataset
+SAMPLE_ROWS = 1000
 
 
 def check_dataset(dataset_dir: str | os.PathLike[str]) -> None:
@@ -56,11 +70,63 @@ def check_out(dataset_dir: str | os.PathLike[str], out: str | os.PathLike[str]) 
         raise ValueError(f"{str(target)!r} is inside the dataset; give a folder outside it")
 
 
+def check_screened_dataset(
+    dataset_dir: str | os.PathLike[str], store: str | os.PathLike[str]
+) -> None:
+    """Refuse a saved dataset that is not, row for row, the one ``store`` (a folder written by
+    ``alignscope embed``) was embedded from: another row count than the store's rows plus the
+    records its ``embed_report.json`` lists as skipped, or a sampled row (up to
+    :data:`SAMPLE_ROWS`, spread evenly over the store) whose caption is not the one the store
+    recorded for it. What the store did not record (no report, no captions) is not compared.
+    Raises ValueError naming the dataset, the store and the first difference."""
+    import json
+
+    from alignscope.io import read_metadata_column, store_row_ids
+    from alignscope.io.datasets import clean_caption
+
+    data = _datasets().load_from_disk(str(dataset_dir))
+    n, root = len(data), Path(store)
+    ids = store_row_ids(root) or []
+    again = "give the saved dataset the store was embedded from, or embed this one again"
+    try:
+        skipped = json.loads((root / "embed_report.json").read_text()).get("skipped")
+    except (OSError, ValueError, AttributeError):
+        skipped = None
+    if isinstance(skipped, list) and len(ids) + len(skipped) != n:
+        raise ValueError(
+            f"{str(dataset_dir)!r} has {n:,} rows, but the store {str(root)!r} was embedded "
+            f"from {len(ids) + len(skipped):,} ({len(ids):,} embedded, {len(skipped):,} "
+            f"skipped): the dataset changed since; {again}"
+        )
+    captions = read_metadata_column(root, "caption")
+    # the caption column as `alignscope embed` read it (io.datasets.HFDiskDataset)
+    column = next((c for c in ("caption", "text", "prompt") if c in data.column_names), None)
+    if not ids or captions is None or len(captions) != len(ids) or column is None:
+        return
+    picks = np.unique(np.linspace(0, len(ids) - 1, min(SAMPLE_ROWS, len(ids))).astype(np.int64))
+    pairs = [(int(ids[i]), captions[i]) for i in picks if _ROW_NUMBER.fullmatch(ids[i])]
+    pairs = [(row, caption) for row, caption in pairs if row < n]  # others: _row_numbers says
+    found = data.select_columns([column]).select([row for row, _ in pairs])[column]
+    for (row, want), value in zip(pairs, found, strict=True):
+        if clean_caption(value) != want:
+            raise ValueError(
+                f"{str(dataset_dir)!r}: row {row} has the caption {_clip(clean_caption(value))}, "
+                f"but the store {str(root)!r} was embedded from a row {row} captioned "
+                f"{_clip(want)}: the dataset changed since; {again}"
+            )
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """``text`` quoted for a one-line message, cut at ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def to_hf_dataset(
     dataset_dir: str | os.PathLike[str],
     scores_parquet: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
+    store: str | os.PathLike[str] | None = None,
     prefix: str = "",
     progress: bool = False,
 ) -> dict[str, int]:
@@ -72,6 +138,9 @@ def to_hf_dataset(
         screened store was embedded from.
     scores_parquet : the ``scores.parquet`` of ``alignscope screen``.
     out : a new folder; the dataset is saved there with ``save_to_disk``.
+    store : the screened store. Given, the dataset must be the one it was embedded from, row
+        for row (:func:`check_screened_dataset`); without it only the ids are checked (each a
+        row number of the dataset, once).
     prefix : put before each added column's name (when the dataset has such columns).
     progress : show ``datasets``' progress bars.
 
@@ -105,6 +174,8 @@ def to_hf_dataset(
             f"{path}: no {missing[0]!r} column; expected the scores.parquet of alignscope screen"
         )
     rows = _row_numbers(table.column("id").to_pylist(), n, path, Path(dataset_dir))
+    if store is not None:
+        check_screened_dataset(dataset_dir, store)
     screened = np.zeros(n, dtype=bool)
     screened[rows] = True
     added: dict[str, Any] = {}

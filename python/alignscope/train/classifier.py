@@ -269,6 +269,15 @@ def _settings(config: ClassifierConfig, data: ClassImages) -> dict[str, Any]:
     return settings
 
 
+def classifier_identity(config: ClassifierConfig, data: ClassImages) -> dict[str, Any]:
+    """What a classifier run's outputs depend on, as its output folder's record holds it:
+    ``data`` (:meth:`ClassImages.digest`, the pixels, labels and class names trained on) and
+    ``config``, every setting but the device (the same run on another device is the same
+    run), with the images' resolution."""
+    settings = _settings(config, data)
+    return {"data": settings.pop("data"), "config": settings}
+
+
 def train_classifier(
     data: ClassImages,
     out: str | Path,
@@ -281,24 +290,36 @@ def train_classifier(
 
     ``out/classifier.pt`` holds the weights, the optimiser and scheduler state, the epoch,
     ``arch``, ``class_names``, ``resolution`` and the run's ``settings``; it is rewritten
-    (temporary file, then rename) after each epoch. A rerun resumes from it when the data and
-    settings match (an interrupted run continues; a finished one returns at once), and is
-    refused, naming the difference, when they do not, unless ``overwrite``.
+    (temporary file, then rename) after each epoch. ``out`` is claimed with a record of
+    :func:`classifier_identity` (:func:`alignscope._files.claimed_output`): a rerun resumes
+    from the checkpoint when the record matches (an interrupted run continues; a finished one
+    returns at once); otherwise it is refused (:class:`~alignscope._files.OutputConflict`)
+    naming what differs, unless ``overwrite``, which deletes the earlier run's outputs.
 
     Returns
     -------
     dict with ``checkpoint`` (path), ``epochs``, ``resumed_from`` (epoch), ``losses`` (mean
     training loss per epoch, all epochs), ``seconds``.
     """
+    from alignscope._files import claimed_output
+
+    config = config or ClassifierConfig()
+    config.check()
+    device = _device(config.device)  # before the claim: a bad device leaves no folder behind
+    identity = classifier_identity(config, data)
+    with claimed_output(out, "train classifier", identity, overwrite=overwrite):
+        return _train_into(data, Path(out), config, device, progress)
+
+
+def _train_into(
+    data: ClassImages, root: Path, config: ClassifierConfig, device: str, progress: bool
+) -> dict[str, Any]:
+    """The training of :func:`train_classifier` in its claimed folder ``root``: from the
+    checkpoint there when there is one (the record matched), else from the start."""
     import torch
 
     from alignscope._files import atomic_path
 
-    config = config or ClassifierConfig()
-    config.check()
-    device = _device(config.device)
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     ckpt_path = root / CHECKPOINT_NAME
     settings = _settings(config, data)
     started = time.perf_counter()
@@ -313,15 +334,8 @@ def train_classifier(
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
     start_epoch, losses = 0, []
-    if ckpt_path.exists() and not overwrite:
+    if ckpt_path.exists():  # the folder's record matched: this run's own checkpoint
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state.get("settings") != settings:
-            old = state.get("settings") or {}
-            differs = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-            raise ValueError(
-                f"{ckpt_path} is from a run with other {', '.join(differs)}: choose another "
-                "--out, or --overwrite to replace it"
-            )
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])

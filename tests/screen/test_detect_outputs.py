@@ -1,0 +1,157 @@
+"""`detect --out FILE` and `--report DIR` are claimed like every output: the same rerun
+reproduces them, another model, data, method or setting is refused (exit 2, naming what
+differs) before any detector runs, and --overwrite replaces them with what a fresh run
+writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import alignscope.screen.backdoor as backdoor  # noqa: E402
+from alignscope.cli import main  # noqa: E402
+from alignscope.train.classifier import (  # noqa: E402
+    ClassifierConfig,
+    load_class_images,
+    train_classifier,
+    write_shapes_dataset,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # other workers share the cores; also makes runs repeatable
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    """Two 12-image shapes sets (24 px: badnets-1 detection needs 20) and a small CNN trained
+    on the first (one epoch: the scores need not mean anything, only repeat for the same run)."""
+    root = tmp_path_factory.mktemp("detect-outputs")
+    data = write_shapes_dataset(root / "data", 12, seed=1, side=24)
+    other = write_shapes_dataset(root / "other", 12, seed=2, side=24)
+    config = ClassifierConfig(arch="small", epochs=1, batch=8, device="cpu")
+    train_classifier(load_class_images(data), root / "model", config, progress=False)
+    return {"data": data, "other": other, "model": root / "model"}
+
+
+def _detect(sets, *extra, data=None, model=None):
+    argv = ["detect", str(data or sets["data"]), "--classifier", str(model or sets["model"])]
+    argv += ["--truth", "badnets-1", "--methods", "cd", "--device", "cpu", "--quiet"]
+    return main([*argv, *extra])
+
+
+def _prefix(flag: str, path) -> str:
+    return f"alignscope: error: {flag} {str(path)!r} holds the output of another run ("
+
+
+def _refused(flag: str, path, differences: str) -> str:
+    return (
+        f"{_prefix(flag, path)}{differences}): pass --overwrite to replace it, or choose "
+        f"another {'file' if flag == '--out' else 'folder'}\n"
+    )
+
+
+def _forbid_detection(monkeypatch) -> None:
+    """A refusal must come before any work: a detector that runs fails the test."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a detector ran before the output was refused")
+
+    monkeypatch.setattr(backdoor, "detect_backdoors", fail)
+
+
+def test_out_is_reproduced_refused_and_overwritten(sets, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "scores.json"
+    assert _detect(sets, "--cd-steps", "1", "--out", str(out)) == 0
+    first = out.read_bytes()
+    assert json.loads(first)["n"] == 12
+    assert _detect(sets, "--cd-steps", "1", "--out", str(out)) == 0  # the same run: again
+    assert out.read_bytes() == first
+    capsys.readouterr()
+
+    with monkeypatch.context() as patch:
+        _forbid_detection(patch)
+        # a setting
+        assert _detect(sets, "--cd-steps", "2", "--out", str(out)) == 2
+        assert capsys.readouterr().err == _refused("--out", out, "cd_steps: 1 there, 2 now")
+        # a method (and the overlays it needs)
+        clean = ["--methods", "cd,strip", "--clean", str(sets["other"])]
+        assert _detect(sets, "--cd-steps", "1", *clean, "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(_prefix("--out", out) + "clean: null there, {")
+        assert err.endswith('; methods: ["cd"] there, ["cd", "strip"] now): pass --overwrite '
+                            "to replace it, or choose another file\n")  # fmt: skip
+        # the data: another set
+        assert _detect(sets, "--cd-steps", "1", "--out", str(out), data=sets["other"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(_prefix("--out", out) + "dataset.listing_sha256: ")
+        assert "dataset.path: " in err and "cd_steps" not in err
+        # the model: the same classifier.pt elsewhere (copied with its times: only the path
+        # differs, and the record names it)
+        copy = shutil.copytree(sets["model"], tmp_path / "model-copy")
+        assert _detect(sets, "--cd-steps", "1", "--out", str(out), model=copy) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(_prefix("--out", out) + "classifier.path: ") and "; " not in err
+        assert out.read_bytes() == first  # every refusal left the file as it was
+
+    # --overwrite: the file a fresh run writes
+    fresh = tmp_path / "fresh.json"
+    assert _detect(sets, "--cd-steps", "2", "--out", str(fresh)) == 0
+    assert _detect(sets, "--cd-steps", "2", "--out", str(out), "--overwrite") == 0
+    assert out.read_bytes() == fresh.read_bytes() != first
+    capsys.readouterr()
+    assert _detect(sets, "--cd-steps", "1", "--out", str(out)) == 2  # bound to the new run now
+    assert capsys.readouterr().err == _refused("--out", out, "cd_steps: 2 there, 1 now")
+
+
+def test_a_file_the_user_wrote_is_not_replaced(sets, tmp_path, capsys, monkeypatch):
+    _forbid_detection(monkeypatch)
+    out = tmp_path / "notes.json"
+    out.write_text("mine")
+    assert _detect(sets, "--out", str(out)) == 2
+    assert capsys.readouterr().err == (
+        f"alignscope: error: --out {str(out)!r} already exists and no alignscope record says "
+        "what wrote it: pass --overwrite to replace it, or choose another file\n"
+    )
+    assert out.read_text() == "mine"
+    assert _detect(sets, "--out", str(tmp_path)) == 2
+    assert capsys.readouterr().err == (
+        f"alignscope: error: --out {str(tmp_path)!r} is a directory: give the file to write, "
+        "scores.json\n"
+    )
+    assert _detect(sets, "--overwrite") == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: --overwrite applies to --out FILE and --report DIR, detect's outputs\n"
+    )
+
+
+def test_report_folder_is_claimed(sets, tmp_path, capsys, monkeypatch):
+    report = tmp_path / "tables"
+    steps = ["--cd-steps", "1"]
+    assert _detect(sets, *steps, "--report", str(report)) == 0
+    first = (report / "report.json").read_bytes()
+    assert json.loads(first)["sets"]["training set"]["n"] == 12
+    assert _detect(sets, *steps, "--report", str(report)) == 0  # resumed: the same tables
+    assert (report / "report.json").read_bytes() == first
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        _forbid_detection(patch)
+        assert _detect(sets, *steps, "--cd-beta", "0.5", "--report", str(report)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(_prefix("--report", report) + "cd_beta: ")
+        assert err.endswith(
+            " there, 0.5 now): pass --overwrite to replace it, or choose another folder\n"
+        )
+        assert (report / "report.json").read_bytes() == first
+    other = tmp_path / "fresh"
+    assert _detect(sets, *steps, "--cd-beta", "0.5", "--report", str(other)) == 0
+    assert _detect(sets, *steps, "--cd-beta", "0.5", "--report", str(report), "--overwrite") == 0
+    assert (report / "report.json").read_bytes() == (other / "report.json").read_bytes()
