@@ -19,6 +19,7 @@ from alignscope.io.datasets import open_dataset  # noqa: E402
 from alignscope.poison.concepts import make_vocabulary  # noqa: E402
 from alignscope.poison.run import poison_dataset  # noqa: E402
 from alignscope.screen.backdoor import (  # noqa: E402
+    cd_collapse_warning,
     cd_masks,
     cd_norms,
     cd_objective,
@@ -145,8 +146,23 @@ def test_cd_mask_is_the_pixels_the_output_needs(rng):
     assert np.all((one.sum(axis=(1, 2)) > 0.9) & (one.sum(axis=(1, 2)) < 1.5))
     block = cd_norms(_Pixels([(5, 5), (5, 6), (6, 5), (6, 6)]), images)
     assert np.all((block > 3.6) & (block < 5.5))
-    # a classifier that reads nothing needs no pixel: the mask vanishes
-    assert cd_norms(_Fixed([1.0, -1.0]), images).max() < 0.05
+    # a classifier that reads nothing needs no pixel: the mask vanishes, which is a collapse
+    blind = cd_norms(_Fixed([1.0, -1.0]), images)
+    assert blind.max() < 0.05
+    assert cd_collapse_warning(blind, 144) == (
+        f"every Cognitive Distillation mask is all off (||m||_1 {blind.min():.3g}.."
+        f"{blind.max():.3g} of 144 pixels): the cd ranking means nothing; try a smaller "
+        "--cd-gamma (it weighs the mask against the classifier's logit units)"
+    )
+    # a one-pixel mask (a one-pixel trigger's) is no collapse, nor is a set with one such mask
+    assert cd_collapse_warning(one.sum(axis=(1, 2)), 144) is None
+    assert cd_collapse_warning(np.r_[blind, 0.6], 144) is None
+    # all on: every mask leaves out less than half a pixel
+    assert cd_collapse_warning(np.array([143.6, 144.0]), 144).startswith(
+        "every Cognitive Distillation mask is all on (||m||_1 144..144 of 144 pixels): the cd "
+        "ranking means nothing; try a larger --cd-gamma"
+    )
+    assert cd_collapse_warning(np.array([143.4, 144.0]), 144) is None
 
 
 def test_fct_pieces_on_hand_checked_cases(rng):
@@ -174,6 +190,63 @@ def test_fct_pieces_on_hand_checked_cases(rng):
     labels = np.array([0, 1, 2])
     linear = _linear(12, 12, 3, seed=3)[0]
     assert np.all(fct_scores(linear, black, black, labels, epochs=1) == 0.0)
+
+
+def _fct_reference_scores(model, images, train_images, train_labels, *, epochs, lr, shift):
+    """FCT written out: ``epochs`` full-batch steps of SGD (momentum 0.9, weight decay 5e-4,
+    the update rule spelled out) on L_intra = the mean of the class centres' cosine matrix with
+    its diagonal zeroed, then the mean squared change of the penultimate features (the input of
+    the last linear layer of a Flatten-Linear-ReLU-Linear model) under ``shift``."""
+    import copy
+
+    net = copy.deepcopy(model)
+    body = net[:3]  # what the last linear layer reads
+    x_train = torch.from_numpy(train_images).permute(0, 3, 1, 2).float() / 255
+    y_train = torch.from_numpy(train_labels)
+    params = list(body.parameters())  # the last layer is not in L_intra: SGD leaves it be
+    velocity = [torch.zeros_like(p) for p in params]
+    for _ in range(epochs):
+        features = body(x_train)
+        centres = torch.stack([features[y_train == k].mean(0) for k in range(3)])
+        unit = centres / centres.norm(dim=1, keepdim=True)
+        cosines = unit @ unit.T
+        loss = (cosines.sum() - cosines.trace()) / 9
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g, v in zip(params, grads, velocity, strict=True):
+                v.mul_(0.9).add_(g + 5e-4 * p)
+                p.sub_(lr * v)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        return ((body(x) - body(shift(x))) ** 2).mean(1).double().numpy()
+
+
+def test_fct_scores_are_those_of_the_fine_tuned_classifier(rng, monkeypatch):
+    # FCT scores with the classifier fine-tuned on L_intra, not the classifier as given: the
+    # scores match a written-out fine-tune and differ from the untuned classifier's. (The random
+    # rotation and shift is replaced by a fixed one-pixel shift so both sides see the same.)
+    import alignscope.screen.backdoor as backdoor
+
+    def shift(x, generator=None):
+        return x.roll(1, dims=3)
+
+    monkeypatch.setattr(backdoor, "fct_transform", shift)
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    )
+    train = rng.integers(0, 256, (12, 6, 6, 3), dtype=np.uint8)
+    labels = np.arange(12) % 3
+    images = rng.integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
+    options = {"epochs": 4, "lr": 0.5}
+    got = fct_scores(model, images, train, labels, **options)
+    want = _fct_reference_scores(model, images, train, labels, shift=shift, **options)
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    untuned = _fct_reference_scores(model, images, train, labels, shift=shift, epochs=0, lr=0.5)
+    # fine-tuning moves every score by far more than the comparison's tolerance
+    assert np.all(np.abs(untuned - want) > 100 * 1e-4 * want)
+    # the model given is left as it was (FCT tunes a copy)
+    assert np.allclose(fct_scores(model, images, train, labels, epochs=0), untuned)
 
 
 @pytest.fixture(scope="module")
