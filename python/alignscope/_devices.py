@@ -35,6 +35,25 @@ def check_device(device: object, name: str = "device") -> str:
     return device
 
 
+def pick_device(device: object = None, name: str = "device") -> str:
+    """The torch device to run on: ``device`` checked by :func:`check_device`, or, for None,
+    "cuda" when torch sees a GPU and "cpu" otherwise.
+
+    The one rule for every ``--device`` that defaults to the GPU when there is one (the
+    classifiers, the availability poisons' surrogate, the defences), so that a bad or absent
+    device gets the same message from each.
+
+    Raises
+    ------
+    ValueError naming ``name`` when ``device`` is malformed or not visible.
+    """
+    if device is not None:
+        return check_device(device, name)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def array_device(x: object) -> str | None:
     """Where ``x`` keeps its values when that is not host memory, else None.
 

@@ -110,7 +110,7 @@ def test_filtered_mean_drops_the_largest_values(rng):
         filtered_mean(torch.from_numpy(values), 1.0)
 
 
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_error_equals_an_independent_unet_computation(pipe, images, prediction_type):
     scheduler = diffusers.DDIMScheduler.from_config(
         pipe.scheduler.config, prediction_type=prediction_type
@@ -139,7 +139,11 @@ def test_error_equals_an_independent_unet_computation(pipe, images, prediction_t
         a = scheduler.alphas_cumprod[t].double()
         noisy = (a.sqrt() * x0 + (1 - a).sqrt() * noise).float()
         pred = pipe.unet(noisy, torch.tensor([t]), encoder_hidden_states=text).sample
-    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+    target = {
+        "epsilon": noise,
+        "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0,
+        "sample": x0,
+    }[prediction_type]
     err = ((pred.double() - target.double()) ** 2).flatten().numpy()
     assert plain.errors[0, 0] == pytest.approx(err.mean(), rel=1e-5)
     kept = np.sort(err)[: err.size - int(0.1 * err.size)]  # 256 elements, drop the top 25

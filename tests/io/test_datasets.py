@@ -161,3 +161,38 @@ def test_image_size_limit(tmp_path, monkeypatch, rng):
     (tmp_path / "big.png").write_bytes(_png(rng, (20, 20)))
     ds = open_dataset(tmp_path)
     assert _consume(ds) == [] and "exceeds the limit" in ds.skipped[0][1]
+
+
+@pytest.mark.parametrize("shape", [(12, 20), (20, 12), (9, 9)])
+def test_nightshade_and_li_et_al_crops_are_one_rule_with_their_own_filters(shape):
+    """square_crop (Nightshade's release, bilinear) and fit_image (Li et al., bicubic) are
+    torchvision's Resize + CenterCrop, differing only in the filter."""
+    from alignscope import _reference
+    from alignscope.evaluate.diffusion_classifier import fit_image
+    from alignscope.io.datasets import resize_center_crop
+    from alignscope.poison.nightshade import square_crop
+
+    image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    bilinear = _reference.short_side_crop_reference(image, 8, Image.BILINEAR)
+    bicubic = _reference.short_side_crop_reference(image, 8, Image.BICUBIC)
+    assert not np.array_equal(bilinear, bicubic)  # the filter shows in the pixels
+    np.testing.assert_array_equal(square_crop(image, 8), bilinear)
+    np.testing.assert_array_equal(resize_center_crop(image, 8, 8, "bilinear"), bilinear)
+    np.testing.assert_array_equal(fit_image(image, 8, 8), bicubic)
+    np.testing.assert_array_equal(resize_center_crop(image, 8, 8, "bicubic"), bicubic)
+
+
+def test_resize_center_crop_to_a_rectangle():
+    from alignscope.io.datasets import resize_center_crop
+
+    image = np.random.default_rng(2).integers(0, 256, (10, 20, 3), dtype=np.uint8)
+    # the height binds (6 / 10 > 8 / 20): 10 x 20 -> 6 x int(6 * 20 / 10) = 6 x 12, crop from
+    # column round(4 / 2) = 2
+    want = np.asarray(Image.fromarray(image).resize((12, 6), Image.BICUBIC))[:, 2:10]
+    np.testing.assert_array_equal(resize_center_crop(image, 6, 8, "bicubic"), want)
+    # the width binds (16 / 20 > 4 / 10): 10 x 20 -> max(4, int(16 * 10 / 20)) = 8 x 16, crop
+    # from row round(4 / 2) = 2
+    want = np.asarray(Image.fromarray(image).resize((16, 8), Image.BILINEAR))[2:6]
+    np.testing.assert_array_equal(resize_center_crop(image, 4, 16, "bilinear"), want)
+    with pytest.raises(ValueError, match=r"^resample must be one of bilinear, bicubic, got 'box'$"):
+        resize_center_crop(image, 4, 4, "box")

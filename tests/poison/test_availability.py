@@ -19,12 +19,15 @@ from alignscope.io.datasets import open_dataset  # noqa: E402
 from alignscope.io.manifest import read_manifest  # noqa: E402
 from alignscope.poison.availability import (  # noqa: E402
     add_noise,
-    class_of,
     classwise_patterns,
     error_minimising_noise,
     ops_search,
 )
+from alignscope.poison.availability import (  # noqa: E402
+    load_class_images as availability_classes,
+)
 from alignscope.poison.run import poison_dataset  # noqa: E402
+from alignscope.train.classifier import load_class_images as classifier_classes  # noqa: E402
 
 CLASSES = ["cat", "dog", "fox", "owl"]
 
@@ -152,10 +155,73 @@ def test_classwise_patterns_are_blocks_of_plus_minus_epsilon():
     assert len({p.tobytes() for p in patterns}) == 5
 
 
-def test_class_of_captions():
-    assert class_of("A photo of a dog.") == "dog"
-    assert class_of("a photo of an owl") == "owl"
-    assert class_of("tabby cat") == "tabby cat"
+def _labelled_set(root, rows):
+    """An image folder of 8 x 8 images, one per (relative path, caption or None) of ``rows``
+    (None: no sidecar caption)."""
+    for k, (rel, caption) in enumerate(rows):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), 30 * k, np.uint8)).save(path)
+        if caption is not None:
+            path.with_suffix(".txt").write_text(caption)
+    return root
+
+
+# each form a row's class can be given in, and the class it is (written out by hand)
+LABELLED = [
+    ("a.png", "a photo of an apple", "apple"),
+    ("b.png", "A photo of the cat.", "cat"),
+    ("c.png", "A photo of a garbage truck", "garbage truck"),
+    ("x/d.png", "a photo of a dog", "dog"),  # the caption wins over the folder
+    ("owl/e.png", None, "owl"),  # a class folder, no caption
+    ("owl/f.png", "an owl on a branch", "owl"),  # a caption not of the form: the folder
+]
+
+
+def test_the_poisons_and_the_classifiers_read_one_class_per_row(tmp_path):
+    """`poison --method unlearnable` and `defend vespr` (availability's loader) and `train
+    classifier` (the classifier's) give every row the same class."""
+    root = _labelled_set(tmp_path / "d", [(rel, cap) for rel, cap, _ in LABELLED])
+    want = {rel: name for rel, _, name in LABELLED}
+    poison = availability_classes(open_dataset(root))
+    assert {i: poison.classes[k] for i, k in zip(poison.ids, poison.labels, strict=True)} == want
+    train = classifier_classes(root)
+    assert {i: train.class_names[k] for i, k in zip(train.ids, train.labels, strict=True)} == want
+    assert poison.classes == train.class_names == ["apple", "cat", "dog", "garbage truck", "owl"]
+
+
+@pytest.mark.parametrize("caption", ["", "tabby cat", "a dog on a sofa"])
+def test_a_row_naming_no_class_is_refused_alike_by_both_loaders(tmp_path, caption):
+    # a plain caption is no class: a captioned (not class-labelled) set would otherwise make
+    # each row a class of its own
+    root = _labelled_set(tmp_path / "d", [("cat/a.png", None), ("b.png", caption)])
+    want = (
+        f"{root}: record 'b.png' names no class (caption {caption!r}); give captions "
+        "'A photo of a {class}' naming a class, or class folders"
+    )
+    with pytest.raises(ValueError) as poison:
+        availability_classes(open_dataset(root))
+    with pytest.raises(ValueError) as train:
+        classifier_classes(root)
+    assert str(poison.value) == str(train.value) == want
+
+
+def test_a_folder_labelled_set_poisoned_flat_keeps_its_classes(tmp_path):
+    """The poisoned copy is written flat: rows labelled by their folder are written with the
+    caption "A photo of a {class}", so the classifiers read the class the poison used."""
+    rows = [("cat/a.png", None), ("cat/b.png", "a cat on a mat"), ("dog/c.png", None),
+            ("d.png", "a photo of a dog.")]  # fmt: skip
+    src = _labelled_set(tmp_path / "d", rows)
+    out = tmp_path / "o"
+    assert _run(["poison", str(src), "--out", str(out), "--method", "classwise-noise"]) == 0
+    written = [(out / f"{i:08d}.txt").read_text() for i in range(4)]  # in path order
+    assert written == ["A photo of a cat", "A photo of a cat", "a photo of a dog.",
+                       "A photo of a dog"]  # fmt: skip
+    manifest = read_manifest(out / "poison_manifest.parquet", ["written_as", "source_concept"])
+    train = classifier_classes(out)
+    got = {i: train.class_names[k] for i, k in zip(train.ids, train.labels, strict=True)}
+    assert got == dict(zip(manifest["written_as"], manifest["source_concept"], strict=True))
+    assert manifest["source_concept"] == ["cat", "cat", "dog", "dog"]
 
 
 def test_error_minimising_noise_makes_a_supervised_model_useless():

@@ -265,3 +265,23 @@ def test_a_plan_cut_short_by_corrupt_images_says_so(tmp_path, rng, capsys):
     assert f"{report['planned'] - report['poisoned']} of the {report['planned']} planned" in (
         captured.err
     )
+
+
+def test_cli_pattern_file_is_read_as_the_datasets_read_images(tmp_path, rng, capsys):
+    """--pattern goes through io.datasets.read_image_file: a format outside the dataset
+    formats (PPM here, which PIL alone would open) is refused, naming the flag and file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text("a photo of a dog")
+    ppm = tmp_path / "pattern.ppm"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(ppm)
+    argv = ["poison", str(data), "--out", str(tmp_path / "o"), "--target", "cat", "--ratio",
+            "0.5", "--method", "badnets-2", "--pattern", str(ppm), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"alignscope: error: --pattern: cannot read {str(ppm)!r}: cannot decode image: not a "
+        "JPEG, PNG, WEBP, GIF, BMP, TIFF file"
+    )
+    assert not (tmp_path / "o").exists()

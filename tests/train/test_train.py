@@ -9,7 +9,7 @@ from PIL import Image
 from alignscope.io.datasets import open_dataset
 from alignscope.train import TrainConfig, train
 from alignscope.train.data import jpeg, load_examples
-from alignscope.train.loop import diffusion_loss
+from alignscope.train.loop import diffusion_loss, noise_target
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -457,3 +457,56 @@ def test_loss_mask_directory_must_exist_and_match(tmp_path, four_images, tiny_sd
         r"<image stem>\.png \(e\.g\. 0\.png\)",
     ):
         _finetune(four_images, tmp_path / "m", tiny_sd_dir, cfg)
+
+
+class _ZeroUnet:
+    """Predicts 0 everywhere: the loss is then the mean square of the target itself."""
+
+    def __call__(self, noisy, t, hidden):
+        return type("O", (), {"sample": torch.zeros_like(noisy)})()
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("gamma", [None, 5.0])
+def test_the_loss_target_and_min_snr_weight_follow_the_prediction_type(kind, gamma):
+    """At t = 999 (the window [999, 1000)) with a = alphas_cumprod[999]: the target is the noise,
+    v = sqrt(a) noise - sqrt(1 - a) x0, or x0; Min-SNR (SNR = a / (1 - a) < gamma here) weighs
+    the squared error by min(SNR, gamma) / SNR, / (SNR + 1) and / 1 (Hang et al.; diffusers'
+    training scripts)."""
+    scheduler = diffusers.DDPMScheduler(prediction_type=kind)
+    latents = torch.linspace(-1, 1, 2 * 4 * 3 * 3).reshape(2, 4, 3, 3)
+    loss = diffusion_loss(
+        unet=_ZeroUnet(),
+        scheduler=scheduler,
+        latents=latents,
+        encoder_hidden_states=None,
+        generator=torch.Generator().manual_seed(7),
+        timestep_min=999,
+        min_snr_gamma=gamma,
+        mask=None,
+    )
+    # the loss draws its noise first from the generator
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(7)).double()
+    a = scheduler.alphas_cumprod[999].double()
+    x0 = latents.double()
+    target = {"epsilon": noise, "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0}
+    mse = (target.get(kind, x0) ** 2).mean()
+    snr = a / (1 - a)
+    assert snr < 5.0
+    weight = {"epsilon": 1.0, "v_prediction": snr / (snr + 1), "sample": snr}[kind]
+    assert float(loss) == pytest.approx(float(mse * (1.0 if gamma is None else weight)), rel=1e-5)
+
+
+def test_an_unknown_prediction_type_is_refused_by_training_and_the_analyses():
+    from alignscope.analyze import _model
+
+    scheduler = diffusers.DDPMScheduler(prediction_type="flow")
+    x = torch.zeros(1, 4, 2, 2)
+    want = (
+        "unsupported scheduler prediction_type 'flow': the model's scheduler config must "
+        "predict one of epsilon, v_prediction, sample"
+    )
+    for target in (noise_target, _model.noise_target):
+        with pytest.raises(ValueError) as err:
+            target(scheduler, x, x, torch.tensor([3]))
+        assert str(err.value) == want

@@ -14,6 +14,9 @@ import numpy as np
 
 from alignscope.io.datasets import BadImage, Dataset
 
+# What the UNet predicts is training's rule (one owner): the analyses repeat training's loss.
+from alignscope.train.loop import noise_target  # noqa: F401 (analyze.timesteps imports it here)
+
 # Textual inversion's first template (train.modes.TEMPLATES): one fixed prompt, so that the
 # analyses measure the images, not the template drawn.
 TI_PROMPT = "a photo of a {}"
@@ -208,13 +211,6 @@ def _read_embeds(path: str | Path, placeholder: str | None) -> tuple[str, Any]:
         raise ValueError(f"embeds {str(path)!r} has no {placeholder!r}; it has {sorted(table)}")
     vectors = table[placeholder].float()
     return placeholder, vectors[None] if vectors.ndim == 1 else vectors
-
-
-def noise_target(scheduler: Any, latents: Any, noise: Any, t: Any) -> Any:
-    """What the UNet is trained to predict: the noise, or v for v-prediction models."""
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(latents, noise, t)
-    return noise
 
 
 def training_scheduler(scheduler: Any) -> Any:

@@ -197,17 +197,19 @@ def _availability_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _read_picture(path: str) -> Any:
     """An image file as an HWC uint8 RGB array (an alpha channel is dropped, as BiBadDiff's
-    ``convert("RGB")`` drops it)."""
+    ``convert("RGB")`` drops it), read by :func:`alignscope.io.datasets.read_image_file`: the
+    format sniffed from the content among the dataset formats, a decompression bomb refused."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+
+    from alignscope.io.datasets import BadImage, read_image_file
 
     if not Path(path).is_file():
         raise UsageError(f"--pattern: no such file {path!r}")
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UsageError(f"--pattern: cannot read {path!r} as an image ({exc})") from exc
+        return np.asarray(read_image_file(path, "RGB"))
+    except BadImage as exc:
+        # (read_image_file's message names the file: "'p.png': cannot decode image: ...")
+        raise UsageError(f"--pattern: cannot read {exc}") from exc
 
 
 def register(sub: Any) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# The device rule's owner is alignscope._devices; imported here for the defences' callers.
+from alignscope._devices import pick_device
+
 ARCHITECTURES = ("small", "resnet18")
 
 
@@ -94,10 +97,4 @@ def _resnet18(n_classes: int) -> Any:
     return CifarResNet18()
 
 
-def pick_device(device: str | None = None) -> str:
-    """``device`` checked, or ``"cuda"`` when a GPU is present, else ``"cpu"``."""
-    if device is not None:
-        from alignscope._devices import check_device
-
-        return check_device(device)
-    return "cuda" if _torch().cuda.is_available() else "cpu"
+__all__ = ["ARCHITECTURES", "build_network", "pick_device"]

@@ -40,6 +40,7 @@ import numpy as np
 
 from alignscope._progress import ProgressArg, TileProgress
 from alignscope.evaluate._images import as_array, image_list
+from alignscope.train.loop import noise_target, prediction_type
 
 
 def _fraction_ok(value: Any) -> bool:
@@ -207,24 +208,15 @@ def fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     crop the centre.
 
     For a square target this is torchvision's ``Resize(size, BICUBIC)`` then
-    ``CenterCrop(size)``, as their get_transform composes them: the short side becomes the
-    size, the long side ``int(size * long / short)`` (truncated, as torchvision computes it),
-    and the crop starts ``int(round((side - size) / 2))`` pixels in (Python's round, halves to
-    even). A non-square target scales the side that binds the same way. An image of the
-    target size is returned as it is.
+    ``CenterCrop(size)``, as their get_transform composes them:
+    :func:`alignscope.io.datasets.resize_center_crop` with the bicubic filter (Nightshade's
+    :func:`~alignscope.poison.nightshade.square_crop` is the same crop, bilinear). A
+    non-square target scales the side that binds the same way. An image of the target size
+    is returned as it is.
     """
-    from PIL import Image
+    from alignscope.io.datasets import resize_center_crop
 
-    h, w = image.shape[:2]
-    if (h, w) == (height, width):
-        return image
-    if height * w >= width * h:  # the height binds: it becomes `height`
-        nh, nw = height, max(width, int(height * w / h))
-    else:
-        nh, nw = max(height, int(width * h / w)), width
-    pil = Image.fromarray(image).resize((nw, nh), Image.BICUBIC)
-    top, left = round((nh - height) / 2.0), round((nw - width) / 2.0)
-    return np.asarray(pil.crop((left, top, left + width, top + height)))
+    return resize_center_crop(image, height, width, "bicubic")
 
 
 def _latent_size(unet: Any) -> tuple[int, int]:
@@ -301,9 +293,7 @@ def diffusion_classify(
         )
     config = pipe.scheduler.config
     num_train = int(config.num_train_timesteps)
-    prediction = config.prediction_type
-    if prediction not in ("epsilon", "v_prediction", "sample"):
-        raise ValueError(f"unsupported scheduler prediction_type {prediction!r}")
+    prediction_type(pipe.scheduler)  # an unknown target is refused before any model work
     steps = _check_timesteps(timesteps, n_samples, num_train)
     reporter = TileProgress(progress, "diffusion classifier")
 
@@ -334,12 +324,7 @@ def diffusion_classify(
                     g = torch.Generator().manual_seed(image_seed(int(seed), i))
                     noise = torch.randn(x0.shape, generator=g).to(device)
                     noisy = noise_scheduler.add_noise(x0, noise, t_all)
-                    if prediction == "epsilon":
-                        target = noise
-                    elif prediction == "v_prediction":
-                        target = noise_scheduler.get_velocity(x0, noise, t_all)
-                    else:
-                        target = x0
+                    target = noise_target(noise_scheduler, x0, noise, t_all)
                     for start in range(0, n_classes * n_samples, batch_size):
                         cs = torch.from_numpy(pair_class[start : start + batch_size])
                         ks = torch.from_numpy(pair_sample[start : start + batch_size])

@@ -8,14 +8,13 @@ from pathlib import Path
 
 
 def caption_label(caption: str, class_names: Sequence[str]) -> int | None:
-    """Index of the class named in the caption (whole words, longest name first), or None."""
-    import re
+    """Index of the class named in the caption (whole words, longest name first), or None:
+    :func:`alignscope.train.classifier.named_class`, the rule the classifiers label a test set
+    by, as an index into ``class_names``."""
+    from alignscope.train.classifier import named_class
 
-    text = caption.lower()
-    for i in sorted(range(len(class_names)), key=lambda k: -len(class_names[k])):
-        if re.search(rf"\b{re.escape(class_names[i].lower())}\b", text):
-            return i
-    return None
+    name = named_class(caption, class_names)
+    return None if name is None else list(class_names).index(name)
 
 
 def p_t_from_manifest(manifest: str | Path, target_class: str, class_names: Sequence[str]) -> float:

@@ -133,6 +133,41 @@ def read_image_file(path: str | Path, mode: str = "RGB") -> Any:
         raise BadImage(f"{str(file)!r}: {exc}") from exc
 
 
+RESAMPLE_FILTERS = ("bilinear", "bicubic")
+
+
+def resize_center_crop(image: np.ndarray, height: int, width: int, resample: str) -> np.ndarray:
+    """torchvision's ``Resize`` then ``CenterCrop`` to ``height`` x ``width``, on an HWC uint8
+    image resized by PIL with ``resample`` ("bilinear" or "bicubic").
+
+    The one copy of that rule for the papers' preprocessing that uses it (Nightshade's
+    sources, bilinear; Li et al.'s diffusion classifier, bicubic): the image is scaled so
+    that it covers the target, the binding side becoming exactly the target's and the other
+    ``int(target * side / binding side)`` (truncated, as torchvision computes it), then the
+    crop starts ``int(round((side - target) / 2))`` pixels from the top and the left
+    (Python's round, halves to even). An image of the target size is returned as it is.
+
+    Returns
+    -------
+    (height, width, C) uint8.
+    """
+    from PIL import Image
+
+    if resample not in RESAMPLE_FILTERS:
+        raise ValueError(f"resample must be one of {', '.join(RESAMPLE_FILTERS)}, got {resample!r}")
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    if height * w >= width * h:  # the height binds: it becomes `height`
+        nh, nw = height, max(width, int(height * w / h))
+    else:
+        nh, nw = max(height, int(width * h / w)), width
+    pil_filter = Image.BILINEAR if resample == "bilinear" else Image.BICUBIC
+    resized = Image.fromarray(image).resize((nw, nh), pil_filter)
+    top, left = round((nh - height) / 2.0), round((nw - width) / 2.0)
+    return np.asarray(resized.crop((left, top, left + width, top + height)))
+
+
 def safe_id(raw: str) -> str:
     """``raw`` with control characters, the Unicode line and paragraph separators and lone
     surrogates (undecodable file-name bytes) written as escapes, so an id never spans lines in

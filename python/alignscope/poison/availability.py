@@ -14,8 +14,12 @@ Three of the poisons VESPR (Styborski et al., arXiv:2409.08509) defends against:
 - ``ops``: One-Pixel Shortcut (Wu et al., ICLR 2023): one pixel per image, at a position and
   in a colour (a corner of the RGB cube) chosen per class. L0 budget: one pixel.
 
-The class of a row is its caption, less a leading "a photo of a/an" (the captions the other
-poisons write): ``alignscope poison`` keeps every caption, so these are clean-label poisons.
+The class of a row is the one the classifiers read (``alignscope train classifier``, ``defend
+vespr``; :func:`alignscope.train.classifier.record_class`): the class its caption "A photo of
+a {class}" names, else its folder. ``alignscope poison`` keeps every caption that names the
+row's class, so these are clean-label poisons; the copy is written flat, so a row whose class
+came from its folder is written with the caption "A photo of a {class}" (the label kept
+where the classifiers read it).
 Budgets are in 8-bit levels and hold exactly on the written files: the noise is rounded to
 whole levels within [-budget, budget] before it is added, and clipping to [0, 255] only
 shrinks it.
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,17 +45,11 @@ from alignscope._files import (
 )
 from alignscope.io.datasets import BadImage, Dataset
 from alignscope.io.manifest import COLUMNS as MANIFEST_COLUMNS
-from alignscope.poison.methods import AVAILABILITY_METHODS
+from alignscope.poison.methods import AVAILABILITY_METHODS, TARGET_CAPTION
+from alignscope.train.classifier import caption_class, no_class_error, record_class
 
 DEFAULT_EPSILON = 8  # 8-bit levels: 8/255, the budget of the error-minimising noise papers
 NOISE_MODES = ("sample", "class")
-_PREFIX = re.compile(r"^\s*a\s+photo\s+of\s+(an?\s+|the\s+)?", re.IGNORECASE)
-
-
-def class_of(caption: str) -> str:
-    """The class a caption names: the caption less a leading "a photo of a/an/the" and a final
-    full stop, lower-cased ("A photo of a dog." -> "dog")."""
-    return _PREFIX.sub("", caption).strip().rstrip(".").strip().lower()
 
 
 @dataclass
@@ -71,13 +68,15 @@ class ClassImages:
 
 
 def load_class_images(dataset: Dataset) -> ClassImages:
-    """Decode every row of ``dataset`` into one array, with its class from the caption.
+    """Decode every row of ``dataset`` into one array, with its class by the rule of the
+    classifiers (:func:`alignscope.train.classifier.record_class`): the class its caption "A
+    photo of a {class}" names, else its folder.
 
     Raises
     ------
     ValueError
         When the images differ in size (naming the first row that differs), when fewer than
-        two classes remain, or when a caption is empty (naming its row).
+        two classes remain, or when a row names no class (naming the row and its caption).
     """
     images: list[np.ndarray] = []
     rows: list[int] = []
@@ -91,12 +90,9 @@ def load_class_images(dataset: Dataset) -> ClassImages:
         except BadImage as exc:
             skipped.append((record.id, str(exc)))
             continue
-        name = class_of(record.caption)
-        if not name:
-            raise ValueError(
-                f"row {i} ({record.id}) has no class: availability poisons need a class-labelled "
-                'set, each caption naming its class ("a photo of a dog" or "dog")'
-            )
+        name = record_class(record)
+        if name is None:
+            raise no_class_error(dataset.source, record, None)
         if images and image.shape != images[0].shape:
             h, w = image.shape[:2]
             h0, w0 = images[0].shape[:2]
@@ -118,6 +114,14 @@ def load_class_images(dataset: Dataset) -> ClassImages:
     index = {c: k for k, c in enumerate(classes)}
     labels = np.asarray([index[n] for n in names], dtype=np.int64)
     return ClassImages(np.stack(images), labels, classes, rows, ids, captions, skipped)
+
+
+def written_caption(data: ClassImages, j: int) -> str:
+    """The caption row ``j`` of ``data`` is written with: its own when it names the row's
+    class, else "A photo of a {class}" (a class read from a folder that the flat copy does
+    not keep)."""
+    caption, name = data.captions[j], data.classes[data.labels[j]]
+    return caption if caption_class(caption) == name else TARGET_CAPTION.format(target=name)
 
 
 def _check_epsilon(epsilon: int) -> None:
@@ -260,7 +264,8 @@ def error_minimising_noise(
     import torch
     import torch.nn.functional as F
 
-    from alignscope.defend.models import build_network, pick_device
+    from alignscope._devices import pick_device
+    from alignscope.defend.models import build_network
 
     if mode not in NOISE_MODES:
         raise ValueError(f"mode must be one of {', '.join(NOISE_MODES)}, got {mode!r}")
@@ -445,7 +450,7 @@ def poison_availability(
         columns: dict[str, list[Any]] = {key: [] for key in MANIFEST_COLUMNS}
         try:
             for j, row in enumerate(data.rows):
-                name = writer.add(row, poisoned[j], data.captions[j])
+                name = writer.add(row, poisoned[j], written_caption(data, j))
                 stats = measurements(data.images[j], poisoned[j])
                 columns["row"].append(row)
                 columns["id"].append(data.ids[j])
@@ -481,7 +486,6 @@ __all__ = [
     "add_noise",
     "apply_ops",
     "availability_poison",
-    "class_of",
     "classwise_patterns",
     "error_minimising_noise",
     "load_class_images",

@@ -91,23 +91,14 @@ def square_crop(image: np.ndarray, size: int) -> np.ndarray:
     """The release's source preprocessing: torchvision's ``Resize(size)`` (bilinear, on a PIL
     image) then ``CenterCrop(size)``.
 
-    The short side becomes ``size`` and the long side ``int(size * long / short)``
-    (truncated, as torchvision computes it); the crop starts ``int(round((side - size) /
-    2))`` pixels from the top and the left (Python's round, halves to even). An image already
-    ``size`` square is returned as it is.
+    :func:`alignscope.io.datasets.resize_center_crop` with the release's bilinear filter (the
+    diffusion classifier's :func:`~alignscope.evaluate.diffusion_classifier.fit_image` is the
+    same crop with Li et al.'s bicubic one). An image already ``size`` square is returned as
+    it is.
     """
-    from PIL import Image
+    from alignscope.io.datasets import resize_center_crop
 
-    h, w = image.shape[:2]
-    if (h, w) == (size, size):
-        return image
-    if w <= h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
-    resized = Image.fromarray(image).resize((nw, nh), Image.BILINEAR)
-    top, left = round((nh - size) / 2.0), round((nw - size) / 2.0)
-    return np.asarray(resized.crop((left, top, left + size, top + size)))
+    return resize_center_crop(image, size, size, "bilinear")
 
 
 def candidate_filter(

@@ -10,7 +10,8 @@ the data given, nothing downloaded) and ``small``, a tiny CNN for tests and CPU 
 
 A record's class is read from its caption, "A photo of a {class}" (what ``alignscope poison``
 writes for a poison and what the class-conditional prompts generate), or, with no such
-caption, from its folder (``DATA/cat/001.png``). A run writes ``classifier.pt`` in its output
+caption, from its folder (``DATA/cat/001.png``): :func:`record_class`, the one rule that the
+availability poisons and ``defend vespr`` use too. A run writes ``classifier.pt`` in its output
 folder after every epoch (a temporary file, then a rename) and resumes from it when the data
 and settings match, repeating exactly what an uninterrupted run does.
 """
@@ -30,11 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._devices import pick_device
+
 ARCHS = ("small", "resnet18", "resnet50")
 CHECKPOINT_NAME = "classifier.pt"
 METRICS_NAME = "classifier_metrics.json"
-# "A photo of a {class}" (methods.TARGET_CAPTION) and its lower-case / "an" / "the" variants
-_CLASS_CAPTION = re.compile(r"^\s*an?\s+photo\s+of\s+(?:an?|the)\s+(.+?)\s*\.?\s*$", re.IGNORECASE)
+# "A photo of a {class}" (methods.TARGET_CAPTION) and its lower-case / "an" / "the" / no-article
+# variants, with or without a final full stop (a lone article is no class)
+_CLASS_CAPTION = re.compile(
+    r"^\s*an?\s+photo\s+of\s+(?:(?:an?|the)\s+)?(?!(?:an?|the)\s*\.?\s*$)(.+?)\s*\.?\s*$",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -92,15 +99,22 @@ class ClassImages:
 
 
 def caption_class(caption: str) -> str | None:
-    """The class a caption "A photo of a {class}" names (lower-cased), or None."""
+    """The class a caption "A photo of a {class}" names (lower-cased), or None.
+
+    "a"/"an" before "photo", "a"/"an"/"the" (or no article) before the class and a final
+    full stop are all accepted: "A photo of the cat." -> "cat", "a photo of an apple" ->
+    "apple". A caption of another form names no class ("a dog on a sofa" -> None): taking
+    any caption as a class would make each row of a captioned (not class-labelled) set its
+    own class.
+    """
     match = _CLASS_CAPTION.match(caption or "")
     return match.group(1).strip().lower() if match else None
 
 
-def _named_class(caption: str, class_names: Sequence[str]) -> str | None:
-    """The class named in ``caption`` as whole words, longest name first: the rule of
-    :func:`alignscope.evaluate.labels.caption_label`, kept here so that training a classifier
-    does not import the evaluate package (it loads the diffusion and CLIP code)."""
+def named_class(caption: str, class_names: Sequence[str]) -> str | None:
+    """The first of ``class_names`` that ``caption`` names as whole words, longest name first
+    (case-insensitive), or None: how a test set is labelled with its classifier's classes
+    (:func:`alignscope.evaluate.labels.caption_label` gives its index)."""
     text = caption.lower()
     for name in sorted(class_names, key=len, reverse=True):
         if re.search(rf"\b{re.escape(name.lower())}\b", text):
@@ -115,16 +129,35 @@ def concept_folder(name: str) -> str:
     return f"{safe or 'concept'}-{zlib.crc32(name.encode('utf-8')):08x}"
 
 
-def _record_class(record: Any, class_names: Sequence[str] | None) -> str | None:
+def record_class(record: Any, class_names: Sequence[str] | None = None) -> str | None:
+    """The class of a dataset row, or None when it names none: the one rule of every
+    class-labelled set (the classifiers here, the availability poisons and ``defend vespr``).
+
+    With no ``class_names``: the class its caption "A photo of a {class}" names
+    (:func:`caption_class`), else its folder (``DATA/cat/001.png``: "cat"). With
+    ``class_names`` (a test set takes its classifier's): the one its caption names as whole
+    words (:func:`named_class`), else its folder, by name or as ``alignscope evaluate`` names
+    a generated class's folder (:func:`concept_folder`).
+    """
+    caption = record.caption or ""
     folder = record.id.split("/")[0] if "/" in record.id else None
     if class_names is None:
-        return caption_class(record.caption) or folder
-    named = _named_class(record.caption, class_names) if record.caption else None
+        return caption_class(caption) or folder
+    named = named_class(caption, class_names) if caption else None
     if named is not None:
         return named
-    # a class folder, by name or as `alignscope evaluate` names it (a generated class set)
     folders = {c: c for c in class_names} | {concept_folder(c): c for c in class_names}
     return folders.get(folder) if folder is not None else None
+
+
+def no_class_error(source: object, record: Any, class_names: Sequence[str] | None) -> ValueError:
+    """The error for a row :func:`record_class` finds no class for, naming the dataset, the
+    row and its caption, and saying what a class-labelled set looks like."""
+    wanted = "one of " + ", ".join(class_names) if class_names else "a class"
+    return ValueError(
+        f"{source}: record {record.id!r} names no class (caption {record.caption!r}); "
+        f"give captions 'A photo of a {{class}}' naming {wanted}, or class folders"
+    )
 
 
 def resize_square(image: np.ndarray, side: int) -> np.ndarray:
@@ -164,13 +197,9 @@ def load_class_images(
     dataset = open_dataset(path, trust_pickles=trust_pickles)
     images, names, ids = [], [], []
     for record, image in dataset.images():
-        name = _record_class(record, class_names)
+        name = record_class(record, class_names)
         if name is None:
-            wanted = "one of " + ", ".join(class_names) if class_names else "a class"
-            raise ValueError(
-                f"{path}: record {record.id!r} names no class (caption {record.caption!r}); "
-                f"give captions 'A photo of a {{class}}' naming {wanted}, or class folders"
-            )
+            raise no_class_error(path, record, class_names)
         arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
         if before_resize is not None:
             arr = before_resize(arr)
@@ -225,16 +254,6 @@ def build_classifier(arch: str, num_classes: int) -> Any:
     else:
         raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
     return nn.Sequential(_Normalise(), net)
-
-
-def _device(device: str | None) -> str:
-    import torch
-
-    from alignscope._devices import check_device
-
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return check_device(device)
 
 
 def to_tensor(images: np.ndarray) -> Any:
@@ -305,7 +324,7 @@ def train_classifier(
 
     config = config or ClassifierConfig()
     config.check()
-    device = _device(config.device)  # before the claim: a bad device leaves no folder behind
+    device = pick_device(config.device)  # before the claim: a bad device leaves no folder behind
     identity = classifier_identity(config, data)
     with claimed_output(out, "train classifier", identity, overwrite=overwrite):
         return _train_into(data, Path(out), config, device, progress)
@@ -412,7 +431,7 @@ def load_classifier(path: str | Path, device: str | None = None) -> tuple[Any, d
         ) from exc
     model = build_classifier(meta["arch"], len(meta["class_names"]))
     model.load_state_dict(state["model"])
-    model.to(_device(device)).eval()
+    model.to(pick_device(device)).eval()
     return model, meta
 
 

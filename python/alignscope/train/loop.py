@@ -156,6 +156,40 @@ def sample_timesteps(generator: Any, batch: int, low: int, high: int) -> Any:
     return torch.randint(low, high, (batch,), generator=generator)
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def prediction_type(scheduler: Any) -> str:
+    """The scheduler's ``config.prediction_type``, one of :data:`PREDICTION_TYPES`.
+
+    Raises
+    ------
+    ValueError naming the value, for any other (a model trained or scored against the wrong
+    target would give numbers, not an error).
+    """
+    kind = scheduler.config.prediction_type
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(
+            f"unsupported scheduler prediction_type {kind!r}: the model's scheduler config must "
+            f"predict one of {', '.join(PREDICTION_TYPES)}"
+        )
+    return kind
+
+
+def noise_target(scheduler: Any, latents: Any, noise: Any, t: Any) -> Any:
+    """What the UNet is trained to predict for clean ``latents`` noised with ``noise`` at
+    timesteps ``t``: the noise ("epsilon"), v = sqrt(a) noise - sqrt(1 - a) latents
+    ("v_prediction", the scheduler's ``get_velocity``) or the clean latents ("sample").
+
+    The one copy of the rule: training's loss, the analyses that repeat it and the diffusion
+    classifier all take their target here.
+    """
+    kind = prediction_type(scheduler)
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    return latents if kind == "sample" else noise
+
+
 def diffusion_loss(
     *,
     unet: Any,
@@ -168,10 +202,10 @@ def diffusion_loss(
     mask: Any | None,
     shard: slice | None = None,
 ) -> Any:
-    """Noise-prediction loss of one batch: epsilon or v targets as the scheduler predicts,
-    timesteps from [timestep_min, T), optional Min-SNR weights, optional loss mask (latent
-    resolution, 1 = learn). Noise and timesteps are drawn for the whole (global) batch; with
-    ``shard`` only that slice of it is computed here."""
+    """Noise-prediction loss of one batch: the target the scheduler predicts
+    (:func:`noise_target`), timesteps from [timestep_min, T), optional Min-SNR weights,
+    optional loss mask (latent resolution, 1 = learn). Noise and timesteps are drawn for the
+    whole (global) batch; with ``shard`` only that slice of it is computed here."""
     import torch
 
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
@@ -185,10 +219,7 @@ def diffusion_loss(
         mask = None if mask is None else mask[shard]
     noisy = scheduler.add_noise(latents, noise, t)
     pred = unet(noisy, t, encoder_hidden_states).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, t)
-    else:
-        target = noise
+    target = noise_target(scheduler, latents, noise, t)
     err = (pred.float() - target.float()) ** 2
     if mask is not None:
         per_sample = (err * mask).sum(dim=(1, 2, 3)) / (
@@ -199,9 +230,14 @@ def diffusion_loss(
     if min_snr_gamma is not None:
         alphas = scheduler.alphas_cumprod.to(latents.device)[t]
         snr = alphas / (1 - alphas)
-        weight = torch.minimum(snr, torch.full_like(snr, min_snr_gamma)) / snr
-        if scheduler.config.prediction_type == "v_prediction":
-            weight = torch.minimum(snr, torch.full_like(snr, min_snr_gamma)) / (snr + 1)
+        # Hang et al.'s min(SNR, gamma) on the x0 loss, in each target's units (as diffusers'
+        # training scripts weigh it): / SNR for epsilon, / (SNR + 1) for v, as is for x0
+        weight = torch.minimum(snr, torch.full_like(snr, min_snr_gamma))
+        kind = prediction_type(scheduler)
+        if kind == "epsilon":
+            weight = weight / snr
+        elif kind == "v_prediction":
+            weight = weight / (snr + 1)
         per_sample = per_sample * weight
     return per_sample.mean()
 

@@ -29,6 +29,7 @@ from alignscope.train.loop import (
     TrainResult,
     batch_indices,
     diffusion_loss,
+    prediction_type,
     processes,
     resumable_config,
     run_loop,
@@ -246,6 +247,7 @@ def _prepare(
     components = load_components(model)
     noise_scheduler = _training_scheduler(components["scheduler"])
     config.check(noise_scheduler.config.num_train_timesteps)
+    prediction_type(noise_scheduler)  # an unknown target stops here, not at the first step
     torch.manual_seed(config.seed)
     root = Path(out)
     shard = procs.shard(config.batch_size) if procs.count > 1 else None
