@@ -21,7 +21,8 @@ process per stage, so each stage's wall time includes its imports as a user sees
 
 1. ``poison DATA --method M`` (badnets-1: ``--target cat --ratio 0.1``; dirty-label and
    nightshade: the 2 most frequent concepts, ``--per-concept`` poisons each; nightshade with the
-   tiny VAE, ``--steps`` PGD steps, anchors taken from dataset images of the target);
+   tiny VAE, ``--steps`` PGD steps, ``--nightshade-size 0`` (the pictures' own size), anchors
+   taken from dataset images of the target);
 2. ``embed POISONED --clip TINY --vae TINY_VAE --vae-size 64 --sscd TINY_SSCD``;
 3. ``screen STORE --manifest poison_manifest.parquet --json`` with the default scores (the
    combined score first; view_density and cross_view on the store's vae view, purification on
@@ -243,7 +244,9 @@ def poison_args(method: str, per_concept: int, steps: int, vae: Path) -> list[st
         return ["--target", TRIGGER_TARGET, "--ratio", str(TRIGGER_RATIO)]
     concept = ["--concepts", str(POISONED_CONCEPTS), "--per-concept", str(per_concept)]
     if method == "nightshade":
-        return [*concept, "--vae", str(vae), "--steps", str(steps)]
+        # --nightshade-size 0: the generated pictures' own size (the release's 512-px crop
+        # would upscale each 64-px picture 8x and take the tiny VAE minutes per poison on CPU)
+        return [*concept, "--vae", str(vae), "--steps", str(steps), "--nightshade-size", "0"]
     return concept
 
 
