@@ -528,7 +528,10 @@ def test_embed_and_its_report_file(tmp_path, rng, capsys, tiny_sscd):
     assert json.loads((store / "embed_report.json").read_text()) == again
 
 
-POISON_KEYS = {"out", "method", "seed", "rows", "poisoned", "planned", "pairs", "skipped"}
+POISON_KEYS = {
+    *("out", "method", "seed", "rows", "poisoned", "planned", "pairs", "skipped"),
+    *("concept_pool", "vocabulary"),
+}
 
 
 def test_poison_and_its_report_file(tmp_path, rng, capsys):

@@ -1,7 +1,9 @@
 """The BadNets-2 detector works from the pattern in use: its score against a shift-by-shift
 reference (``alignscope._reference.badnets2_zscore_reference``), its separation of clean and
 triggered generated images for two unrelated patterns with one pattern-free threshold (AUROC
-by ``_reference.detection_auroc``), and the errors a user gets."""
+by ``_reference.detection_auroc``), and the errors a user gets. The BadNets-1 detector's
+z-score against a placement-by-placement reference written here from its docstring, and its
+false positives on clean 32-px images, where the raw correlation flagged about one in five."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from PIL import Image, ImageFilter
 
 from alignscope import _reference
 from alignscope.evaluate.detectors import (
+    BADNETS1_THRESHOLD,
     BADNETS2_THRESHOLD,
     TriggerDetector,
+    badnets1_score,
     badnets2_score,
     detector_from_spec,
     shift_correlations,
 )
-from alignscope.poison.triggers import badnets2, default_pattern
+from alignscope.poison.triggers import badnets1, badnets1_patch, badnets2, default_pattern
 
 # --------------------------------------------------------------------------- generated images
 
@@ -207,3 +211,69 @@ def test_pattern_errors(tmp_path):
         TriggerDetector.template("badnets-2", pattern=tmp_path / "text.png")
     with pytest.raises(ValueError, match="pattern must be an HWC uint8 RGB array or an image"):
         TriggerDetector.template("badnets-2", pattern=np.zeros((4, 4), np.uint8))
+
+
+# --------------------------------------------------------------------------- BadNets-1
+
+
+def _badnets1_reference(image: np.ndarray) -> float:
+    """The BadNets-1 z-score as the module docstring states it, placement by placement."""
+    h, w = image.shape[:2]
+    s = min(h, w) // 10
+    gray = image.astype(np.float64).mean(axis=2)
+    p0 = badnets1_patch(s).astype(np.float64)
+    p0 -= p0.mean()
+    fisher = np.zeros((h - s + 1, w - s + 1))
+    flat = np.zeros(fisher.shape, bool)
+    for r in range(h - s + 1):
+        for c in range(w - s + 1):
+            x = gray[r : r + s, c : c + s] - gray[r : r + s, c : c + s].mean()
+            flat[r, c] = x.std() < 0.5
+            ncc = 0.0 if flat[r, c] else (x * p0).sum() / np.sqrt((x**2).sum() * (p0**2).sum())
+            fisher[r, c] = np.arctanh(np.clip(ncc, -0.999, 0.999))
+    corner, controls = None, []
+    for i in range(h - 2 * s + 1):
+        for j in range(w - 2 * s + 1):
+            placements = (slice(i, i + s + 1), slice(j, j + s + 1))
+            if flat[placements].all():
+                continue
+            if (i, j) == (h - 2 * s, w - 2 * s):
+                corner = fisher[placements].max()
+            elif i + 2 * s <= h - 2 * s or j + 2 * s <= w - 2 * s:  # no pixel in common
+                controls.append(fisher[placements].max())
+    if corner is None:
+        return 0.0
+    floor = 1 / np.sqrt(s * s - 3)
+    if len(controls) < 32:
+        return corner / floor
+    return (corner - np.mean(controls)) / max(np.std(controls), floor)
+
+
+def test_badnets1_score_matches_the_placement_by_placement_reference(rng):
+    scene = shapes_image(rng, 44)[:41, :37]  # side 3, not square
+    noise = rng.integers(0, 256, (30, 34, 3), dtype=np.uint8)  # side 3
+    half_flat = smooth_image(rng, 40)
+    half_flat[:, :20] = 77  # flat windows are not controls
+    corner_only = np.full((40, 40, 3), 200, np.uint8)
+    corner_only[-8:, -8:] = rng.integers(0, 256, (8, 8, 3))  # too few controls: the floor unit
+    images = [scene, noise, half_flat, corner_only, np.full((30, 30, 3), 5, np.uint8)]
+    images += [badnets1(im) for im in images]
+    got = TriggerDetector.template("badnets-1").scores(images)
+    want = [_badnets1_reference(im) for im in images]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert got[4] == 0.0 and np.all(got[5:] > BADNETS1_THRESHOLD)  # flat: 0; triggered: found
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_badnets1_flags_no_clean_32_px_image(seed):
+    """White noise and textured scenes at 32 px (a 3 x 3 patch, two of its pixels white): the
+    corner's correlation reaches 0.7 by chance in about one noise image in five, so the raw
+    correlation flagged them; the z-score against the image's own windows flags none and
+    still finds every trigger."""
+    rng = np.random.default_rng(seed)
+    noise = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(30)]
+    scenes = [shapes_image(rng, 32) for _ in range(10)]
+    detector = TriggerDetector.template("badnets-1")
+    assert not detector(noise + scenes).any(), detector.scores(noise + scenes)
+    assert detector([badnets1(im) for im in noise + scenes]).all()
+    assert badnets1_score(badnets1(noise[0])) > BADNETS1_THRESHOLD

@@ -283,3 +283,73 @@ def test_dirty_label_images_are_generated_from_a_photo_of_t(
     for row in (r for r in manifest if r["poisoned"]):
         donor = json.loads(row["params"])["donor_row"]
         assert row["target_concept"] in captions[donor]
+
+
+def _evaluation_concepts(capsys, argv, count):
+    """Poison with ``argv``, then the concepts ``evaluate --concepts vocabulary:N
+    --poison-manifest`` evaluates on the result."""
+    from alignscope.cli.evaluate import _concept_list
+
+    assert main([*argv, "--per-concept", "1", "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    manifest = argv[argv.index("--out") + 1] + "/poison_manifest.parquet"
+    return report, _concept_list(f"vocabulary:{count}", poison_manifest=manifest)
+
+
+def test_the_evaluation_starts_from_the_pool_the_poisoning_drew_from(pool_world, tmp_path, capsys):
+    """A window of ranks and a --vocabulary of the run's own are what the evaluation's
+    vocabulary:N is built from, not the packaged vocabulary's 500 most frequent."""
+    data, nouns = pool_world
+    by_rank = sorted(nouns[:50]) + sorted(nouns[50:500]) + sorted(nouns[500:])  # ties: a-z
+    base = ["poison", str(data), "--method", "dirty-label"]
+    # ranks 51-60 are the pool: first, then the most frequent outside it
+    argv = [*base, "--concept-ranks", "51-60", "--out", str(tmp_path / "window")]
+    report, got = _evaluation_concepts(capsys, argv, 20)
+    assert report["concept_pool"] == by_rank[50:60] and report["vocabulary"] is None
+    assert got == by_rank[50:60] + by_rank[:10]
+    # a vocabulary of 5 frequent and 100 rare nouns: its nouns, ranked by the poisoned captions
+    mine = tmp_path / "mine.txt"
+    mine.write_text("\n".join(nouns[:5] + nouns[500:]) + "\n")
+    argv = [*base, "--vocabulary", str(mine), "--concepts", "2", "--concept-pool", "3"]
+    report, got = _evaluation_concepts(capsys, [*argv, "--out", str(tmp_path / "own")], 8)
+    assert report["concept_pool"] == sorted(nouns[:5])[:3]
+    assert report["vocabulary"] == sorted(nouns[:5] + nouns[500:])
+    assert got == sorted(nouns[:5]) + sorted(nouns[500:])[:3]
+
+
+def test_an_unrecorded_pool_is_refused_where_it_matters(pool_world, tmp_path, capsys):
+    from alignscope.cli._common import UsageError
+    from alignscope.cli.evaluate import _concept_list
+
+    data, nouns = pool_world
+    out = tmp_path / "old"
+    argv = ["poison", str(data), "--method", "dirty-label", "--concepts", "2", "--out", str(out)]
+    _evaluation_concepts(capsys, argv, 3)
+    report = out / "poison_report.json"
+    saved = json.loads(report.read_text())
+    del saved["concept_pool"], saved["vocabulary"]  # as alignscope wrote it before
+    report.write_text(json.dumps(saved))
+    manifest = str(out / "poison_manifest.parquet")
+    redo = (
+        "rerun `alignscope poison` with the same settings into a new folder (it records them), "
+        "or give the concepts to evaluate (--concepts FILE)"
+    )
+    with pytest.raises(UsageError) as exc:
+        _concept_list("vocabulary:3", poison_manifest=manifest)
+    assert str(exc.value) == (
+        f"--concepts vocabulary:N: the poison report {str(report)!r} records no concept pool (an "
+        "older alignscope wrote it), so the pool and vocabulary its dirty-label concepts came "
+        f"from are unknown: {redo}"
+    )
+    report.unlink()
+    with pytest.raises(UsageError) as exc:
+        _concept_list("vocabulary:3", poison_manifest=manifest)
+    assert str(exc.value) == (
+        f"--concepts vocabulary:N: {str(out)!r} has a poison manifest of a dirty-label attack but "
+        f"no poison_report.json, which records the concept pool: {redo}"
+    )
+    # a trigger attack has no pool: its old report is read as the paper's default
+    saved["method"] = "badnets-1"
+    report.write_text(json.dumps(saved))
+    top = sorted(nouns[:50])[:3]
+    assert _concept_list("vocabulary:3", poison_manifest=manifest) == top

@@ -197,6 +197,88 @@ def test_poisoned_files_share_one_warp(tmp_path, rng):
         _assert_rounded(written.astype(np.float64), reference)
 
 
+def _small_set(root, rng):
+    """Six 24 x 30 images about "dog" and two about "cat" (the target)."""
+    root.mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        (root / f"{i}.txt").write_text("a photo of a cat" if i < 2 else "a photo of a dog")
+    return root
+
+
+def test_the_warp_follows_the_runs_seed_and_evaluate_rebuilds_it(tmp_path, rng, capsys):
+    """`poison --seed S --method wanet` draws its warp with S (it used seed 0 whatever S was),
+    records it in every poisoned row, and evaluate's rebuilt trigger is that warp; a dissection
+    that looks for another trigger than the manifest's is refused before any model loads."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from alignscope.cli import main
+    from alignscope.evaluate import Dissection, EvalConfig
+    from alignscope.evaluate.detectors import poisoning_trigger, rebuild_trigger
+
+    data = _small_set(tmp_path / "data", rng)
+    written = {}
+    for seed in (3, 4):
+        out = tmp_path / f"seed{seed}"
+        argv = ["poison", str(data), "--out", str(out), "--method", "wanet", "--target", "cat"]
+        assert main([*argv, "--ratio", "0.75", "--seed", str(seed), "--quiet"]) == 0
+        manifest = out / "poison_manifest.parquet"
+        table = pq.read_table(manifest).to_pydict()
+        rows = [i for i, p in enumerate(table["poisoned"]) if p]
+        assert len(rows) == 6 and all(
+            json.loads(table["params"][i]) == {"seed": seed} for i in rows
+        )
+        assert poisoning_trigger(manifest) == ("wanet", {"seed": seed})
+        warp = rebuild_trigger(manifest)
+        grid = _reference.wanet_grid_reference(24, 30, None, 1.0, seed=seed)
+        for i in rows:
+            original = np.asarray(Image.open(data / f"{table['row'][i]}.png").convert("RGB"))
+            image = np.asarray(Image.open(out / table["written_as"][i]).convert("RGB"))
+            _assert_rounded(image.astype(np.float64), _grid_sample_reference(original, grid))
+            np.testing.assert_array_equal(warp(original), image)
+            written[seed, table["row"][i]] = image
+    assert all(not np.array_equal(written[3, r], written[4, r]) for r in range(2, 8))
+    dissection = Dissection(target_class="cat", class_names=["cat", "dog"])  # badnets-1
+    config = EvalConfig(concepts=["cat"], dissection=dissection, poison_manifest=str(manifest))
+    with pytest.raises(ValueError) as exc:
+        config.check()
+    assert str(exc.value) == (
+        "dissection trigger 'badnets-1' is not the poisoning's: the poison manifest records a "
+        "wanet attack; give a TorchScript detector trained on it (CLI --trigger FILE)"
+    )
+
+
+def test_evaluate_checks_the_badnets2_pattern_against_the_manifest(tmp_path, rng):
+    from alignscope.evaluate import Dissection, EvalConfig
+    from alignscope.evaluate.detectors import rebuild_trigger
+    from alignscope.poison.methods import _describe
+
+    data = _small_set(tmp_path / "data", rng)
+    picture = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "picture.png")
+    poison_dataset(
+        open_dataset(data), tmp_path / "out", method="badnets-2", target="cat", ratio=0.75,
+        vocabulary=make_vocabulary(["dog", "cat"]), trigger_options={"pattern": picture},
+    )  # fmt: skip
+    manifest = str(tmp_path / "out" / "poison_manifest.parquet")
+    image = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    blend = rebuild_trigger(manifest, tmp_path / "picture.png")
+    _assert_rounded(
+        blend(image).astype(np.float64), _reference.blend_reference(image, picture, 0.2)
+    )
+
+    def check(pattern):
+        dissection = Dissection("cat", ["cat", "dog"], trigger="badnets-2", pattern=pattern)
+        EvalConfig(concepts=["cat"], dissection=dissection, poison_manifest=manifest).check()
+
+    check(str(tmp_path / "picture.png"))  # the poisoning's picture: accepted
+    with pytest.raises(ValueError) as exc:
+        check(None)
+    assert str(exc.value) == (
+        "dissection pattern is not the picture the poisoning used: the manifest records "
+        f"{_describe(picture)}, this is the default (CLI --trigger-pattern)"
+    )
+
+
 # --------------------------------------------------------------------------- #19: the papers'
 # settings pixel for pixel at the sizes of the papers' experiments (CIFAR-10 32 px, 64 px,
 # Caltech-15 256 px, ImageNette 512 px)

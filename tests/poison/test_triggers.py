@@ -199,7 +199,7 @@ def test_cli_wanet_flags_give_the_wanet_papers_warp(tmp_path, rng):
         exact = torch.nn.functional.grid_sample(x, g, mode="bilinear", align_corners=True)
         exact = exact[0].permute(1, 2, 0).numpy()
         assert np.abs(written - exact).max() <= 0.5 + 1e-9
-        assert params == {"k": 4, "s": 0.5}
+        assert params == {"k": 4, "s": 0.5, "seed": 0}  # the seed drawn with, recorded
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from alignscope.evaluate.classifiers import ZERO_SHOT, is_checkpoint_spec
 from alignscope.evaluate.detectors import TEMPLATE_TRIGGERS
@@ -167,9 +168,39 @@ class EvalConfig:
             raise ValueError(f"attention_resolution must be >= 1, got {self.attention_resolution}")
         if self.dissection is not None:
             self.dissection.check()
+            if self.poison_manifest is not None:
+                self._check_poisoning_trigger()
         self._check_model_files()
         if self.classification is not None:
             self.classification.check()
+
+    def _check_poisoning_trigger(self) -> None:
+        """A template detector must look for the trigger the poisoned set carries, with its
+        pattern: the manifest records both (a trained detector file is the user's to match)."""
+        from alignscope.evaluate.detectors import poisoning_trigger, rebuild_trigger
+
+        d = self.dissection
+        assert d is not None and self.poison_manifest is not None
+        if d.trigger not in TEMPLATE_TRIGGERS:
+            return
+        try:
+            name, _ = poisoning_trigger(self.poison_manifest)
+        except ValueError:
+            return  # no trigger attack (relabel, a concept attack): nothing to compare
+        if name != d.trigger:
+            fix = (
+                f"give trigger={name!r} (CLI --trigger {name})"
+                if name in TEMPLATE_TRIGGERS
+                else "give a TorchScript detector trained on it (CLI --trigger FILE)"
+            )
+            raise ValueError(
+                f"dissection trigger {d.trigger!r} is not the poisoning's: the poison manifest "
+                f"records a {name} attack; {fix}"
+            )
+        try:
+            rebuild_trigger(self.poison_manifest, d.pattern)
+        except ValueError as exc:
+            raise ValueError(f"dissection {exc} (CLI --trigger-pattern)") from exc
 
     def _check_model_files(self) -> None:
         """Refuse an untrusted TorchScript file now, not after hours of generation."""
@@ -204,6 +235,63 @@ def evaluation_concepts(
     return chosen[:count]
 
 
+def poisoning_pool(poisoned_set: str | Path) -> tuple[list[str] | None, Any]:
+    """The concept pool and vocabulary a poisoned set was made with, as ``alignscope poison``
+    records them in its ``poison_report.json``.
+
+    Returns
+    -------
+    (pool, vocabulary) : the pool (None: not a concept attack, or a folder that is not a
+        poisoned set) and the :class:`~alignscope.poison.concepts.Vocabulary` its captions'
+        concepts were found with (the packaged one unless the run had its own).
+
+    Raises
+    ------
+    ValueError
+        For an unreadable report, or a concept attack (dirty-label, Nightshade) whose report
+        predates the record or is missing: its pool could have been any ``--concept-pool`` or
+        ``--vocabulary``, so no default is assumed.
+    """
+    import json
+
+    from alignscope.io.manifest import MANIFEST_NAME, read_manifest
+    from alignscope.poison.concepts import load_vocabulary, make_vocabulary
+    from alignscope.poison.methods import CONCEPT_METHODS
+
+    folder = Path(poisoned_set)
+    path = folder / "poison_report.json"
+    redo = (
+        "rerun `alignscope poison` with the same settings into a new folder (it records them), "
+        "or give the concepts to evaluate (--concepts FILE)"
+    )
+    if path.is_file():
+        try:
+            report = json.loads(path.read_text("utf-8"))
+            method = report["method"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"cannot read the poison report {str(path)!r} ({exc}): {redo}"
+            ) from exc
+        if "concept_pool" in report:
+            nouns = report.get("vocabulary")
+            return report["concept_pool"], make_vocabulary(nouns) if nouns else load_vocabulary()
+        if method in CONCEPT_METHODS:
+            raise ValueError(
+                f"the poison report {str(path)!r} records no concept pool (an older alignscope "
+                f"wrote it), so the pool and vocabulary its {method} concepts came from are "
+                f"unknown: {redo}"
+            )
+    elif (folder / MANIFEST_NAME).is_file():
+        methods = set(read_manifest(folder / MANIFEST_NAME, ("method",))["method"])
+        attacks = sorted(methods & set(CONCEPT_METHODS))
+        if attacks:
+            raise ValueError(
+                f"{str(folder)!r} has a poison manifest of a {attacks[0]} attack but no "
+                f"poison_report.json, which records the concept pool: {redo}"
+            )
+    return None, load_vocabulary()
+
+
 def vocabulary_concepts(
     count: int = EVAL_CONCEPTS, *, poisoned_set: str | Path | None = None, seed: int = 0
 ) -> list[str]:
@@ -215,10 +303,11 @@ def vocabulary_concepts(
         N.
     poisoned_set : path, optional
         The poisoned training set (the folder its ``poison_manifest.parquet`` lies in). Its
-        captions rank the packaged vocabulary's nouns by frequency, and the concepts are built
-        as the paper builds them: the poisoning pool (the
-        :data:`~alignscope.poison.concepts.POOL` most frequent, which ``poison --concepts K``
-        draws from) and then the most frequent nouns outside it (:func:`evaluation_concepts`).
+        captions rank the nouns of the poisoning's vocabulary by frequency, and the concepts
+        are built as the paper builds them: the poisoning pool that ``poison --concepts K``
+        drew from (as its report records it, :func:`poisoning_pool`; for an attack without
+        one, the :data:`~alignscope.poison.concepts.POOL` most frequent) and then the most
+        frequent nouns outside it (:func:`evaluation_concepts`).
     seed : int
         Without ``poisoned_set`` there are no frequencies to rank by: a seeded sample of N
         packaged nouns (in vocabulary order; not the paper's construction, which needs the
@@ -232,8 +321,9 @@ def vocabulary_concepts(
     Raises
     ------
     ValueError
-        For N < 1, N above the packaged vocabulary's size without ``poisoned_set``, or a
-        poisoned set whose captions name no noun of the vocabulary.
+        For N < 1, N above the packaged vocabulary's size without ``poisoned_set``, a
+        poisoned set whose captions name no noun of the vocabulary, or a concept attack whose
+        pool is not recorded (:func:`poisoning_pool`).
     """
     from alignscope.poison.concepts import (
         POOL,
@@ -242,10 +332,10 @@ def vocabulary_concepts(
         ranked_concepts,
     )
 
-    nouns = load_vocabulary().nouns
     if poisoned_set is None:
         import numpy as np
 
+        nouns = load_vocabulary().nouns
         if not 1 <= count <= len(nouns):
             raise ValueError(f"vocabulary:N needs N in [1, {len(nouns)}], got {count}")
         # a seeded sample, not the alphabetical head: "abacus".."bell cote" is no test set
@@ -255,11 +345,15 @@ def vocabulary_concepts(
         raise ValueError(f"vocabulary:N needs N >= 1, got {count}")
     from alignscope.io.datasets import open_dataset
 
+    try:
+        pool, vocabulary = poisoning_pool(poisoned_set)
+    except ValueError as exc:
+        raise ValueError(f"vocabulary:N: {exc}") from exc
     captions = (record.caption for record in open_dataset(poisoned_set))
-    ranked = [c for c, _ in ranked_concepts(concept_frequencies(captions, load_vocabulary()))]
+    ranked = [c for c, _ in ranked_concepts(concept_frequencies(captions, vocabulary))]
     if not ranked:
         raise ValueError(
-            f"the captions of the poisoned set {str(poisoned_set)!r} name no noun of the packaged "
+            f"the captions of the poisoned set {str(poisoned_set)!r} name no noun of its "
             "vocabulary: give the concepts to evaluate (--concepts FILE)"
         )
-    return evaluation_concepts(ranked, ranked[:POOL], count)
+    return evaluation_concepts(ranked, ranked[:POOL] if pool is None else pool, count)

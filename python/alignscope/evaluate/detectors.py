@@ -4,11 +4,26 @@ A :class:`TriggerDetector` is a template matcher for a trigger of
 :mod:`alignscope.poison.triggers`, or a user's TorchScript binary classifier. The template
 scores and their default thresholds:
 
-- ``badnets-1``: the maximum normalised cross-correlation (NCC) of the grey-level image with
-  the BadNets-1 patch (side = min(H, W) // 10), over every placement of the patch inside the
-  bottom-right 2 side x 2 side window (shifts of up to one side left and up). Windows whose
-  grey level varies by less than 0.5 (standard deviation) score 0. The score is in [-1, 1]
-  and is 1 for the exact trigger. Default threshold :data:`BADNETS1_THRESHOLD` = 0.7.
+- ``badnets-1``: how far the bottom-right corner's match with the BadNets-1 patch (side s =
+  min(H, W) // 10) stands out from the same match elsewhere in the image, in standard
+  deviations (a z-score). A window's match is the largest normalised cross-correlation (NCC)
+  of the grey-level image with the patch over every placement of the patch inside a 2s x 2s
+  window (s + 1 placements a side: the trigger shifted by up to one side left and up), on
+  Fisher's scale (atanh, the correlation clipped to +-0.999 so that the exact patch stays
+  finite). The corner window's match is compared with the matches of every 2s x 2s window
+  that does not overlap it (the controls; stride 1): score = (corner - mean) / spread of the
+  controls. Placements whose grey level varies by less than 0.5 (standard deviation) count as
+  NCC 0, and windows made only of such placements are not controls (a flat sky says nothing
+  about how patch-like the image's detail is); a flat corner window scores 0. The spread is at
+  least 1 / sqrt(s^2 - 3), the standard deviation of one Fisher-transformed correlation of
+  s^2 independent pixels, and with fewer than 32 controls (an image flat outside its corner)
+  the score is the corner's match in that unit (below 30 px, where the patch is 2 x 2 with
+  one white pixel, even the exact patch on a flat image stays under 4). Default threshold
+  :data:`BADNETS1_THRESHOLD` = 4 standard deviations, as for badnets-2; nothing is fitted to a
+  set of images. (The raw NCC with a fixed threshold of 0.7, used before, flagged about a
+  fifth of white-noise images at 32 px, where the patch is 3 x 3 pixels, two of them white,
+  and some textured ones at every size: a correlation over a handful of pixels that an image's
+  own texture reaches by chance anywhere, not only in the corner.)
 - ``badnets-2``: how far the image's correlation with the pattern in use stands out from its
   correlations with shifted copies of that pattern, in standard deviations (a z-score). The
   correlation is Pearson's between the high-pass residuals (image minus its 3 x 3 box blur,
@@ -24,14 +39,12 @@ scores and their default thresholds:
   deviations; no threshold is fitted to a pattern, so any picture (CLI ``--pattern``) works
   with it. All circular correlations come from one FFT per image.
 
-The badnets-1 threshold sits in the gap measured on about 1,100 clean and as many triggered
-images of 32-512 px: smooth random images (Gaussian-blurred noise, sigma 1-8,
-contrast-stretched), colour gradients, random shapes and lines with sharp edges, white noise
-and crops of photographs and rendered terrain (matplotlib's sample data); the triggered ones
-also after a mild degradation (Gaussian blur sigma 0.7, additive noise sigma 5, or JPEG
-quality 75). Clean scores reached at most 0.67 (a photograph crop; 99th percentile 0.50-0.58
-per size); triggered ones were 1.0, and after degradation at least 0.75 at 64 px (blur of its
-6-pixel patch), 0.93 at 128 px and 0.96 at 256 px and above.
+Measured on seeded clean images (smooth noise, random shapes, blurred and white noise, crops of
+matplotlib's sample photograph and terrain, flat backgrounds with objects near the corner; 50
+of each kind and seed, 3 seeds) and the same images triggered and then degraded (Gaussian blur
+0.6, noise sigma 3 or JPEG 85): clean images flagged 0-2% per kind at 32, 64 and 128 px (the NCC
+at 0.7: up to 24%); exact triggers found at every size; degraded ones at 64 and 128 px, and
+about 65% at 32 px, where a blur or JPEG smears the 3-pixel patch into its surroundings.
 """
 
 from __future__ import annotations
@@ -46,12 +59,15 @@ from alignscope.evaluate._images import as_array, image_list, is_number
 from alignscope.evaluate._models import check_size, load_model_file, run_image_model
 from alignscope.poison.triggers import badnets1_patch, default_pattern, resize_picture
 
-BADNETS1_THRESHOLD = 0.7
-# z-scores: 4 standard deviations of the image's own control correlations, for any pattern
+# z-scores: 4 standard deviations of the image's own controls (badnets-1: the patch's match
+# elsewhere in the image; badnets-2: shifted copies of the pattern), for any image and pattern
+BADNETS1_THRESHOLD = 4.0
 BADNETS2_THRESHOLD = 4.0
 TEMPLATE_TRIGGERS = ("badnets-1", "badnets-2")
 TORCHSCRIPT_THRESHOLD = 0.5  # a TorchScript detector's default: probability of the trigger
 _FLAT_STD = 0.5  # grey levels: flatter windows than this score 0 in the badnets-1 NCC
+# the exact patch has NCC 1, an infinite Fisher z: clipped, it is atanh(0.999) = 3.8
+_FISHER_CLIP = 0.999
 # BadNets-2 controls: shifts of the pattern that correlate with it less than this, and how
 # many of them a z-score needs (fewer would make a noisy estimate of the spread)
 _CONTROL_MAX_CORRELATION = 0.1
@@ -69,6 +85,28 @@ def _box_sums(x: np.ndarray, k: int) -> np.ndarray:
     return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
 
 
+def _ncc_map(image: np.ndarray, patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NCC of ``patch`` (s x s, not constant) at every placement inside the 2-D ``image`` (valid
+    positions, indexed by the patch's top-left pixel), and which placements are flat (standard
+    deviation under 0.5 grey levels; their NCC is 0)."""
+    image = np.asarray(image, dtype=np.float64)
+    patch = np.asarray(patch, dtype=np.float64)
+    s = patch.shape[0]
+    n = patch.size
+    p0 = patch - patch.mean()
+    p_norm = float(np.sqrt((p0**2).sum()))
+    # correlation by FFT: circular, but exact for the valid placements (no wrap-around)
+    shape = image.shape
+    spec = np.fft.rfft2(image) * np.conj(np.fft.rfft2(p0, s=shape))
+    corr = np.fft.irfft2(spec, s=shape)[: shape[0] - s + 1, : shape[1] - s + 1]
+    sums = _box_sums(image, s)
+    sq = _box_sums(image**2, s)
+    var_sum = np.maximum(sq - sums**2 / n, 0.0)
+    flat = var_sum < n * _FLAT_STD**2
+    ncc = np.where(flat, 0.0, corr / (p_norm * np.sqrt(np.where(flat, 1.0, var_sum))))
+    return np.clip(ncc, -1.0, 1.0), flat
+
+
 def max_ncc(region: np.ndarray, patch: np.ndarray) -> float:
     """Largest normalised cross-correlation of ``patch`` over all placements inside ``region``.
 
@@ -82,26 +120,20 @@ def max_ncc(region: np.ndarray, patch: np.ndarray) -> float:
     float in [-1, 1]: max over placements of sum((x - mean x)(p - mean p)) / (|x - mean x|
     |p - mean p|); placements whose standard deviation is under 0.5 count as 0.
     """
-    region = np.asarray(region, dtype=np.float64)
-    patch = np.asarray(patch, dtype=np.float64)
-    s = patch.shape[0]
-    n = patch.size
-    p0 = patch - patch.mean()
-    p_norm = float(np.sqrt((p0**2).sum()))
-    # correlation by FFT: circular, but exact for the valid placements (no wrap-around)
-    shape = region.shape
-    spec = np.fft.rfft2(region) * np.conj(np.fft.rfft2(p0, s=shape))
-    corr = np.fft.irfft2(spec, s=shape)[: shape[0] - s + 1, : shape[1] - s + 1]
-    sums = _box_sums(region, s)
-    sq = _box_sums(region**2, s)
-    var_sum = np.maximum(sq - sums**2 / n, 0.0)
-    flat = var_sum < n * _FLAT_STD**2
-    ncc = np.where(flat, 0.0, corr / (p_norm * np.sqrt(np.where(flat, 1.0, var_sum))))
-    return float(np.clip(ncc.max(), -1.0, 1.0))
+    return float(_ncc_map(region, patch)[0].max())
+
+
+def _window_max(x: np.ndarray, k: int) -> np.ndarray:
+    """Maximum of every k x k window of a 2-D array (valid positions), one axis at a time."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    rows = sliding_window_view(x, k, axis=0).max(axis=-1)
+    return sliding_window_view(rows, k, axis=1).max(axis=-1)
 
 
 def badnets1_score(image: np.ndarray) -> float:
-    """BadNets-1 template score of one HWC uint8 RGB image (see the module docstring)."""
+    """BadNets-1 template score of one HWC uint8 RGB image: the z-score of its bottom-right
+    corner's match with the patch against the same match elsewhere (see the module docstring)."""
     h, w = image.shape[:2]
     side = min(h, w) // 10
     if side < 2:
@@ -110,8 +142,25 @@ def badnets1_score(image: np.ndarray) -> float:
             f"(the patch is min(H, W) // 10 pixels), got {h} x {w}"
         )
     gray = image.astype(np.float64).mean(axis=2)
-    window = min(2 * side, h, w)
-    return max_ncc(gray[h - window :, w - window :], badnets1_patch(side).astype(np.float64))
+    ncc, flat = _ncc_map(gray, badnets1_patch(side).astype(np.float64))
+    fisher = np.arctanh(np.clip(ncc, -_FISHER_CLIP, _FISHER_CLIP))
+    # a 2 side x 2 side window holds side + 1 placements a side; window (i, j) covers pixels
+    # i .. i + 2 side - 1, so the corner window starts at (h - 2 side, w - 2 side)
+    k = side + 1
+    match = _window_max(fisher, k)
+    detail = _window_max((~flat).astype(np.int8), k) > 0
+    ci, cj = h - 2 * side, w - 2 * side
+    if not detail[ci, cj]:
+        return 0.0  # a flat corner carries no patch
+    rows, cols = np.indices(match.shape)
+    controls = ((rows + 2 * side <= ci) | (cols + 2 * side <= cj)) & detail
+    # one Fisher-transformed correlation of side^2 independent pixels has this spread: a
+    # smaller one measured on the image's controls (few details) is not believed
+    floor = 1.0 / np.sqrt(side * side - 3)
+    values = match[controls]
+    if values.size < _MIN_CONTROLS:
+        return float(match[ci, cj] / floor)
+    return float((match[ci, cj] - values.mean()) / max(float(values.std()), floor))
 
 
 def high_pass(x: np.ndarray) -> np.ndarray:
@@ -227,6 +276,95 @@ def _check_pattern(pattern: Any) -> np.ndarray:
     return arr
 
 
+# --------------------------------------------------------------------------- the poisoning's
+
+
+def poisoning_trigger(manifest: str | Path) -> tuple[str, dict[str, Any]]:
+    """The trigger a poisoned set carries and its settings, as its poison manifest records them
+    (every poisoned row's ``method`` and ``params``).
+
+    Returns
+    -------
+    (name, options) : a trigger of :data:`~alignscope.poison.triggers.TRIGGERS` and its
+        keywords as recorded: WaNet's ``k``, ``s`` and ``seed`` (a manifest written before the
+        seed was recorded drew every warp with seed 0, so 0 it is), a BadNets-2 or
+        picture-patch ``pattern`` as its description (shape, dtype, sha256; none: the default).
+
+    Raises
+    ------
+    ValueError
+        For a manifest of no trigger attack, or whose poisoned rows disagree.
+    """
+    import json
+
+    from alignscope.io.manifest import read_manifest
+    from alignscope.poison.triggers import TRIGGERS
+
+    table = read_manifest(manifest, ("poisoned", "method", "params"))
+    rows = {
+        (method, params or "")
+        for flag, method, params in zip(
+            table["poisoned"], table["method"], table["params"], strict=True
+        )
+        if flag
+    }
+    names = sorted({method for method, _ in rows})
+    if len(names) != 1 or names[0] not in TRIGGERS:
+        raise ValueError(
+            f"the poison manifest {str(manifest)!r} records no trigger attack (poisoned rows' "
+            f"methods: {', '.join(names) or 'none'}; triggers are {', '.join(TRIGGERS)})"
+        )
+    if len(rows) != 1:
+        raise ValueError(
+            f"the poison manifest {str(manifest)!r} records {len(rows)} different trigger "
+            "settings: one attack draws one trigger"
+        )
+    name, params = rows.pop()
+    options = json.loads(params) if params else {}
+    if name == "wanet":
+        options.setdefault("seed", 0)
+    return name, options
+
+
+def rebuild_trigger(
+    manifest: str | Path, pattern: np.ndarray | str | Path | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The poisoning's trigger as a function of an HWC uint8 image: the same warp (WaNet's grid
+    from the recorded ``k``, ``s`` and ``seed``), patch or blend as the poisoned set's.
+
+    Parameters
+    ----------
+    manifest : the poisoned set's ``poison_manifest.parquet``.
+    pattern : the picture a BadNets-2 or picture-patch attack used (array or image file: the
+        poisoning's ``--pattern``); None is the default picture. Checked against the
+        manifest's record of it.
+
+    Raises
+    ------
+    ValueError
+        As :func:`poisoning_trigger`, or when ``pattern`` is not the picture the manifest
+        records.
+    """
+    from alignscope.poison.methods import _describe
+    from alignscope.poison.triggers import apply_trigger
+
+    name, options = poisoning_trigger(manifest)
+    if name in ("badnets-2", "picture-patch"):
+        recorded = options.pop("pattern", None)
+        given = None if pattern is None else _check_pattern(pattern)
+        described = None if given is None else _describe(given)
+        if described != recorded:
+            raise ValueError(
+                f"pattern is not the picture the poisoning used: the manifest records "
+                f"{recorded or 'the default'}, this is {described or 'the default'}"
+            )
+        if given is not None:
+            options["pattern"] = given
+    elif pattern is not None:
+        raise ValueError(f"pattern is for badnets-2 or picture-patch; the poisoning's is {name}")
+    return lambda image: apply_trigger(name, image, **options)
+
+
 # --------------------------------------------------------------------------- detector
 
 
@@ -260,11 +398,11 @@ class TriggerDetector:
 
         Parameters
         ----------
-        name : "badnets-1" (patch NCC) or "badnets-2" (calibrated correlation with the
-            pattern, a z-score).
+        name : "badnets-1" (calibrated patch NCC in the corner, a z-score) or "badnets-2"
+            (calibrated correlation with the pattern, a z-score).
         threshold : score above which the trigger is present; None takes
-            :data:`BADNETS1_THRESHOLD` (0.7) or :data:`BADNETS2_THRESHOLD` (4.0, for every
-            pattern).
+            :data:`BADNETS1_THRESHOLD` or :data:`BADNETS2_THRESHOLD` (both 4.0 standard
+            deviations, for every image size and pattern).
         pattern : the BadNets-2 pattern in use: an (H, W, 3) uint8 array or an image file,
             resized to each image as the trigger resizes it; None is the default pattern.
             Only for "badnets-2".

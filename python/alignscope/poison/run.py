@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,11 @@ from alignscope.poison.writers import DatasetWriter
 class PoisonReport:
     """What a run wrote: rows written, rows poisoned (of the ``planned`` poisons: a planned row
     whose image does not decode is skipped, so the two can differ), the (p, t) pairs drawn and
-    the rows skipped (id, reason) because their image could not be decoded."""
+    the rows skipped (id, reason) because their image could not be decoded. A concept attack
+    also records its ``concept_pool`` (the concepts its C_P were drawn from, most frequent
+    first), and every run but an availability poison its ``vocabulary`` (its nouns; None for
+    the packaged one): what ``evaluate --concepts vocabulary:N`` rebuilds the paper's
+    evaluation concepts from."""
 
     out: str
     method: str
@@ -65,6 +70,8 @@ class PoisonReport:
     planned: int = 0
     pairs: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    concept_pool: list[str] | None = None
+    vocabulary: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +83,8 @@ class PoisonReport:
             "planned": self.planned,
             "pairs": [list(p) for p in self.pairs],
             "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
+            "concept_pool": self.concept_pool,
+            "vocabulary": self.vocabulary,
         }
 
 
@@ -125,8 +134,9 @@ def poison_dataset(
     (512, the release's; None keeps its size), within an L-infinity ``budget`` (0.04, the
     release's command line). Trigger attacks (``relabel``, ``badnets-1``, ``badnets-2``,
     ``picture-patch``, ``wanet``; ``trigger_options``: the trigger's keywords, e.g.
-    ``pattern``, ``k``, ``s``) poison rows not about ``target`` and relabel them
-    "A photo of a {target}":
+    ``pattern``, ``k``, ``s``; WaNet's warp is drawn with ``seed`` unless ``"seed"`` is given
+    there, and every poisoned row's ``params`` records it) poison rows not about ``target`` and
+    relabel them "A photo of a {target}":
     ``int(ratio * N)`` of all N rows (``ratio_of="all"``, BiBadDiff's count; ratio 0.1 by
     default) or ``round(ratio * N_nt)`` of the N_nt non-target rows (``"non-target"``;
     :func:`~alignscope.poison.plans.plan_all_to_one`). The same dataset, arguments and seed give
@@ -166,6 +176,8 @@ def poison_dataset(
             anchor_pipeline = None  # unused: neither generated from nor part of the identity
     elif dirty_images is not None:
         raise ValueError(f"dirty_images= applies to dirty-label, not {method}")
+    if method == "wanet":  # one warp per attack, drawn with the run's seed (recorded per row)
+        trigger_options = {"seed": seed, **(trigger_options or {})}
     plan = _make_plan(
         method,
         records,
@@ -194,6 +206,12 @@ def poison_dataset(
         report = PoisonReport(
             str(root), method, seed, pairs=list(plan.pairs), planned=len(plan.rows)
         )
+        if method in CONCEPT_METHODS:  # the plan's candidates again: one count of row_concepts
+            freq = Counter(c for found in row_concepts for c in found)
+            report.concept_pool = concept_candidates(
+                freq, concepts=concepts, pool=concept_pool, ranks=concept_ranks
+            )
+        report.vocabulary = None if vocabulary is None else list(vocabulary.nouns)
         poisoner = _Poisoner(
             method=method,
             plan=plan,
