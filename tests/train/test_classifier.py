@@ -251,3 +251,45 @@ def test_cli_rerun_resumes_refuses_another_run_and_overwrites(tmp_path, capsys):
     assert (out / "classifier.pt").read_bytes() != weights  # trained on the repainted set
     record = json.loads((out / RECORD_NAME).read_text())
     assert record["complete"] and record["identity"]["config"]["seed"] == 1
+
+
+def test_cli_asr_applies_the_trigger_the_poisoning_recorded(tmp_path, capsys, monkeypatch):
+    """ASR must apply the poisoned set's own trigger: WaNet's warp drawn with the poisoning's
+    --seed (3 here; the default trigger draws it with seed 0), read from DATASET's
+    poison_manifest.parquet. Another trigger than the recorded one is refused."""
+    import alignscope.train.classifier as classifier
+
+    data = write_shapes_dataset(tmp_path / "d", 24, seed=4, side=16)
+    test = write_shapes_dataset(tmp_path / "t", 12, seed=5, side=16)
+    poisoned = tmp_path / "p"
+    attack = ["--method", "wanet", "--target", "cat", "--ratio", "0.25", "--seed", "3"]
+    assert main(["poison", str(data), "--out", str(poisoned), *attack, "--quiet"]) == 0
+    capsys.readouterr()
+    seen = []
+    real = classifier.attack_success_rate
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["trigger"], kwargs["trigger_options"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "attack_success_rate", spy)
+    args = ["train", "classifier", str(poisoned), "--arch", "small", "--test", str(test)]
+    run = ["--epochs", "1", "--batch", "8", "--device", "cpu", "--json", "--quiet"]
+    out = tmp_path / "o"
+    assert main([*args, "--out", str(out), "--target", "cat", "--trigger", "wanet", *run]) == 0
+    capsys.readouterr()
+    assert len(seen) == 1 and seen[0][0] == "wanet"
+    # the poisoning's seed, not the default 0 (k and s at their defaults are not recorded)
+    assert seen[0][1] == {"seed": 3}
+    refused = [*args, "--out", str(tmp_path / "o2"), "--target", "cat", "--trigger", "badnets-1"]
+    assert main([*refused, *run]) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: --trigger badnets-1: DATASET was poisoned with wanet (its "
+        "poison_manifest.parquet); ASR must apply that trigger: give --trigger wanet\n"
+    )
+    assert not (tmp_path / "o2").exists()
+    pattern = [*args, "--out", str(tmp_path / "o3"), "--trigger-pattern", str(test), *run]
+    assert main(pattern) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: --trigger-pattern goes with --trigger (the ASR's trigger)\n"
+    )

@@ -28,6 +28,10 @@ def add_classifier_flags(parser: argparse.ArgumentParser) -> None:
         "--trigger", help="classifier: the trigger applied for ASR (badnets-1, badnets-2, ...)"
     )
     group.add_argument(
+        "--trigger-pattern",
+        help="classifier: the picture a badnets-2 or picture-patch poisoning used (its --pattern)",
+    )
+    group.add_argument(
         "--classes",
         help="classifier: comma-separated class names in label order (default: those the "
         "captions 'A photo of a {class}' or the class folders name, sorted)",
@@ -53,6 +57,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         raise UsageError("--target/--trigger measure ASR on the clean test set: give --test DIR")
     if args.steps is not None or args.model is not None:
         raise UsageError("train classifier takes --epochs, not --steps or --model")
+    trigger_options = _asr_trigger_options(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:
         data = load_class_images(
@@ -94,7 +99,12 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         try:
             summary.update(
                 evaluate_classifier(
-                    model, meta, args.test, target=args.target, trigger=args.trigger
+                    model,
+                    meta,
+                    args.test,
+                    target=args.target,
+                    trigger=args.trigger,
+                    trigger_options=trigger_options,
                 )
             )
         except (ValueError, FileNotFoundError) as exc:
@@ -113,6 +123,40 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             line += f", ASR {summary['asr']:.4f}"
         print(line)
     return 0
+
+
+def _asr_trigger_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The trigger settings ASR must apply: those DATASET's poison manifest records when it
+    was poisoned with ``--trigger`` (WaNet's grid from the run's seed, k and s; the pattern
+    picture, checked against its record), else the trigger's defaults. A manifest of another
+    trigger is refused: ASR would measure a trigger the classifier never saw."""
+    from alignscope.evaluate.detectors import poisoning_pattern, poisoning_trigger
+
+    manifest = Path(args.dataset) / "poison_manifest.parquet"
+    if args.trigger is None:
+        if args.trigger_pattern is not None:
+            raise UsageError("--trigger-pattern goes with --trigger (the ASR's trigger)")
+        return {}
+    if not manifest.is_file():
+        if args.trigger_pattern is not None:
+            raise UsageError(
+                "--trigger-pattern is checked against DATASET's poison_manifest.parquet, "
+                "and DATASET has none"
+            )
+        return {}
+    try:
+        name, options = poisoning_trigger(manifest)
+    except ValueError:  # a clean set, or a concept attack: nothing recorded for a trigger
+        return {}
+    if name != args.trigger:
+        raise UsageError(
+            f"--trigger {args.trigger}: DATASET was poisoned with {name} (its "
+            f"poison_manifest.parquet); ASR must apply that trigger: give --trigger {name}"
+        )
+    try:
+        return poisoning_pattern(name, options, args.trigger_pattern)
+    except ValueError as exc:
+        raise UsageError(f"--trigger-pattern: {exc}") from exc
 
 
 def _truth(manifest: str | None, trigger: str | None, data: str, flag: str) -> dict[str, Any]:

@@ -258,16 +258,16 @@ def badnets2_score(image: np.ndarray, pattern: np.ndarray | None = None) -> floa
 def _check_pattern(pattern: Any) -> np.ndarray:
     """A pattern given as an HWC uint8 RGB array or an image file (read as RGB)."""
     if isinstance(pattern, (str, Path)):
-        from PIL import Image, UnidentifiedImageError
+        # through the datasets' reader: the format sniffed from the content, bombs refused
+        from alignscope.io.datasets import BadImage, read_image_file
 
         path = Path(pattern)
         if not path.is_file():
             raise ValueError(f"pattern: no such image file {str(path)!r}")
         try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"pattern: cannot read {str(path)!r} as an image ({exc})") from exc
+            return np.asarray(read_image_file(path, "RGB"))
+        except BadImage as exc:
+            raise ValueError(f"pattern: cannot read {exc}") from exc
     arr = np.asarray(pattern)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(
@@ -345,10 +345,29 @@ def rebuild_trigger(
         As :func:`poisoning_trigger`, or when ``pattern`` is not the picture the manifest
         records.
     """
-    from alignscope.poison.methods import _describe
     from alignscope.poison.triggers import apply_trigger
 
     name, options = poisoning_trigger(manifest)
+    options = poisoning_pattern(name, options, pattern)
+    return lambda image: apply_trigger(name, image, **options)
+
+
+def poisoning_pattern(
+    name: str, options: dict[str, Any], pattern: np.ndarray | str | Path | None
+) -> dict[str, Any]:
+    """``options`` (as :func:`poisoning_trigger` returns them) made applicable: a BadNets-2 or
+    picture-patch record of its pattern replaced by ``pattern`` (array or image file; None: the
+    default picture) once it is checked to be the picture recorded.
+
+    Raises
+    ------
+    ValueError
+        When ``pattern`` is not the picture the record describes, or is given for a trigger
+        that takes none.
+    """
+    from alignscope.poison.methods import _describe
+
+    options = dict(options)
     if name in ("badnets-2", "picture-patch"):
         recorded = options.pop("pattern", None)
         given = None if pattern is None else _check_pattern(pattern)
@@ -362,7 +381,7 @@ def rebuild_trigger(
             options["pattern"] = given
     elif pattern is not None:
         raise ValueError(f"pattern is for badnets-2 or picture-patch; the poisoning's is {name}")
-    return lambda image: apply_trigger(name, image, **options)
+    return options
 
 
 # --------------------------------------------------------------------------- detector
