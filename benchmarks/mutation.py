@@ -593,6 +593,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         "the studentized residual's spread counts the trimmed (suspicious) peers too",
     ),
     Mutation(
+        "alignment-spread-unpooled",
+        "screen",
+        "screen/relative.py",
+        "        pooled = np.sqrt((self.peers * self.spread**2 + typical**2) / (self.peers + 1))",
+        "        pooled = np.sqrt((self.peers * self.spread**2 + typical**2) / (self.peers + 2))",
+        _SCREEN,
+        "the studentized residual pools the typical spread as two peers, not one",
+    ),
+    Mutation(
         "combined-duplicates-as-neighbours",
         "screen",
         "screen/scores.py",

@@ -703,10 +703,10 @@ def relative_alignment_definition(
 
 def alignment_residual_definition(
     image: np.ndarray, text: np.ndarray, k: int, trim: float = 0.1, rounds: int = 2
-) -> tuple[np.ndarray, np.ndarray]:
-    """(score, spread): score as :func:`relative_alignment_definition`; spread_i the root mean
-    square of cos(x_j, y_j) - ref_i over the peers j trusted in the last round (those the
-    final ref_i averages). Every row must keep a peer."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score, spread, peers): score as :func:`relative_alignment_definition`; spread_i the root
+    mean square of cos(x_j, y_j) - ref_i over the peers j trusted in the last round (those the
+    final ref_i averages), peers_i their number. Every row must keep a peer."""
     x, y = unit_rows(image), unit_rows(text)
     n = x.shape[0]
     agree = [float(np.dot(x[i], y[i])) for i in range(n)]
@@ -726,7 +726,24 @@ def alignment_residual_definition(
             raise ValueError("a row has no trusted peer; the definition does not cover it")
         ref = [sum(v) / len(v) for v in kept]
     spread = [math.sqrt(sum((a - ref[i]) ** 2 for a in kept[i]) / len(kept[i])) for i in range(n)]
-    return np.array([ref[i] - agree[i] for i in range(n)]), np.array(spread)
+    peers = [len(v) for v in kept]
+    return np.array([ref[i] - agree[i] for i in range(n)]), np.array(spread), np.array(peers)
+
+
+def studentized_alignment_definition(
+    image: np.ndarray, text: np.ndarray, k: int, trim: float = 0.1, rounds: int = 2
+) -> np.ndarray:
+    """(N,) score_i / s_i with (score, spread, peers) of :func:`alignment_residual_definition`,
+    typical the median of the spreads and s_i = sqrt((peers_i spread_i^2 + typical^2) /
+    (peers_i + 1)) (the typical spread counted as one more peer). Every row must keep a peer."""
+    score, spread, peers = alignment_residual_definition(image, text, k, trim, rounds)
+    typical = float(np.median(spread))
+    return np.array(
+        [
+            score[i] / math.sqrt((peers[i] * spread[i] ** 2 + typical**2) / (peers[i] + 1))
+            for i in range(len(score))
+        ]
+    )
 
 
 def view_residual_definition(image: np.ndarray, view: np.ndarray, k: int) -> np.ndarray:

@@ -274,9 +274,8 @@ def test_compute_scores_reports_the_combined_weights():
     }
     graphs = [ref.nearest_others(image, k), ref.nearest_others(text, k)]
     # relative_alignment is weighed by its studentized residual (screen.relative).
-    score, spread = ref.alignment_residual_definition(image, text, 50)
-    assert spread.min() > 1e-3  # the floor plays no part: the plain ratio
-    top, total, weights = ref.combined_terms(inputs, graphs, {"relative_alignment": score / spread})
+    studentized = ref.studentized_alignment_definition(image, text, 50)
+    top, total, weights = ref.combined_terms(inputs, graphs, {"relative_alignment": studentized})
     assert len({round(w, 2) for w in weights.values()}) >= 2  # weights that differ
     assert table.methods["combined"] == "min-p of " + ", ".join(
         f"{name} (weight {w:.2f})" for name, w in weights.items()

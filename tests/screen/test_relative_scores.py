@@ -120,47 +120,55 @@ def test_alignment_residual_matches_brute_force(pairs, n, k):
     image, text, _ = pairs(n, 12, seed=2)
     assert _neighbour_sets_are_well_separated(text, k)
     got = alignment_residual(image, text, k=k)
-    want_score, want_spread = ref.alignment_residual_definition(image, text, k)
+    want_score, want_spread, want_peers = ref.alignment_residual_definition(image, text, k)
     np.testing.assert_allclose(got.score, want_score, rtol=0, atol=EXACT)
     np.testing.assert_allclose(got.spread, want_spread, rtol=0, atol=EXACT)
+    np.testing.assert_array_equal(got.peers, want_peers)
+    assert want_peers.min() < k  # the trim left some peers out on this data
     np.testing.assert_array_equal(got.score, relative_alignment(image, text, k=k))
-    assert want_spread.min() > 1e-3  # no floor involved: studentized is the plain ratio
-    np.testing.assert_allclose(got.studentized(), want_score / want_spread, rtol=1e-10, atol=0)
+    want_z = ref.studentized_alignment_definition(image, text, k)
+    np.testing.assert_allclose(got.studentized(), want_z, rtol=1e-10, atol=0)
 
 
 def test_studentized_alignment_ranks_by_the_peers_spread():
-    # Two concepts of 5 (k = 4: a caption's peers are its concept's other 4). Concept 0's CLIP
+    # Two concepts of 10 (k = 9: a caption's peers are its concept's other 9). Concept 0's CLIP
     # scores scatter by +-0.01 about 0.30, concept 1's by +-0.10; each has one pair below the
     # rest: 0.26 in the tight concept, 0.19 in the wide one. In raw units the wide concept's
     # pairs are furthest below their peers (about 0.1, against 0.04), but they are about one
-    # of their peers' spreads below them and the tight concept's low pair four.
-    alignments = [[0.31, 0.29, 0.31, 0.29, 0.26], [0.40, 0.20, 0.40, 0.20, 0.19]]
+    # of their peers' spreads below them and the tight concept's low pair several.
+    alignments = [[0.31, 0.29] * 4 + [0.30, 0.26], [0.40, 0.20] * 4 + [0.30, 0.19]]
     image, text = _concept_pairs(alignments)
-    got = alignment_residual(image, text, k=4)
-    assert np.argmax(got.score) >= 5
-    assert np.argmax(got.studentized()) == 4
-    want_score, want_spread = ref.alignment_residual_definition(image, text, 4)
+    got = alignment_residual(image, text, k=9)
+    assert np.argmax(got.score) >= 10
+    assert np.argmax(got.studentized()) == 9
+    want_score, want_spread, want_peers = ref.alignment_residual_definition(image, text, 9)
     np.testing.assert_allclose(got.score, want_score, rtol=0, atol=EXACT)
     np.testing.assert_allclose(got.spread, want_spread, rtol=0, atol=EXACT)
-    # Row 4's peers (0.31, 0.29, 0.31, 0.29) stay trusted in every round (their scores are
-    # within 0.02 of 0, far from the top row of ten): reference 0.30, spread 0.01.
-    assert got.score[4] == pytest.approx(0.30 - 0.26, abs=EXACT)
-    assert got.spread[4] == pytest.approx(0.01, abs=EXACT)
-    assert got.studentized()[4] == pytest.approx(4.0, rel=1e-9)
+    np.testing.assert_array_equal(got.peers, want_peers)
+    # Row 9's peers (0.31, 0.29 four times each, 0.30) stay trusted in every round (their
+    # scores are within 0.01 of 0, far from the top two rows of twenty): reference 0.30,
+    # spread sqrt(8 * 0.01^2 / 9), 9 peers; the typical (median) spread counts as a tenth.
+    spread = np.sqrt(8 * 0.01**2 / 9)
+    assert got.score[9] == pytest.approx(0.30 - 0.26, abs=EXACT)
+    assert got.spread[9] == pytest.approx(spread, abs=EXACT) and got.peers[9] == 9
+    typical = np.median(want_spread)
+    want = 0.04 / np.sqrt((9 * spread**2 + typical**2) / 10)
+    assert got.studentized()[9] == pytest.approx(want, rel=1e-9)
 
 
 def test_studentized_alignment_stays_finite_when_peers_agree_exactly():
-    # Concept 0's first five pairs all score 0.3, so the sixth's peers never vary (spread 0,
-    # guarded by the floor: 1e-6 of the median spread); concept 1 scatters, so the median is
-    # > 0. The sixth pair, 0.1 below peers that never vary, leads the studentized ranking.
+    # Concept 0's first five pairs all score 0.3, so the sixth's peers never vary (spread 0);
+    # pooled with the typical spread as one more peer, its s is typical / sqrt(6), and the
+    # sixth pair, 0.1 below peers that never vary, leads the studentized ranking.
     alignments = [[0.3] * 5 + [0.2], [0.40, 0.20, 0.40, 0.20, 0.30, 0.30]]
     image, text = _concept_pairs(alignments)
     got = alignment_residual(image, text, k=5)
     z = got.studentized()
-    assert got.spread[5] == 0.0 and np.median(got.spread) > 0
-    assert np.isfinite(z).all()
+    assert got.spread[5] == 0.0 and got.peers[5] == 5
+    typical = np.median(got.spread)
+    assert typical > 0 and np.isfinite(z).all()
     assert np.argmax(z) == 5
-    assert z[5] == pytest.approx(got.score[5] / (1e-6 * np.median(got.spread)), rel=1e-9)
+    assert z[5] == pytest.approx(got.score[5] * np.sqrt(6) / typical, rel=1e-9)
 
 
 def _clusters(concepts, members, d, seed):

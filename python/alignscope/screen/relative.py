@@ -60,8 +60,9 @@ def relative_alignment(
     score_i = ref_i - cos(x_i, y_i), where ref_i is the mean CLIP score cos(x_j, y_j) over the
     k nearest captions j of y_i, leaving out rows whose own score is in the top ``TRIM`` share
     (:data:`ROUNDS` rounds, starting from the median; "top share" is every row above the
-    (1 - TRIM) quantile of the scores; a row none of whose peers is trusted keeps its
-    previous reference). A dirty-label pair (caption of p, image of
+    (1 - TRIM) quantile of the scores, interpolated linearly between order statistics at
+    position (N - 1)(1 - TRIM); a row none of whose peers is trusted keeps its previous
+    reference). A dirty-label pair (caption of p, image of
     t) scores high; a generic caption is compared with other generic captions, a concept with a
     low typical CLIP score with itself.
 
@@ -79,22 +80,29 @@ class AlignmentResidual:
 
     score : (N,) float64, ref_i - cos(x_i, y_i) (:func:`relative_alignment`).
     spread : (N,) float64 >= 0, sqrt(mean over the trusted peers j of (cos(x_j, y_j) - ref_i)^2),
-        the peers' own scatter about the reference; a row without a trusted peer gets the
-        median spread of the rows that have one.
+        the peers' own scatter about the reference (0 for a row without a trusted peer).
+    peers : (N,) int64, how many trusted peers each row's reference and spread average.
     """
 
     score: np.ndarray
     spread: np.ndarray
+    peers: np.ndarray
 
     def studentized(self) -> np.ndarray:
-        """(N,) float64 score / spread: how many of its peers' spreads a pair falls below them.
+        """(N,) float64 score / s: how many of its peers' spreads a pair falls below them.
 
         Concepts differ in how widely their CLIP scores scatter (a hard concept, a generic
         caption's many possible images); in raw units the widest-scattering concept fills the
-        top of the ranking without any poison in it. The spread is floored at 1e-6 of its
-        median (a numerical guard: peers with one identical score would divide by zero)."""
-        typical = float(np.median(self.spread)) if self.spread.size else 0.0
-        return self.score / np.maximum(self.spread, 1e-6 * typical + 1e-300)
+        top of the ranking without any poison in it. s pools a row's spread with the typical
+        one (the median spread of the rows that have peers) as if that were one more peer:
+        s^2 = (peers * spread^2 + typical^2) / (peers + 1). With 50 peers this moves s by
+        about 1%; it keeps s > 0 where every peer has the same score (exact duplicates of one
+        pair, common in web data) and gives a row without trusted peers the typical spread."""
+        have = self.peers > 0
+        typical = float(np.median(self.spread[have])) if have.any() else 0.0
+        pooled = np.sqrt((self.peers * self.spread**2 + typical**2) / (self.peers + 1))
+        # 1e-300: every spread 0 (all pairs score alike) leaves every score 0 as well
+        return self.score / np.maximum(pooled, 1e-300)
 
 
 def alignment_residual(
@@ -130,9 +138,7 @@ def alignment_residual(
         count[s : s + _CHUNK] = keep.sum(axis=1)
         squares = np.where(keep, deviation**2, 0.0).sum(axis=1)
         spread[s : s + _CHUNK] = np.sqrt(squares / np.maximum(count[s : s + _CHUNK], 1))
-    have = count > 0
-    typical = float(np.median(spread[have])) if have.any() else 0.0
-    return AlignmentResidual(reference - agreement, np.where(have, spread, typical))
+    return AlignmentResidual(reference - agreement, spread, count)
 
 
 def paired_cosines(a: np.ndarray | Rows, b: np.ndarray | Rows) -> np.ndarray:
