@@ -43,7 +43,7 @@ def load_images(dataset: Dataset, resolution: int, manifest: str | Path | None) 
     import torch
 
     from alignscope.io.manifest import poison_flags
-    from alignscope.train.data import _square
+    from alignscope.train.data import square_image
 
     if resolution < 8 or resolution % 8:
         raise ValueError(f"resolution must be a multiple of 8, got {resolution}")
@@ -56,7 +56,7 @@ def load_images(dataset: Dataset, resolution: int, manifest: str | Path | None) 
         except BadImage as exc:
             dataset.skipped.append((record.id, str(exc)))
             continue
-        array = np.asarray(_square(image, resolution), dtype=np.float32) / 127.5 - 1.0
+        array = square_image(image, resolution).astype(np.float32) / 127.5 - 1.0
         ids.append(record.id)
         rows.append(i)
         captions.append(record.caption)

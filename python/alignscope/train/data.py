@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.io.datasets import BadImage, Dataset, read_image_file
+from alignscope.io.datasets import BadImage, Dataset, read_image_file, resize_center_crop
 
 
 @dataclass
@@ -20,17 +20,16 @@ class Example:
     mask: Any | None  # (1, R, R) float32 in [0, 1] (1 = learn here), or None
 
 
-def _square(image: Any, resolution: int) -> Any:
-    from PIL import Image
+# How a training image becomes resolution x resolution: diffusers' train_text_to_image.py
+# (Resize(resolution, BILINEAR) of the short side, then CenterCrop), the fine-tuning the papers
+# ran; recorded in each training run's identity so a run never resumes across a change of it.
+PREPROCESSING = "short side to the resolution (bilinear, torchvision's sizes), centre crop"
 
-    w, h = image.size
-    scale = resolution / min(w, h)
-    image = image.resize(
-        (max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC
-    )
-    w, h = image.size
-    left, top = (w - resolution) // 2, (h - resolution) // 2
-    return image.crop((left, top, left + resolution, top + resolution))
+
+def square_image(image: Any, resolution: int) -> np.ndarray:
+    """A PIL image (RGB or L) as (resolution, resolution[, C]) uint8: :data:`PREPROCESSING`
+    (:func:`alignscope.io.datasets.resize_center_crop`)."""
+    return resize_center_crop(np.asarray(image), resolution, resolution, "bilinear")
 
 
 def jpeg(image: Any, quality: int) -> Any:
@@ -67,7 +66,7 @@ def load_examples(
             continue
         if jpeg_quality is not None:
             image = jpeg(image, jpeg_quality)
-        image = _square(image, resolution)
+        image = square_image(image, resolution)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0).permute(
             2, 0, 1
         )
@@ -75,7 +74,7 @@ def load_examples(
         if mask_dir is not None:
             path = Path(mask_dir) / f"{Path(record.id).stem}.png"
             if path.exists():
-                m = _square(read_image_file(path, "L"), resolution)
+                m = square_image(read_image_file(path, "L"), resolution)
                 mask = torch.from_numpy(np.asarray(m, dtype=np.float32) / 255.0)[None]
         if not examples:
             first_id = record.id

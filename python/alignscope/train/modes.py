@@ -22,7 +22,7 @@ from typing import Any
 
 from alignscope._files import atomic_path, claimed_output, fingerprint_tree
 from alignscope.io.datasets import Dataset
-from alignscope.train.data import load_examples
+from alignscope.train.data import PREPROCESSING, load_examples
 from alignscope.train.loop import (
     Processes,
     TrainConfig,
@@ -168,8 +168,9 @@ def train_identity(
 ) -> dict[str, Any]:
     """What a training run's outputs depend on: the dataset's and the model folder's
     fingerprints (file listings), the mode and its own inputs (the UNet config of ``scratch``,
-    the tokens of textual inversion) and :func:`~alignscope.train.loop.resumable_config`,
-    with the loss-mask folder by its fingerprint."""
+    the tokens of textual inversion), :func:`~alignscope.train.loop.resumable_config`,
+    with the loss-mask folder by its fingerprint, and how images are fitted to the resolution
+    (:data:`~alignscope.train.data.PREPROCESSING`)."""
     settings = resumable_config(config)
     if config.mask_dir is not None and Path(config.mask_dir).is_dir():
         settings["mask_dir"] = fingerprint_tree(config.mask_dir)
@@ -194,6 +195,7 @@ def train_identity(
         if mode == "textual-inversion"
         else None,
         "config": settings,
+        "preprocessing": PREPROCESSING,
     }
 
 
