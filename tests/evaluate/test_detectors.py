@@ -281,3 +281,37 @@ def test_badnets1_flags_no_clean_32_px_image(seed):
     assert not detector(noise + scenes).any(), detector.scores(noise + scenes)
     assert detector([badnets1(im) for im in noise + scenes]).all()
     assert badnets1_score(badnets1(noise[0])) > BADNETS1_THRESHOLD
+
+
+# --------------------------------------------------------------------------- the poisoning's
+
+
+def test_no_trigger_recorded_is_its_own_error_and_other_problems_are_not(tmp_path):
+    """A manifest of no trigger attack raises NoTriggerRecorded, which callers pass over; two
+    trigger settings are a plain ValueError, which the evaluation's check must not pass over."""
+    from alignscope.evaluate.config import Dissection, EvalConfig
+    from alignscope.evaluate.detectors import NoTriggerRecorded, poisoning_trigger
+    from alignscope.io.manifest import write_manifest
+
+    relabel, mixed = tmp_path / "relabel.parquet", tmp_path / "mixed.parquet"
+    write_manifest(relabel, {"poisoned": [True], "method": ["relabel"], "params": [""]})
+    params = ['{"seed": 1}', '{"seed": 2}']
+    write_manifest(mixed, {"poisoned": [True, True], "method": ["wanet"] * 2, "params": params})
+    with pytest.raises(NoTriggerRecorded) as err:
+        poisoning_trigger(relabel)
+    assert str(err.value) == (
+        f"the poison manifest {str(relabel)!r} records no trigger attack (poisoned rows' "
+        "methods: relabel; triggers are badnets-1, badnets-2, picture-patch, wanet)"
+    )
+    dissection = Dissection(target_class="cat", class_names=["cat", "dog"])
+    EvalConfig(["cat"], poison_manifest=str(relabel), dissection=dissection).check()
+    want = (
+        f"the poison manifest {str(mixed)!r} records 2 different trigger settings: one attack "
+        "draws one trigger"
+    )
+    with pytest.raises(ValueError) as err:
+        poisoning_trigger(mixed)
+    assert not isinstance(err.value, NoTriggerRecorded) and str(err.value) == want
+    with pytest.raises(ValueError) as err:
+        EvalConfig(["cat"], poison_manifest=str(mixed), dissection=dissection).check()
+    assert str(err.value) == want

@@ -158,8 +158,15 @@ def test_template_detector_argument_errors(rng):
     with pytest.raises(ValueError, match="pattern must be an HWC uint8 RGB array"):
         TriggerDetector.template("badnets-2", pattern=np.zeros((4, 4), np.uint8))
     detector = TriggerDetector.template("badnets-1")
-    with pytest.raises(ValueError, match="at least 20 pixels on the short side"):
-        detector.scores([np.zeros((16, 16, 3), np.uint8)])
+    # below 30 px the patch is 2 x 2 and no image could pass the threshold: refused
+    with pytest.raises(ValueError) as err:
+        detector.scores([np.zeros((29, 40, 3), np.uint8)])
+    assert str(err.value) == (
+        "images must be at least 30 pixels on the short side for badnets-1 detection (the "
+        "patch is min(H, W) // 10 pixels; below 30 it is 2 x 2, too few pixels to tell it from "
+        "texture), got 29 x 40: give larger images or another trigger detector"
+    )
+    assert detector.scores([np.zeros((30, 40, 3), np.uint8)]).tolist() == [0.0]  # flat: 0
     with pytest.raises(ValueError, match=r"images\[1\] must be an HWC uint8 RGB array"):
         detector.scores([smooth_image(rng, 32), np.zeros((32, 32, 3), np.float32)])
     with pytest.raises(TypeError, match="images must be a list"):

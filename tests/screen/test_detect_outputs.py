@@ -32,11 +32,11 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
-    """Two 12-image shapes sets (24 px: badnets-1 detection needs 20) and a small CNN trained
+    """Two 12-image shapes sets (32 px: badnets-1 detection needs 30) and a small CNN trained
     on the first (one epoch: the scores need not mean anything, only repeat for the same run)."""
     root = tmp_path_factory.mktemp("detect-outputs")
-    data = write_shapes_dataset(root / "data", 12, seed=1, side=24)
-    other = write_shapes_dataset(root / "other", 12, seed=2, side=24)
+    data = write_shapes_dataset(root / "data", 12, seed=1, side=32)
+    other = write_shapes_dataset(root / "other", 12, seed=2, side=32)
     config = ClassifierConfig(arch="small", epochs=1, batch=8, device="cpu")
     train_classifier(load_class_images(data), root / "model", config, progress=False)
     return {"data": data, "other": other, "model": root / "model"}
@@ -155,3 +155,43 @@ def test_report_folder_is_claimed(sets, tmp_path, capsys, monkeypatch):
     assert _detect(sets, *steps, "--cd-beta", "0.5", "--report", str(other)) == 0
     assert _detect(sets, *steps, "--cd-beta", "0.5", "--report", str(report), "--overwrite") == 0
     assert (report / "report.json").read_bytes() == (other / "report.json").read_bytes()
+
+
+def test_outputs_inside_an_input_set_are_refused(sets, tmp_path, capsys, monkeypatch):
+    """Writing --out or --report into a set detect reads would change that set's fingerprint,
+    so every identical rerun would be refused: such paths are refused up front."""
+    _forbid_detection(monkeypatch)
+    inside = sets["data"] / "scores.json"
+    assert _detect(sets, "--out", str(inside)) == 2
+    assert capsys.readouterr().err == (
+        f"alignscope: error: --out {str(inside)!r} is inside DATASET {str(sets['data'])!r}; "
+        "give a file outside it\n"
+    )
+    tables = sets["other"] / "tables"
+    assert _detect(sets, "--clean", str(sets["other"]), "--report", str(tables)) == 2
+    assert capsys.readouterr().err == (
+        f"alignscope: error: --report {str(tables)!r} is inside --clean {str(sets['other'])!r}; "
+        "give a folder outside it\n"
+    )
+    assert not inside.exists() and not tables.exists()
+
+
+def test_tab4_report_survives_an_identical_classifier_rerun(sets, tmp_path, capsys):
+    """`train classifier` rewrites classifier_metrics.json on every rerun: --report fingerprints
+    it by content, so detect's identical rerun goes ahead; other metrics are refused."""
+    train = ["train", "classifier", str(sets["data"]), "--arch", "small", "--epochs", "1"]
+    train += ["--batch", "8", "--device", "cpu", "--quiet", "--test", str(sets["other"])]
+    cls = tmp_path / "cls"
+    assert main([*train, "--out", str(cls)]) == 0
+    report = tmp_path / "tables"
+    tab4 = ["--generated", str(sets["other"]), "--generated-truth", "badnets-1", "--cd-steps", "1"]
+    tab4 += ["--tab4", str(cls), str(cls), "--report", str(report)]
+    assert _detect(sets, *tab4) == 0
+    first = (report / "report.json").read_bytes()
+    assert main([*train, "--out", str(cls)]) == 0  # the same run: the file is written again
+    assert _detect(sets, *tab4) == 0
+    assert (report / "report.json").read_bytes() == first
+    capsys.readouterr()
+    assert main([*train, "--out", str(cls), "--seed", "7", "--overwrite"]) == 0
+    assert _detect(sets, *tab4) == 2
+    assert capsys.readouterr().err.startswith(_prefix("--report", report) + "tab4: ")

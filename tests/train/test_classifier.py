@@ -197,7 +197,8 @@ def test_cli_train_classifier(tmp_path, capsys):
     assert rc == 0 and out["epochs"] == 2 and out["n_train"] == 24 and out["n_asr"] == 9
     assert out["classes"] == sorted(SHAPE_CLASSES) and 0.0 <= out["asr"] <= 1.0
     saved = json.loads((tmp_path / "o" / "classifier_metrics.json").read_text())
-    assert saved == out
+    # the file holds what the run made; how this invocation went (resumed_from) is printed
+    assert saved == {k: v for k, v in out.items() if k != "resumed_from"}
     assert main([*args, "--target", "cat", "--test", str(test)]) == 2
     assert capsys.readouterr().err == (
         "alignscope: error: give --target and --trigger together (ASR needs both), or neither\n"
@@ -292,4 +293,121 @@ def test_cli_asr_applies_the_trigger_the_poisoning_recorded(tmp_path, capsys, mo
     assert main(pattern) == 2
     assert capsys.readouterr().err == (
         "alignscope: error: --trigger-pattern goes with --trigger (the ASR's trigger)\n"
+    )
+
+
+def test_class_folders_under_split_folders_with_descriptive_captions(tmp_path):
+    """DATA/{train,test}/{cat,dog}/0.png, each captioned "a photo of two cats on a sofa": the
+    class is the folder the image is in (not the split folder above it), and a caption with
+    no article before the class is a description, not a class."""
+    from PIL import Image
+
+    assert caption_class("a photo of two cats on a sofa") is None
+    assert caption_class("A photo of the cat.") == "cat"
+    for split in ("train", "test"):
+        for folder in ("dog", "cat"):
+            (tmp_path / "d" / split / folder).mkdir(parents=True)
+            Image.new("RGB", (12, 12)).save(tmp_path / "d" / split / folder / "0.png")
+            text = f"a photo of two {folder}s on a sofa"
+            (tmp_path / "d" / split / folder / "0.txt").write_text(text)
+    data = load_class_images(tmp_path / "d")
+    assert data.class_names == ["cat", "dog"]
+    want = {f"{s}/{c}/0.png": c for s in ("train", "test") for c in ("cat", "dog")}
+    assert {i: data.class_names[k] for i, k in zip(data.ids, data.labels, strict=True)} == want
+    # a test set takes its classifier's classes ("dogs" does not name "dog": the folder does)
+    named = load_class_images(tmp_path / "d", class_names=["dog", "cat"])
+    assert {i: named.class_names[k] for i, k in zip(named.ids, named.labels, strict=True)} == want
+
+
+def test_a_checkpoint_from_before_output_records_is_refused(tmp_path):
+    """A classifier.pt with no record beside it is alignscope's, from before records: neither
+    resumed nor deleted (not even with overwrite), and the message says so."""
+    data = load_class_images(write_shapes_dataset(tmp_path / "d", 8, seed=3, side=16))
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "classifier.pt").write_bytes(b"weights of an earlier version")
+    config = ClassifierConfig(arch="small", epochs=1, batch=8, device="cpu")
+    for overwrite in (False, True):
+        with pytest.raises(OutputConflict) as err:
+            train_classifier(data, out, config, progress=False, overwrite=overwrite)
+        assert str(err.value) == (
+            f"--out {str(out)!r} holds a classifier.pt written before alignscope recorded what "
+            "made its outputs, so it cannot be resumed or replaced: move it elsewhere, or "
+            "choose another --out"
+        )
+    assert [p.name for p in out.iterdir()] == ["classifier.pt"]
+    assert (out / "classifier.pt").read_bytes() == b"weights of an earlier version"
+
+
+def test_cli_asr_trigger_manifest_for_a_set_without_one(tmp_path, capsys, monkeypatch):
+    """A generated set has no poison manifest: --trigger-manifest names the poisoning's, whose
+    WaNet seed ASR then applies; WaNet or a --trigger-pattern with no record are refused. The
+    metrics file is claimed with the record it used: an identical rerun writes the same bytes,
+    another record is refused before any training, and --overwrite measures again without
+    retraining."""
+    import alignscope.train.classifier as classifier
+
+    data = write_shapes_dataset(tmp_path / "d", 24, seed=4, side=16)
+    test = write_shapes_dataset(tmp_path / "t", 12, seed=5, side=16)
+    manifests = []
+    for seed in (3, 4):
+        attack = ["--method", "wanet", "--target", "cat", "--ratio", "0.25", "--seed", str(seed)]
+        poisoned = tmp_path / f"p{seed}"
+        assert main(["poison", str(data), "--out", str(poisoned), *attack, "--quiet"]) == 0
+        manifests.append(str(poisoned / "poison_manifest.parquet"))
+    capsys.readouterr()
+    seen = []
+    real = classifier.attack_success_rate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["trigger_options"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "attack_success_rate", spy)
+    out = tmp_path / "o"
+    args = ["train", "classifier", str(data), "--arch", "small", "--test", str(test)]
+    args += ["--target", "cat", "--out", str(out)]
+    run = ["--epochs", "1", "--batch", "8", "--device", "cpu", "--json", "--quiet"]
+    assert main([*args, "--trigger", "wanet", *run]) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: --trigger wanet: DATASET has no poison_manifest.parquet recording a "
+        "trigger attack; give --trigger-manifest: WaNet's warp is drawn per poisoning run (the "
+        "poisoned training set's manifest records it)\n"
+    )
+    pattern = ["--trigger", "badnets-2", "--trigger-pattern", str(test / "0000.png")]
+    assert main([*args, *pattern, *run]) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: --trigger-pattern is checked against the poisoning's record, and "
+        "DATASET has no poison_manifest.parquet recording a trigger attack: give "
+        "--trigger-manifest\n"
+    )
+    assert not out.exists() and not seen
+
+    wanet = [*args, "--trigger", "wanet", "--trigger-manifest"]
+    assert main([*wanet, manifests[0], *run]) == 0
+    assert json.loads(capsys.readouterr().out)["resumed_from"] == 0
+    assert seen == [{"seed": 3}]  # the recorded seed, not the default 0
+    metrics = (out / "classifier_metrics.json").read_bytes()
+    weights = (out / "classifier.pt").read_bytes()
+    assert main([*wanet, manifests[0], *run]) == 0  # the same run: the same file
+    assert json.loads(capsys.readouterr().out)["resumed_from"] == 1
+    assert (out / "classifier_metrics.json").read_bytes() == metrics
+
+    seen.clear()
+    assert main([*wanet, manifests[1], *run]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"alignscope: error: --out {str(out / 'classifier_metrics.json')!r} holds the output "
+        "of another run (trigger_manifest."
+    )
+    assert err.endswith("): pass --overwrite to replace it, or choose another --out\n")
+    assert "trigger_manifest.path: " in err and not seen
+    assert (out / "classifier_metrics.json").read_bytes() == metrics
+    assert main([*wanet, manifests[1], *run, "--overwrite"]) == 0
+    assert json.loads(capsys.readouterr().out)["resumed_from"] == 1  # not retrained
+    assert seen == [{"seed": 4}] and (out / "classifier.pt").read_bytes() == weights
+    no_asr = ["train", "classifier", str(data), "--arch", "small", "--out", str(tmp_path / "o2")]
+    assert main([*no_asr, "--trigger-manifest", manifests[0], *run]) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: --trigger-manifest goes with --trigger (the ASR's trigger)\n"
     )

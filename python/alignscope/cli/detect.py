@@ -32,6 +32,11 @@ def add_classifier_flags(parser: argparse.ArgumentParser) -> None:
         help="classifier: the picture a badnets-2 or picture-patch poisoning used (its --pattern)",
     )
     group.add_argument(
+        "--trigger-manifest",
+        help="classifier: the poisoning's poison_manifest.parquet, whose trigger settings ASR "
+        "applies (default: DATASET's, when it has one; give it for a generated set)",
+    )
+    group.add_argument(
         "--classes",
         help="classifier: comma-separated class names in label order (default: those the "
         "captions 'A photo of a {class}' or the class folders name, sorted)",
@@ -57,7 +62,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         raise UsageError("--target/--trigger measure ASR on the clean test set: give --test DIR")
     if args.steps is not None or args.model is not None:
         raise UsageError("train classifier takes --epochs, not --steps or --model")
-    trigger_options = _asr_trigger_options(args)
+    trigger_options, trigger_manifest = _asr_trigger_options(args)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:
         data = load_class_images(
@@ -82,37 +87,50 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
             if v is not None
         }
     )
-    result = train_classifier(
-        data, args.out, config, progress=not args.quiet, overwrite=args.overwrite
-    )
-    summary: dict[str, Any] = {
-        "checkpoint": result["checkpoint"],
-        "arch": config.arch,
-        "classes": data.class_names,
-        "n_train": len(data.labels),
-        "epochs": result["epochs"],
-        "resumed_from": result["resumed_from"],
-        "last_loss": result["losses"][-1] if result["losses"] else None,
-    }
-    if args.test is not None:
-        model, meta = load_classifier(result["checkpoint"], config.device)
-        try:
-            summary.update(
-                evaluate_classifier(
-                    model,
-                    meta,
-                    args.test,
-                    target=args.target,
-                    trigger=args.trigger,
-                    trigger_options=trigger_options,
-                )
-            )
-        except (ValueError, FileNotFoundError) as exc:
-            raise UsageError(f"--test: {exc}") from exc
-    from alignscope._files import atomic_path
+    summary: dict[str, Any] = {}
 
-    with atomic_path(Path(args.out) / METRICS_NAME) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    def write_metrics(result: dict[str, Any]) -> None:
+        """TA and ASR of the trained classifier into its classifier_metrics.json."""
+        from alignscope._files import atomic_path
+
+        summary.update(
+            checkpoint=result["checkpoint"],
+            arch=config.arch,
+            classes=data.class_names,
+            n_train=len(data.labels),
+            epochs=result["epochs"],
+            last_loss=result["losses"][-1] if result["losses"] else None,
+        )
+        if args.test is not None:
+            model, meta = load_classifier(result["checkpoint"], config.device)
+            try:
+                summary.update(
+                    evaluate_classifier(
+                        model,
+                        meta,
+                        args.test,
+                        target=args.target,
+                        trigger=args.trigger,
+                        trigger_options=trigger_options,
+                    )
+                )
+            except (ValueError, FileNotFoundError) as exc:
+                raise UsageError(f"--test: {exc}") from exc
+        # the file holds what the run made, not how this invocation went (resumed_from): an
+        # identical rerun writes the same bytes, which `detect --tab4` relies on
+        with atomic_path(Path(args.out) / METRICS_NAME) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+
+    result = train_classifier(
+        data,
+        args.out,
+        config,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        metrics_identity=_metrics_identity(args, trigger_manifest),
+        write_metrics=write_metrics,
+    )
+    summary["resumed_from"] = result["resumed_from"]
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -125,36 +143,88 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def _asr_trigger_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The trigger settings ASR must apply: those DATASET's poison manifest records when it
-    was poisoned with ``--trigger`` (WaNet's grid from the run's seed, k and s; the pattern
-    picture, checked against its record), else the trigger's defaults. A manifest of another
-    trigger is refused: ASR would measure a trigger the classifier never saw."""
-    from alignscope.evaluate.detectors import poisoning_pattern, poisoning_trigger
+def _metrics_identity(args: argparse.Namespace, trigger_manifest: Path | None) -> dict[str, Any]:
+    """What ``classifier_metrics.json`` depends on besides the classifier (claimed with it):
+    the test set, target and trigger, and the files ASR's trigger settings come from."""
+    from alignscope._files import fingerprint_tree
 
-    manifest = Path(args.dataset) / "poison_manifest.parquet"
+    files = {"test": args.test, "trigger_manifest": trigger_manifest}
+    files["trigger_pattern"] = args.trigger_pattern
+    return {
+        "target": args.target,
+        "trigger": args.trigger,
+        **{k: None if v is None else fingerprint_tree(v) for k, v in files.items()},
+    }
+
+
+def _asr_trigger_options(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None]:
+    """The trigger settings ASR must apply, and the manifest they come from (None: the
+    trigger's defaults).
+
+    The manifest is ``--trigger-manifest``, else DATASET's ``poison_manifest.parquet`` when
+    there is one (a generated set has none: give the poisoned training set's). The settings
+    are those it records for ``--trigger`` (WaNet's grid from the run's seed, k and s; the
+    pattern picture, checked against its record). A manifest of another trigger is refused
+    (ASR would measure a trigger the classifier never saw), and so are a WaNet ASR or a
+    ``--trigger-pattern`` with no record to take the warp from or check the picture against.
+    """
+    from alignscope.evaluate.detectors import (
+        NoTriggerRecorded,
+        poisoning_pattern,
+        poisoning_trigger,
+    )
+
     if args.trigger is None:
-        if args.trigger_pattern is not None:
-            raise UsageError("--trigger-pattern goes with --trigger (the ASR's trigger)")
-        return {}
-    if not manifest.is_file():
+        for flag, value in (
+            ("--trigger-pattern", args.trigger_pattern),
+            ("--trigger-manifest", args.trigger_manifest),
+        ):
+            if value is not None:
+                raise UsageError(f"{flag} goes with --trigger (the ASR's trigger)")
+        return {}, None
+    if args.trigger_manifest is not None:
+        manifest: Path | None = Path(args.trigger_manifest)
+        source = "--trigger-manifest"
+        if not manifest.is_file():
+            raise UsageError(f"--trigger-manifest: no such file {args.trigger_manifest!r}")
+    else:
+        manifest = Path(args.dataset) / "poison_manifest.parquet"
+        source = "DATASET's poison_manifest.parquet"
+        if not manifest.is_file():
+            manifest = None
+    if manifest is not None:
+        try:
+            name, options = poisoning_trigger(manifest)
+        except NoTriggerRecorded as exc:
+            if args.trigger_manifest is not None:  # named as the trigger's record: it is not
+                raise UsageError(f"--trigger-manifest: {exc}") from exc
+            manifest = None  # a clean set, or a concept attack: nothing recorded for a trigger
+        except ValueError as exc:  # unreadable, or several attacks or trigger settings
+            raise UsageError(f"{source}: {exc}") from exc
+    if manifest is None:
+        if args.trigger == "wanet":
+            raise UsageError(
+                "--trigger wanet: DATASET has no poison_manifest.parquet recording a trigger "
+                "attack; give --trigger-manifest: WaNet's warp is drawn per poisoning run (the "
+                "poisoned training set's manifest records it)"
+            )
         if args.trigger_pattern is not None:
             raise UsageError(
-                "--trigger-pattern is checked against DATASET's poison_manifest.parquet, "
-                "and DATASET has none"
+                "--trigger-pattern is checked against the poisoning's record, and DATASET has "
+                "no poison_manifest.parquet recording a trigger attack: give --trigger-manifest"
             )
-        return {}
-    try:
-        name, options = poisoning_trigger(manifest)
-    except ValueError:  # a clean set, or a concept attack: nothing recorded for a trigger
-        return {}
+        return {}, None
     if name != args.trigger:
+        where = (
+            f"--trigger-manifest records a {name} attack"
+            if args.trigger_manifest is not None
+            else f"DATASET was poisoned with {name} (its poison_manifest.parquet)"
+        )
         raise UsageError(
-            f"--trigger {args.trigger}: DATASET was poisoned with {name} (its "
-            f"poison_manifest.parquet); ASR must apply that trigger: give --trigger {name}"
+            f"--trigger {args.trigger}: {where}; ASR must apply that trigger: give --trigger {name}"
         )
     try:
-        return poisoning_pattern(name, options, args.trigger_pattern)
+        return poisoning_pattern(name, options, args.trigger_pattern), manifest
     except ValueError as exc:
         raise UsageError(f"--trigger-pattern: {exc}") from exc
 
@@ -206,12 +276,46 @@ def _detect_identity(args: argparse.Namespace) -> dict[str, Any]:
     return identity
 
 
+def _content_fingerprint(path: Path) -> dict[str, Any] | str:
+    """A small file by its content (absolute path and sha256); a missing one by its path
+    (the run then stops, naming it)."""
+    import hashlib
+
+    if not path.is_file():
+        return str(path.resolve())
+    return {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+# detect's input sets, by flag as its messages name them
+_INPUT_SETS = {
+    "dataset": "DATASET",
+    "generated": "--generated",
+    "clean": "--clean",
+    "fct_train": "--fct-train",
+}
+
+
+def _check_outside_inputs(args: argparse.Namespace) -> None:
+    """Refuse an --out file or --report folder inside an input set: writing it would change
+    that set's fingerprint, so every identical rerun would be refused as another run."""
+    for flag, value, kind in (("--out", args.out, "file"), ("--report", args.report, "folder")):
+        if value is None:
+            continue
+        target = Path(value).resolve()
+        for key, name in _INPUT_SETS.items():
+            given = getattr(args, key)
+            if given is not None and Path(given).resolve() in (target, *target.parents):
+                raise UsageError(
+                    f"{flag} {value!r} is inside {name} {given!r}; give a {kind} outside it"
+                )
+
+
 def _claim_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
     """Claim ``--out`` (one JSON file: :func:`~alignscope._files.claimed_file`) and
     ``--report`` (a folder: :func:`~alignscope._files.claimed_output`) before any detector
     runs, so that a rerun with another model, data, ground truth, method or setting is refused
     in seconds (or, with --overwrite, replaces them) instead of replacing them silently."""
-    from alignscope._files import OutputConflict, claimed_file, claimed_output, fingerprint_files
+    from alignscope._files import OutputConflict, claimed_file, claimed_output
 
     if args.out is None and args.report is None:
         if args.overwrite:
@@ -219,17 +323,17 @@ def _claim_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> Non
         return
     if args.out is not None and Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} is a directory: give the file to write, scores.json")
+    _check_outside_inputs(args)
     identity = _detect_identity(args)
     if args.out is not None:
         stack.enter_context(
             claimed_file(args.out, "detect", identity, flag="--out", overwrite=args.overwrite)
         )
     if args.report is not None:
-        # the tables also hold the --tab4 classifiers' metrics, read from these files
+        # the tables also hold the --tab4 classifiers' metrics, read from these files: by
+        # their content, which an identical `train classifier` rerun writes again unchanged
         metrics = [Path(run) / "classifier_metrics.json" for run in args.tab4 or []]
-        tab4 = [
-            fingerprint_files([m])[0] if m.is_file() else str(m.resolve()) for m in metrics
-        ] or None
+        tab4 = [_content_fingerprint(m) for m in metrics] or None
         claim = claimed_output(
             args.report, "detect --report", {**identity, "tab4": tab4}, overwrite=args.overwrite
         )

@@ -177,7 +177,11 @@ class EvalConfig:
     def _check_poisoning_trigger(self) -> None:
         """A template detector must look for the trigger the poisoned set carries, with its
         pattern: the manifest records both (a trained detector file is the user's to match)."""
-        from alignscope.evaluate.detectors import poisoning_trigger, rebuild_trigger
+        from alignscope.evaluate.detectors import (
+            NoTriggerRecorded,
+            poisoning_trigger,
+            rebuild_trigger,
+        )
 
         d = self.dissection
         assert d is not None and self.poison_manifest is not None
@@ -185,8 +189,10 @@ class EvalConfig:
             return
         try:
             name, _ = poisoning_trigger(self.poison_manifest)
-        except ValueError:
+        except NoTriggerRecorded:
             return  # no trigger attack (relabel, a concept attack): nothing to compare
+        # (an unreadable manifest, or one of several attacks or trigger settings, is an error:
+        # the dissection would look for a trigger it cannot confirm)
         if name != d.trigger:
             fix = (
                 f"give trigger={name!r} (CLI --trigger {name})"
@@ -257,9 +263,10 @@ def poisoning_pool(poisoned_set: str | Path) -> tuple[list[str] | None, Any]:
     from alignscope.io.manifest import MANIFEST_NAME, read_manifest
     from alignscope.poison.concepts import load_vocabulary, make_vocabulary
     from alignscope.poison.methods import CONCEPT_METHODS
+    from alignscope.poison.run import REPORT_NAME
 
     folder = Path(poisoned_set)
-    path = folder / "poison_report.json"
+    path = folder / REPORT_NAME
     redo = (
         "rerun `alignscope poison` with the same settings into a new folder (it records them), "
         "or give the concepts to evaluate (--concepts FILE)"
@@ -287,7 +294,7 @@ def poisoning_pool(poisoned_set: str | Path) -> tuple[list[str] | None, Any]:
         if attacks:
             raise ValueError(
                 f"{str(folder)!r} has a poison manifest of a {attacks[0]} attack but no "
-                f"poison_report.json, which records the concept pool: {redo}"
+                f"{REPORT_NAME}, which records the concept pool: {redo}"
             )
     return None, load_vocabulary()
 

@@ -17,8 +17,9 @@ scores and their default thresholds:
   about how patch-like the image's detail is); a flat corner window scores 0. The spread is at
   least 1 / sqrt(s^2 - 3), the standard deviation of one Fisher-transformed correlation of
   s^2 independent pixels, and with fewer than 32 controls (an image flat outside its corner)
-  the score is the corner's match in that unit (below 30 px, where the patch is 2 x 2 with
-  one white pixel, even the exact patch on a flat image stays under 4). Default threshold
+  the score is the corner's match in that unit. Images under 30 px on the short side are
+  refused: there the patch is 2 x 2 with one white pixel, and even the exact patch on a flat
+  image stays under 4. Default threshold
   :data:`BADNETS1_THRESHOLD` = 4 standard deviations, as for badnets-2; nothing is fitted to a
   set of images. (The raw NCC with a fixed threshold of 0.7, used before, flagged about a
   fifth of white-noise images at 32 px, where the patch is 3 x 3 pixels, two of them white,
@@ -39,12 +40,21 @@ scores and their default thresholds:
   deviations; no threshold is fitted to a pattern, so any picture (CLI ``--pattern``) works
   with it. All circular correlations come from one FFT per image.
 
-Measured on seeded clean images (smooth noise, random shapes, blurred and white noise, crops of
-matplotlib's sample photograph and terrain, flat backgrounds with objects near the corner; 50
-of each kind and seed, 3 seeds) and the same images triggered and then degraded (Gaussian blur
-0.6, noise sigma 3 or JPEG 85): clean images flagged 0-2% per kind at 32, 64 and 128 px (the NCC
-at 0.7: up to 24%); exact triggers found at every size; degraded ones at 64 and 128 px, and
-about 65% at 32 px, where a blur or JPEG smears the 3-pixel patch into its surroundings.
+What the tests measure (tests/evaluate/test_detectors.py): the badnets-1 score equals a
+placement-by-placement reference; at 32 px no clean image of 3 seeds x (30 white-noise + 10
+shapes) images is flagged (the raw NCC at 0.7 flagged about one noise image in five) and every
+exact trigger is found; the badnets-2 scores of clean images are about standard normal for two
+unrelated patterns, and degraded generated images (blur, noise or JPEG, 64-128 px) are
+separated from clean ones (AUROC >= 0.95; at least 90% of the triggered and at most 10% of the
+clean ones flagged).
+
+Measured once (session 6), not re-run by any script: on seeded clean images (smooth noise,
+random shapes, blurred and white noise, crops of matplotlib's sample photograph and terrain,
+flat backgrounds with objects near the corner; 50 of each kind and seed, 3 seeds) and the same
+images triggered and then degraded (Gaussian blur 0.6, noise sigma 3 or JPEG 85), badnets-1
+flagged 0-2% of clean images per kind at 32, 64 and 128 px (the NCC at 0.7: up to 24%), found
+exact triggers at every size, degraded ones at 64 and 128 px and about 65% at 32 px, where a
+blur or JPEG smears the 3-pixel patch into its surroundings.
 """
 
 from __future__ import annotations
@@ -73,6 +83,10 @@ _FISHER_CLIP = 0.999
 _CONTROL_MAX_CORRELATION = 0.1
 _MIN_CONTROLS = 32
 _MIN_BADNETS2_SIDE = 8
+# below 30 px the BadNets-1 patch is 2 x 2 with one white pixel: a Fisher-transformed
+# correlation over 4 pixels, whose floor unit 1 / sqrt(4 - 3) = 1 keeps even the exact patch
+# on a flat image (atanh(0.999) = 3.8) under the threshold of 4
+_MIN_BADNETS1_SIDE = 30
 
 
 # --------------------------------------------------------------------------- template scores
@@ -135,12 +149,14 @@ def badnets1_score(image: np.ndarray) -> float:
     """BadNets-1 template score of one HWC uint8 RGB image: the z-score of its bottom-right
     corner's match with the patch against the same match elsewhere (see the module docstring)."""
     h, w = image.shape[:2]
-    side = min(h, w) // 10
-    if side < 2:
+    if min(h, w) < _MIN_BADNETS1_SIDE:
         raise ValueError(
-            f"images must be at least 20 pixels on the short side for badnets-1 detection "
-            f"(the patch is min(H, W) // 10 pixels), got {h} x {w}"
+            f"images must be at least {_MIN_BADNETS1_SIDE} pixels on the short side for "
+            f"badnets-1 detection (the patch is min(H, W) // 10 pixels; below "
+            f"{_MIN_BADNETS1_SIDE} it is 2 x 2, too few pixels to tell it from texture), "
+            f"got {h} x {w}: give larger images or another trigger detector"
         )
+    side = min(h, w) // 10
     gray = image.astype(np.float64).mean(axis=2)
     ncc, flat = _ncc_map(gray, badnets1_patch(side).astype(np.float64))
     fisher = np.arctanh(np.clip(ncc, -_FISHER_CLIP, _FISHER_CLIP))
@@ -279,6 +295,12 @@ def _check_pattern(pattern: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- the poisoning's
 
 
+class NoTriggerRecorded(ValueError):
+    """A poison manifest that records no trigger attack (a clean set, a relabelling, a concept
+    attack): the one refusal of :func:`poisoning_trigger` that means "nothing to compare"
+    rather than a problem with the manifest."""
+
+
 def poisoning_trigger(manifest: str | Path) -> tuple[str, dict[str, Any]]:
     """The trigger a poisoned set carries and its settings, as its poison manifest records them
     (every poisoned row's ``method`` and ``params``).
@@ -292,8 +314,12 @@ def poisoning_trigger(manifest: str | Path) -> tuple[str, dict[str, Any]]:
 
     Raises
     ------
+    NoTriggerRecorded
+        For a manifest of no trigger attack (a clean set, a relabelling, a concept attack):
+        nothing to compare, which callers may pass over.
     ValueError
-        For a manifest of no trigger attack, or whose poisoned rows disagree.
+        For an unreadable manifest, or one whose poisoned rows record more than one attack or
+        more than one trigger setting: real problems, which callers must not pass over.
     """
     import json
 
@@ -309,10 +335,15 @@ def poisoning_trigger(manifest: str | Path) -> tuple[str, dict[str, Any]]:
         if flag
     }
     names = sorted({method for method, _ in rows})
-    if len(names) != 1 or names[0] not in TRIGGERS:
-        raise ValueError(
+    if not set(names) & set(TRIGGERS):
+        raise NoTriggerRecorded(
             f"the poison manifest {str(manifest)!r} records no trigger attack (poisoned rows' "
             f"methods: {', '.join(names) or 'none'}; triggers are {', '.join(TRIGGERS)})"
+        )
+    if len(names) != 1:
+        raise ValueError(
+            f"the poison manifest {str(manifest)!r} records {len(names)} attacks on its "
+            f"poisoned rows ({', '.join(names)}): one poisoning run is one attack"
         )
     if len(rows) != 1:
         raise ValueError(

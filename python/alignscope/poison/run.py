@@ -51,6 +51,10 @@ from alignscope.poison.nightshade import (
 from alignscope.poison.plans import PoisonPlan, plan_all_to_one, plan_concepts
 from alignscope.poison.writers import DatasetWriter
 
+# what a run writes beside its manifest: the attack and its settings (evaluate reads a concept
+# attack's pool from it)
+REPORT_NAME = "poison_report.json"
+
 
 @dataclass
 class PoisonReport:
@@ -510,11 +514,11 @@ class _Poisoner:
 
 
 def _write_outputs(root: Path, columns: dict[str, list[Any]], report: PoisonReport) -> None:
-    """The manifest and ``poison_report.json`` beside the written dataset."""
+    """The manifest and the report (:data:`REPORT_NAME`) beside the written dataset."""
     write_manifest(root / MANIFEST_NAME, columns)
     # The file leaves out the output path, so that two runs with one seed are byte-identical.
     saved = {k: v for k, v in report.to_dict().items() if k != "out"}
-    with atomic_path(root / "poison_report.json") as tmp:
+    with atomic_path(root / REPORT_NAME) as tmp:
         tmp.write_text(json.dumps(saved, indent=2) + "\n")
 
 

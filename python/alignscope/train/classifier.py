@@ -18,6 +18,7 @@ and settings match, repeating exactly what an uninterrupted run does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -36,10 +37,12 @@ from alignscope._devices import pick_device
 ARCHS = ("small", "resnet18", "resnet50")
 CHECKPOINT_NAME = "classifier.pt"
 METRICS_NAME = "classifier_metrics.json"
-# "A photo of a {class}" (methods.TARGET_CAPTION) and its lower-case / "an" / "the" / no-article
-# variants, with or without a final full stop (a lone article is no class)
+# "A photo of a {class}" (methods.TARGET_CAPTION) and its lower-case / "an" / "the" variants,
+# with or without a final full stop. The article is required: "a photo of two cats on a sofa"
+# is a description, and reading it as a class would make a class-folder set with descriptive
+# captions one class per caption. (A lone article repeated is no class.)
 _CLASS_CAPTION = re.compile(
-    r"^\s*an?\s+photo\s+of\s+(?:(?:an?|the)\s+)?(?!(?:an?|the)\s*\.?\s*$)(.+?)\s*\.?\s*$",
+    r"^\s*an?\s+photo\s+of\s+(?:an?|the)\s+(?!(?:an?|the)\s*\.?\s*$)(.+?)\s*\.?\s*$",
     re.IGNORECASE,
 )
 
@@ -101,11 +104,11 @@ class ClassImages:
 def caption_class(caption: str) -> str | None:
     """The class a caption "A photo of a {class}" names (lower-cased), or None.
 
-    "a"/"an" before "photo", "a"/"an"/"the" (or no article) before the class and a final
-    full stop are all accepted: "A photo of the cat." -> "cat", "a photo of an apple" ->
-    "apple". A caption of another form names no class ("a dog on a sofa" -> None): taking
-    any caption as a class would make each row of a captioned (not class-labelled) set its
-    own class.
+    "a"/"an" before "photo", "a"/"an"/"the" before the class and a final full stop are all
+    accepted: "A photo of the cat." -> "cat", "a photo of an apple" -> "apple". A caption of
+    another form names no class ("a dog on a sofa" -> None, and with no article before the
+    class, "a photo of two cats on a sofa" -> None): taking any caption as a class would make
+    each row of a captioned (not class-labelled) set its own class.
     """
     match = _CLASS_CAPTION.match(caption or "")
     return match.group(1).strip().lower() if match else None
@@ -134,13 +137,16 @@ def record_class(record: Any, class_names: Sequence[str] | None = None) -> str |
     class-labelled set (the classifiers here, the availability poisons and ``defend vespr``).
 
     With no ``class_names``: the class its caption "A photo of a {class}" names
-    (:func:`caption_class`), else its folder (``DATA/cat/001.png``: "cat"). With
-    ``class_names`` (a test set takes its classifier's): the one its caption names as whole
-    words (:func:`named_class`), else its folder, by name or as ``alignscope evaluate`` names
-    a generated class's folder (:func:`concept_folder`).
+    (:func:`caption_class`), else the folder it is in (``DATA/cat/001.png`` and
+    ``DATA/train/cat/001.png``: "cat"). With ``class_names`` (a test set takes its
+    classifier's): the one its caption names as whole words (:func:`named_class`), else that
+    folder, by name or as ``alignscope evaluate`` names a generated class's folder
+    (:func:`concept_folder`).
     """
     caption = record.caption or ""
-    folder = record.id.split("/")[0] if "/" in record.id else None
+    # the immediate parent folder: DATA/train/cat/001.png is a "cat" (its first folder,
+    # "train", is how the set is split, not a class)
+    folder = record.id.rsplit("/", 2)[-2] if "/" in record.id else None
     if class_names is None:
         return caption_class(caption) or folder
     named = named_class(caption, class_names) if caption else None
@@ -304,6 +310,8 @@ def train_classifier(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    metrics_identity: dict[str, Any] | None = None,
+    write_metrics: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``config.arch`` on ``data``; write and return the checkpoint's metadata.
 
@@ -313,21 +321,58 @@ def train_classifier(
     :func:`classifier_identity` (:func:`alignscope._files.claimed_output`): a rerun resumes
     from the checkpoint when the record matches (an interrupted run continues; a finished one
     returns at once); otherwise it is refused (:class:`~alignscope._files.OutputConflict`)
-    naming what differs, unless ``overwrite``, which deletes the earlier run's outputs.
+    naming what differs, unless ``overwrite``, which deletes the earlier run's outputs. A
+    ``classifier.pt`` with no record (written before records existed) is refused, even with
+    ``overwrite``: what made it is unknown.
+
+    ``write_metrics``, when given, is called with the returned dict once training is done,
+    inside the claim, to write ``out/classifier_metrics.json`` (the CLI's TA and ASR). That
+    file has its own claim (:func:`~alignscope._files.claimed_file`) of ``metrics_identity``,
+    what the measurement depends on (test set, target, trigger and its settings): another
+    measurement is refused before any training, and ``overwrite`` then replaces the file
+    without retraining when the training's identity is unchanged.
 
     Returns
     -------
     dict with ``checkpoint`` (path), ``epochs``, ``resumed_from`` (epoch), ``losses`` (mean
     training loss per epoch, all epochs), ``seconds``.
     """
-    from alignscope._files import claimed_output
+    from alignscope._files import RECORD_NAME, OutputConflict, claimed_file, claimed_output
 
     config = config or ClassifierConfig()
     config.check()
     device = pick_device(config.device)  # before the claim: a bad device leaves no folder behind
+    root = Path(out)
+    if (root / CHECKPOINT_NAME).is_file() and not (root / RECORD_NAME).is_file():
+        # alignscope's own checkpoint, but from before output records: which data and settings
+        # made it is unknown, so it can be neither resumed nor deleted (--overwrite included)
+        raise OutputConflict(
+            f"--out {str(root)!r} holds a {CHECKPOINT_NAME} written before alignscope recorded "
+            "what made its outputs, so it cannot be resumed or replaced: move it elsewhere, or "
+            "choose another --out"
+        )
     identity = classifier_identity(config, data)
-    with claimed_output(out, "train classifier", identity, overwrite=overwrite):
-        return _train_into(data, Path(out), config, device, progress)
+    with claimed_output(root, "train classifier", identity, overwrite=overwrite):
+        with contextlib.ExitStack() as stack:
+            if write_metrics is not None:
+                # claimed before training: another measurement is refused in seconds
+                claim = claimed_file(
+                    root / METRICS_NAME,
+                    "train classifier: metrics",
+                    metrics_identity or {},
+                    flag="--out",
+                    overwrite=overwrite,
+                )
+                try:
+                    stack.enter_context(claim)
+                except OutputConflict as exc:  # the file's name is not the user's to choose
+                    raise OutputConflict(
+                        str(exc).replace("another file", "another --out")
+                    ) from None
+            trained = _train_into(data, root, config, device, progress)
+            if write_metrics is not None:
+                write_metrics(trained)
+        return trained
 
 
 def _train_into(
