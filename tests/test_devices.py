@@ -40,11 +40,14 @@ def test_array_device_tells_host_from_device_memory():
     assert array_device(Interface()) == "a CUDA device (__cuda_array_interface__)"
 
 
-def test_pick_device_defaults_to_the_gpu_when_torch_sees_one():
+def test_pick_device_defaults_to_the_gpu_when_torch_sees_one(monkeypatch):
     from alignscope._devices import pick_device
 
     torch = pytest.importorskip("torch")
-    assert pick_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device() == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device() == "cpu"
     assert pick_device("cpu") == "cpu"
     with pytest.raises(ValueError, match=r"^--device must be cpu, cuda, cuda:N or mps; got 'gpu'$"):
         pick_device("gpu", "--device")

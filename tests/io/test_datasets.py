@@ -154,6 +154,33 @@ def test_huggingface_dataset_on_disk(tmp_path, rng):
     ]
 
 
+def test_a_saved_dataset_reads_its_captions_from_the_first_of_caption_text_prompt(tmp_path, rng):
+    """One rule (io.datasets.hf_caption_column) for the embedding and the export's check."""
+    from alignscope.io.datasets import hf_caption_column
+
+    assert hf_caption_column(["image", "prompt", "text"]) == "text"
+    assert hf_caption_column(["prompt", "text", "caption"]) == "caption"
+    assert hf_caption_column(["image", "prompt"]) == "prompt"
+    assert hf_caption_column(["image", "label"]) is None
+    assert hf_caption_column(["image", "text"], "label") == "label"  # asked for: as is
+    datasets = pytest.importorskip("datasets")
+    image = Image.fromarray(rng.integers(0, 255, (8, 10, 3), dtype=np.uint8))
+    data = datasets.Dataset.from_dict(
+        {"image": [image], "prompt": ["from prompt"], "text": ["from text"]},
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "prompt": datasets.Value("string"),
+                "text": datasets.Value("string"),
+            }
+        ),
+    )
+    data.save_to_disk(str(tmp_path / "hf"))
+    assert [r.caption for r in open_dataset(tmp_path / "hf")] == ["from text"]
+    chosen = open_dataset(tmp_path / "hf", caption_column="prompt")
+    assert [r.caption for r in chosen] == ["from prompt"]
+
+
 def test_image_size_limit(tmp_path, monkeypatch, rng):
     from alignscope.io import datasets as mod
 

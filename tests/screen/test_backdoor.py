@@ -302,6 +302,48 @@ def test_cd_separates_triggered_from_clean(backdoored):
     assert corner[flags].mean() > corner[~flags].mean() + 0.2
 
 
+def test_cd_at_the_authors_gamma_ranks_the_confident_triggered_images_as_clean(backdoored):
+    """The module docstring's account of gamma 0.01 on this CNN (measured: AUROC 0.16, mean
+    |logit| 15 triggered against 4.5 clean, median ||m||_1 151 against 120, the trigger's
+    corner kept in every triggered mask): the logit term is absolute, so the triggered images'
+    larger logits keep the object in their masks too, and their masks are the LARGER ones."""
+    from alignscope.screen.backdoor import _float_images
+
+    model, _, images, flags = _triggered_test_set(backdoored)
+    masks = cd_masks(model, images, gamma=0.01)
+    norms = masks.sum(axis=(1, 2))
+    assert auroc(-norms, flags) < 0.5
+    assert np.median(norms[flags]) > np.median(norms[~flags])
+    # the trigger is found all the same (measured mean mask on its corner 1.0 against 0.003)
+    corner = masks[:, -3:, -3:].mean(axis=(1, 2))
+    assert corner[flags].mean() > 0.9 and corner[~flags].mean() < 0.1
+    with torch.no_grad():
+        size = model(_float_images(images)).abs().mean(dim=1).numpy()
+    assert size[flags].mean() > 2 * size[~flags].mean()
+
+
+def test_cli_detect_warns_when_every_cd_mask_collapses(backdoored, tmp_path, capsys):
+    """A gamma far above the logits' scale drives every mask to all off: detect still reports,
+    and says on stderr that the cd ranking means nothing."""
+    few = write_shapes_dataset(tmp_path / "few", 6, seed=3)
+    args = ["detect", str(few), "--classifier", str(backdoored["model"]), "--truth", "badnets-1"]
+    args += ["--methods", "cd", "--cd-steps", "60", "--json", "--quiet"]
+    assert main([*args, "--cd-gamma", "100"]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "Cognitive Distillation" in line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(
+        "alignscope: warning: training set: every Cognitive Distillation mask is all off (||m||_1 "
+    )
+    assert lines[0].endswith(
+        "of 1024 pixels): the cd ranking means nothing; try a smaller --cd-gamma (it weighs "
+        "the mask against the classifier's logit units)"
+    )
+    # the authors' gamma on the same images: no collapse, no warning
+    assert main(args) == 0
+    assert "Cognitive Distillation" not in capsys.readouterr().err
+
+
 def test_fct_separates_triggered_from_clean(backdoored):
     model, _, images, flags = _triggered_test_set(backdoored)
     train = load_class_images(backdoored["poisoned"], class_names=sorted(SHAPE_CLASSES))

@@ -9,7 +9,7 @@ from PIL import Image
 from alignscope.io.datasets import open_dataset
 from alignscope.train import TrainConfig, train
 from alignscope.train.data import jpeg, load_examples
-from alignscope.train.loop import diffusion_loss, noise_target
+from alignscope.train.loop import diffusion_loss
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -497,16 +497,39 @@ def test_the_loss_target_and_min_snr_weight_follow_the_prediction_type(kind, gam
     assert float(loss) == pytest.approx(float(mse * (1.0 if gamma is None else weight)), rel=1e-5)
 
 
-def test_an_unknown_prediction_type_is_refused_by_training_and_the_analyses():
-    from alignscope.analyze import _model
+def test_an_unknown_prediction_type_is_refused_by_training_and_the_analyses(
+    tmp_path, four_images, tiny_sd_dir, monkeypatch
+):
+    import json
+    import shutil
 
-    scheduler = diffusers.DDPMScheduler(prediction_type="flow")
-    x = torch.zeros(1, 4, 2, 2)
+    from alignscope.analyze import _model
+    from alignscope.train import modes
+
     want = (
         "unsupported scheduler prediction_type 'flow': the model's scheduler config must "
         "predict one of epsilon, v_prediction, sample"
     )
-    for target in (noise_target, _model.noise_target):
-        with pytest.raises(ValueError) as err:
-            target(scheduler, x, x, torch.tensor([3]))
-        assert str(err.value) == want
+    # training: the model folder's scheduler predicts "flow"; train() must stop in _prepare,
+    # before the dataset is loaded (load_examples is the first work after the checks)
+    model = tmp_path / "sd"
+    shutil.copytree(tiny_sd_dir, model)
+    config_file = model / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    config["prediction_type"] = "flow"
+    config_file.write_text(json.dumps(config))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("training loaded the dataset before refusing the prediction_type")
+
+    monkeypatch.setattr(modes, "load_examples", no_work)
+    cfg = TrainConfig(steps=1, batch_size=4, resolution=16)
+    with pytest.raises(ValueError) as err:
+        _finetune(four_images, tmp_path / "out", model, cfg)
+    assert str(err.value) == want
+    # the analyses take the training target from the same rule (analyze._model.noise_target)
+    scheduler = diffusers.DDPMScheduler(prediction_type="flow")
+    x = torch.zeros(1, 4, 2, 2)
+    with pytest.raises(ValueError) as err:
+        _model.noise_target(scheduler, x, x, torch.tensor([3]))
+    assert str(err.value) == want

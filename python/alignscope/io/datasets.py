@@ -566,6 +566,30 @@ def _check_data_files(root: Path) -> None:
             )
 
 
+# the columns a saved Hugging Face dataset's captions are read from, first present wins
+HF_CAPTION_COLUMNS = ("caption", "text", "prompt")
+
+
+def hf_caption_column(column_names: list[str], given: str | None = None) -> str | None:
+    """The column of a saved Hugging Face dataset that its captions are read from.
+
+    Parameters
+    ----------
+    column_names : the dataset's columns.
+    given : the column asked for (``open_dataset(..., caption_column=...)``); returned as is.
+
+    Returns
+    -------
+    ``given`` when set, else the first of :data:`HF_CAPTION_COLUMNS` among ``column_names``,
+    else None (the dataset has no captions). :class:`HFDiskDataset` reads captions from it and
+    ``screen.export.check_screened_dataset`` compares the store's with it (without ``given``:
+    a store does not record a column given to ``open_dataset``, and the CLI gives none).
+    """
+    if given:
+        return given
+    return next((c for c in HF_CAPTION_COLUMNS if c in column_names), None)
+
+
 class HFDiskDataset(Dataset):
     """A Hugging Face ``datasets`` dataset saved with ``save_to_disk``."""
 
@@ -597,9 +621,7 @@ class HFDiskDataset(Dataset):
             from datasets import Image as ImageFeature
 
             self.data = self.data.cast_column(image_column, ImageFeature(decode=False))
-        self.caption_column = caption_column or next(
-            (c for c in ("caption", "text", "prompt") if c in names), None
-        )
+        self.caption_column = hf_caption_column(names, caption_column)
 
     def record_count(self) -> int | None:
         return len(self.data)

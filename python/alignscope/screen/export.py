@@ -18,11 +18,15 @@ then. Given the store, :func:`check_screened_dataset` compares the two with what
 recorded at embedding time: the row count (the store's rows plus the records its
 ``embed_report.json`` lists as skipped) and the captions of up to :data:`SAMPLE_ROWS` rows
 spread evenly over the store (``alignscope embed`` keeps each row's caption in its metadata).
-That costs a thousand reads at any scale and catches another dataset, a filtered, extended,
-shuffled or re-sorted one, and a range of rows replaced; it does not see images changed under
-unchanged captions, or edits to rows between the sampled ones. (``datasets``' own fingerprint
-is not used: it changes with any transform, adding an unrelated column included, and a dataset
-built anew gets a new one even with the same rows.)
+That costs a thousand reads at any scale and catches another dataset, a filtered or extended
+one, and a range of rows replaced. A shuffled or re-sorted one is caught only where the order
+change puts another caption at a sampled row: where captions repeat (a class-labelled set,
+"A photo of a cat" for thousands of rows) rows moved among equal captions are not seen, a set
+sorted by class and re-sorted within each class passes, and with one caption for every row no
+reordering is seen. Nor does it see images changed under unchanged captions, or edits to rows
+between the sampled ones. (``datasets``' own fingerprint is not used: it changes with any
+transform, adding an unrelated column included, and a dataset built anew gets a new one even
+with the same rows.)
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import numpy as np
 _KEYS = ("row", "id")
 _ROW_NUMBER = re.compile(r"0|[1-9][0-9]*")
 # rows whose captions check_screened_dataset compares: spread over the whole store, enough to
-# catch a shuffle or a replaced range without reading every row of a large dataset
+# catch a replaced range, or a shuffle of mostly distinct captions, without reading every row
 SAMPLE_ROWS = 1000
 
 
@@ -78,11 +82,12 @@ def check_screened_dataset(
     records its ``embed_report.json`` lists as skipped, or a sampled row (up to
     :data:`SAMPLE_ROWS`, spread evenly over the store) whose caption is not the one the store
     recorded for it. What the store did not record (no report, no captions) is not compared.
-    Raises ValueError naming the dataset, the store and the first difference."""
+    Rows reordered among equal captions are not seen (see the module's notes). Raises
+    ValueError naming the dataset, the store and the first difference."""
     import json
 
     from alignscope.io import read_metadata_column, store_row_ids
-    from alignscope.io.datasets import clean_caption
+    from alignscope.io.datasets import clean_caption, hf_caption_column
 
     data = _datasets().load_from_disk(str(dataset_dir))
     n, root = len(data), Path(store)
@@ -100,7 +105,7 @@ def check_screened_dataset(
         )
     captions = read_metadata_column(root, "caption")
     # the caption column as `alignscope embed` read it (io.datasets.HFDiskDataset)
-    column = next((c for c in ("caption", "text", "prompt") if c in data.column_names), None)
+    column = hf_caption_column(data.column_names)
     if not ids or captions is None or len(captions) != len(ids) or column is None:
         return
     picks = np.unique(np.linspace(0, len(ids) - 1, min(SAMPLE_ROWS, len(ids))).astype(np.int64))
