@@ -65,6 +65,19 @@ def write_byte_vocab(root: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test: the machine's cores are shared (CI, workers), tiny
+    models gain nothing from more, and one thread makes CPU float results repeat run to run.
+    Modules that train or score with torch use it for every test:
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # Tiny models built from configs with random weights, written to local files (no hub).
 @pytest.fixture(scope="session")
 def tiny_open_clip(tmp_path_factory) -> str:

@@ -17,12 +17,9 @@ pytest.importorskip("pyarrow")
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine is shared: tiny models gain nothing from more threads
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_torch_thread):
+    """Every analysis test on one torch thread (tests/conftest.py: one_torch_thread); a
+    conftest's pytestmark would not reach the tests."""
 
 
 def checkerboard(size: int) -> np.ndarray:

@@ -12,13 +12,7 @@ from alignscope.defend.ssl import SSLConfig, augment, jpeg, nt_xent, train_ssl  
 from alignscope.defend.supervised import pgd  # noqa: E402
 from alignscope.defend.toy import gratings  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_nt_xent_matches_the_loop_reference(rng):

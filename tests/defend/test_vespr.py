@@ -19,12 +19,7 @@ FAST = ["--arch", "small", "--width", "4", "--epochs", "1", "--sl-epochs", "1",
         "--batch-size", "16", "--at-steps", "1", "--device", "cpu", "--quiet"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -32,13 +32,7 @@ from alignscope.train.classifier import load_class_images as classifier_classes 
 CLASSES = ["cat", "dog", "fox", "owl"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # other workers share the cores; one thread also makes the noise reproducible
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -21,13 +21,7 @@ from alignscope.train.classifier import (  # noqa: E402
     write_shapes_dataset,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # other workers share the cores; also makes runs repeatable
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
