@@ -488,3 +488,19 @@ def test_sampled_ad_with_cuda_samples_blocks_by_size_and_landmarks_on_the_cpu(
     ref = _reference.alignment_difficulty(a, b)
     assert cuda.feature == pytest.approx(ref["feature"], abs=1e-6)
     assert cuda.ci.guaranteed.low <= ref["ad"] <= cuda.ci.guaranteed.high
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_rectangular_form_needs_both_label_arrays(rng, backend):
+    # the torch engine used to take the row labels for the columns; the compiled one refused
+    if backend == "torch":
+        pytest.importorskip("torch")
+    rows = rng.normal(size=(6, 4)).astype(np.float32)
+    cols = rng.normal(size=(5, 4)).astype(np.float32)
+    labels = np.arange(6, dtype=np.int32) % 2
+    for given in ({"row_labels": labels}, {"col_labels": labels[:5]}):
+        with pytest.raises(ValueError) as err:
+            _backend.pair_abs_sum(rows, cols, c_label=1.0, backend=backend, **given)
+        assert str(err.value) == (
+            "pair_abs_sum: give both row_labels and col_labels (the rectangular form), or neither"
+        )

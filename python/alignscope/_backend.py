@@ -211,6 +211,12 @@ def pair_abs_sum(
     """
     if row_labels is not None and col_labels is None and cols is None:
         col_labels = row_labels
+    if (row_labels is None) != (col_labels is None):
+        # checked here, before either engine: the compiled one refused it, the torch one
+        # silently took the row labels for the columns
+        raise ValueError(
+            "pair_abs_sum: give both row_labels and col_labels (the rectangular form), or neither"
+        )
     if backend == "torch":
         from alignscope import _torch_engine
 

@@ -171,7 +171,7 @@ def pair_abs_sum(
     def ints(a: np.ndarray | None, lo: int, hi: int) -> torch.Tensor | None:
         return None if a is None else upload(a, lo, hi, np.int64)
 
-    if row_labels is not None and col_labels is None:
+    if row_labels is not None and col_labels is None and cols is None:  # symmetric form
         col_labels = row_labels
     step = block if block is not None else int(block_rows)
     col_step = m if block is not None else column_block(m, kdim, step, _budget(device_bytes, dev))
