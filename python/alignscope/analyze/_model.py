@@ -155,6 +155,25 @@ class Concept:
         self.placeholder = placeholder
         self.vectors = torch.as_tensor(vectors, dtype=torch.float32).to(table.device)
 
+    @classmethod
+    def from_components(
+        cls,
+        parts: dict[str, Any],
+        placeholder: str | None,
+        *,
+        initializer: str | None = None,
+        embeds: str | Path | None = None,
+    ) -> Concept:
+        """The concept in the tokenizer and text encoder of ``parts`` (as
+        :func:`load_components` gives them)."""
+        return cls(
+            parts["tokenizer"],
+            parts["text_encoder"],
+            placeholder,
+            initializer=initializer,
+            embeds=embeds,
+        )
+
     def token_ids(self, prompts: list[str]) -> Any:
         tok = self.tokenizer
         return tok(
@@ -218,3 +237,21 @@ def training_scheduler(scheduler: Any) -> Any:
     from alignscope.train.modes import _training_scheduler
 
     return _training_scheduler(scheduler)
+
+
+def timestep_window(scheduler: Any, timesteps: tuple[int, int] | None) -> tuple[int, int]:
+    """[low, high) the draws come from: ``timesteps`` checked against the scheduler's T, or the
+    whole [0, T) when None."""
+    num = scheduler.config.num_train_timesteps
+    low, high = timesteps if timesteps is not None else (0, num)
+    if not 0 <= low < high <= num:
+        raise ValueError(f"timesteps must satisfy 0 <= low < high <= {num}, got {low}, {high}")
+    return low, high
+
+
+def concept_prompt(concept: Concept, prompt: str | None) -> str:
+    """``prompt`` (default :data:`TI_PROMPT`) with the concept's phrase where its ``{}`` is."""
+    template = prompt or TI_PROMPT
+    if "{}" not in template:
+        raise ValueError(f"prompt {template!r} must hold {{}} where the concept goes")
+    return template.format(concept.phrase)

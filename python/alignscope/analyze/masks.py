@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from alignscope.analyze._model import (
-    TI_PROMPT,
     Concept,
+    concept_prompt,
     encode_latents,
     load_components,
     load_images,
+    timestep_window,
     training_scheduler,
 )
 from alignscope.io.datasets import Dataset
@@ -86,21 +87,9 @@ def attention_masks(
         )
     parts = load_components(model, device)
     scheduler = training_scheduler(parts["scheduler"])
-    num = scheduler.config.num_train_timesteps
-    low, high = timesteps if timesteps is not None else (0, num)
-    if not 0 <= low < high <= num:
-        raise ValueError(f"timesteps must satisfy 0 <= low < high <= {num}, got {low}, {high}")
-    concept = Concept(
-        parts["tokenizer"],
-        parts["text_encoder"],
-        placeholder,
-        initializer=initializer,
-        embeds=embeds,
-    )
-    template = prompt or TI_PROMPT
-    if "{}" not in template:
-        raise ValueError(f"prompt {template!r} must hold {{}} where the concept goes")
-    text = template.format(concept.phrase)
+    low, high = timestep_window(scheduler, timesteps)
+    concept = Concept.from_components(parts, placeholder, initializer=initializer, embeds=embeds)
+    text = concept_prompt(concept, prompt)
     ids = concept.token_ids([text])[0]
     positions = [p for p, v in enumerate(ids.tolist()) if v in concept.ids]
     if not positions:  # truncated away by a long prompt

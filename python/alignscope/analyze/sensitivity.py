@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from alignscope.analyze._model import (
-    TI_PROMPT,
     Concept,
     Images,
+    concept_prompt,
     encode_latents,
     load_components,
     load_images,
+    timestep_window,
     training_scheduler,
 )
 from alignscope.io.datasets import Dataset
@@ -155,10 +156,7 @@ def sensitivity_maps(
     parts = model if isinstance(model, dict) else load_components(model, device)
     images = dataset if isinstance(dataset, Images) else load_images(dataset, resolution, manifest)
     scheduler = training_scheduler(parts["scheduler"])
-    num = scheduler.config.num_train_timesteps
-    low, high = timesteps if timesteps is not None else (0, num)
-    if not 0 <= low < high <= num:
-        raise ValueError(f"timesteps must satisfy 0 <= low < high <= {num}, got {low}, {high}")
+    low, high = timestep_window(scheduler, timesteps)
     if isinstance(direction, str) and direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if (
@@ -178,17 +176,8 @@ def sensitivity_maps(
             raise ValueError(f"initializer {initializer!r} must be a single token, got {len(ids)}")
         init_vector = parts["text_encoder"].get_input_embeddings().weight[ids[0]].detach().clone()
         initializer = None  # the vectors come from embeds; the initializer only gives u
-    concept = Concept(
-        parts["tokenizer"],
-        parts["text_encoder"],
-        placeholder,
-        initializer=initializer,
-        embeds=embeds,
-    )
-    template = prompt or TI_PROMPT
-    if "{}" not in template:
-        raise ValueError(f"prompt {template!r} must hold {{}} where the concept goes")
-    prompts = [template.format(concept.phrase)] * len(images.ids)
+    concept = Concept.from_components(parts, placeholder, initializer=initializer, embeds=embeds)
+    prompts = [concept_prompt(concept, prompt)] * len(images.ids)
     latents = encode_latents(parts["vae"], images.pixels.to(device))
     gen = torch.Generator().manual_seed(seed)
     steps = torch.randint(low, high, (draws,), generator=gen)

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from alignscope.analyze._model import (
-    TI_PROMPT,
     Concept,
     Images,
+    concept_prompt,
     encode_latents,
     load_components,
     load_images,
@@ -190,12 +190,8 @@ def analyze_timesteps(
     edges = bucket_edges(scheduler.config.num_train_timesteps, buckets)
     concept = None
     if target == "embedding" or placeholder is not None:
-        concept = Concept(
-            parts["tokenizer"],
-            parts["text_encoder"],
-            placeholder,
-            initializer=initializer,
-            embeds=embeds,
+        concept = Concept.from_components(
+            parts, placeholder, initializer=initializer, embeds=embeds
         )
     prompts = _prompts(images, concept, prompt, target)
     latents = encode_latents(parts["vae"], images.pixels.to(device))
@@ -252,10 +248,7 @@ def _prompts(images: Images, concept: Concept | None, prompt: str | None, target
         return list(images.captions)
     if concept is None:  # the UNet target with a fixed prompt and no concept token
         return [prompt] * len(images.ids)
-    template = prompt or TI_PROMPT
-    if "{}" not in template:
-        raise ValueError(f"prompt {template!r} must hold {{}} where the concept goes")
-    return [template.format(concept.phrase)] * len(images.ids)
+    return [concept_prompt(concept, prompt)] * len(images.ids)
 
 
 def _embedding_jobs(

@@ -59,6 +59,22 @@ def _manifest(args: argparse.Namespace) -> str:
     )
 
 
+def _shared_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments every analysis takes from the same flags: the concept
+    (:func:`_add_concept`), --draws, --batch-size and the run settings of :func:`_add_common`."""
+    return {
+        "placeholder": args.placeholder,
+        "initializer": args.initializer,
+        "embeds": args.embeds,
+        "prompt": args.prompt,
+        "draws": args.draws,
+        "resolution": args.resolution,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "device": args.device,
+    }
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -81,17 +97,9 @@ def cmd_timesteps(args: argparse.Namespace) -> int:
         dataset,
         manifest=manifest,
         target=args.target,
-        placeholder=args.placeholder,
-        initializer=args.initializer,
-        embeds=args.embeds,
-        prompt=args.prompt,
         buckets=args.buckets,
-        draws=args.draws,
         keep=args.keep,
-        resolution=args.resolution,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
+        **_shared_options(args),
     )
     with _claimed(args, "analyze timesteps"):
         paths = write_outputs(result, args.out)
@@ -144,17 +152,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         args.model,
         dataset,
         manifest=manifest,
-        placeholder=args.placeholder,
-        initializer=args.initializer,
-        embeds=args.embeds,
-        prompt=args.prompt,
         direction=args.direction,
         timesteps=window,
-        draws=args.draws,
-        resolution=args.resolution,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
+        **_shared_options(args),
     )
     with _claimed(args, "analyze sensitivity"):
         paths = write_sensitivity_report(result, args.out)
@@ -195,18 +195,10 @@ def cmd_masks(args: argparse.Namespace) -> int:
             args.model,
             dataset,
             args.out,
-            placeholder=args.placeholder,
-            initializer=args.initializer,
-            embeds=args.embeds,
-            prompt=args.prompt,
             threshold=args.threshold,
             soft=args.soft,
             timesteps=_window(args.timesteps),
-            draws=args.draws,
-            resolution=args.resolution,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            device=args.device,
+            **_shared_options(args),
         )
     kept = [float((m > 127).mean()) for m in result.masks]
     if args.json:

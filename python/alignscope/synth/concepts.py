@@ -58,7 +58,17 @@ def _check_int(name: str, value: object, low: int) -> int:
     return int(value)
 
 
-def _check_plan(n: int, concepts: int, poisoned_concepts: int, m: int, dim: int, kind: str) -> None:
+def _check_plan(
+    n: object, per_concept: object, concepts: int, poisoned_concepts: int, dim: int, kind: str
+) -> tuple[int, int]:
+    """Check a concept world's sizes; return N and m (per_concept, default round(0.0008 N) as
+    in the paper)."""
+    n = _check_int("n", n, 1)
+    m = (
+        max(1, round(0.0008 * n))
+        if per_concept is None
+        else _check_int("per_concept", per_concept, 0)
+    )
     concepts = _check_int("concepts", concepts, 1)
     poisoned_concepts = _check_int("poisoned_concepts", poisoned_concepts, 0)
     _check_int("dim", dim, 2)
@@ -76,6 +86,27 @@ def _check_plan(n: int, concepts: int, poisoned_concepts: int, m: int, dim: int,
             f"per_concept m={m} exceeds the samples per concept ({n // concepts}); lower m or "
             "concepts"
         )
+    return n, m
+
+
+def _geometry(
+    rng: np.random.Generator, dim: int, concepts: int, text_drift: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(gap, centers, text_centers) of a concept world: two orthonormal modality offsets
+    (rows of ``gap``), unit concept directions in their orthogonal complement (so the
+    matched-pair cosine does not drift with the seed), and unit caption directions that see
+    each concept ``text_drift`` away from its image direction (CLIP's image and text spaces
+    differ even without poisons)."""
+    gap = np.linalg.qr(rng.normal(size=(dim, 2)))[0].T
+
+    def directions(count: int) -> np.ndarray:
+        d = rng.normal(size=(count, dim))
+        d -= (d @ gap.T) @ gap
+        return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+    centers = directions(concepts)
+    text_centers = centers + text_drift * directions(concepts)
+    return gap, centers, text_centers / np.linalg.norm(text_centers, axis=1, keepdims=True)
 
 
 def concept_world(
@@ -114,13 +145,7 @@ def concept_world(
     -------
     ConceptWorld with float32 unit embeddings and ground-truth flags.
     """
-    n = _check_int("n", n, 1)
-    m = (
-        max(1, round(0.0008 * n))
-        if per_concept is None
-        else _check_int("per_concept", per_concept, 0)
-    )
-    _check_plan(n, concepts, poisoned_concepts, m, dim, kind)
+    n, m = _check_plan(n, per_concept, concepts, poisoned_concepts, dim, kind)
     seed = _check_int("seed", seed, 0)
     world = _World(
         n,
@@ -173,15 +198,7 @@ class _World:
         self.dim = dim
         self.kind = kind
         self.weights = (concept_weight, modality_weight, noise)
-        # Two orthonormal modality offsets; concept directions live in their orthogonal
-        # complement, so the matched-pair cosine does not drift with the seed.
-        gap, _ = np.linalg.qr(rng.normal(size=(dim, 2)))
-        self.gap = gap.T
-        self.centers = self._directions(concepts)
-        # Captions see each concept from a slightly different direction than images do, so the
-        # two graphs differ even without poisons (as CLIP's image and text spaces do).
-        text_centers = self.centers + text_drift * self._directions(concepts)
-        self.text_centers = text_centers / np.linalg.norm(text_centers, axis=1, keepdims=True)
+        self.gap, self.centers, self.text_centers = _geometry(rng, dim, concepts, text_drift)
 
         self.concept = np.sort(np.arange(n) % concepts).astype(np.int64)
         self.image_concept = self.concept.copy()
@@ -211,11 +228,6 @@ class _World:
             size=(shown.size, dim)
         ) / np.sqrt(dim)
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-    def _directions(self, count: int) -> np.ndarray:
-        d = self.rng.normal(size=(count, self.dim))
-        d -= (d @ self.gap.T) @ self.gap
-        return d / np.linalg.norm(d, axis=1, keepdims=True)
 
     def embed(
         self, start: int, stop: int, rng: np.random.Generator
@@ -262,13 +274,7 @@ def write_concept_world(
     """
     from alignscope.io import StoreWriter
 
-    n = _check_int("n", n, 1)
-    m = (
-        max(1, round(0.0008 * n))
-        if per_concept is None
-        else _check_int("per_concept", per_concept, 0)
-    )
-    _check_plan(n, concepts, poisoned_concepts, m, dim, kind)
+    n, m = _check_plan(n, per_concept, concepts, poisoned_concepts, dim, kind)
     rng = np.random.default_rng(seed)
     world = _World(n, concepts, poisoned_concepts, m, dim, kind, *GEOMETRY, rng)
     writer = StoreWriter(path, dtype)

@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-from alignscope.synth.concepts import GEOMETRY, ConceptWorld, _check_int, _check_plan
+from alignscope.synth.concepts import GEOMETRY, ConceptWorld, _check_int, _check_plan, _geometry
 
 IMAGE_DETAIL = 0.75
 CLEAN_SHIFT = 0.3
@@ -125,13 +125,7 @@ def demo_world(
     -------
     ConceptWorld with float32 unit embeddings and ground-truth flags (``latent_emb`` None).
     """
-    n = _check_int("n", n, 1)
-    m = (
-        max(1, round(0.0008 * n))
-        if per_concept is None
-        else _check_int("per_concept", per_concept, 0)
-    )
-    _check_plan(n, concepts, poisoned_concepts, m, dim, kind)
+    n, m = _check_plan(n, per_concept, concepts, poisoned_concepts, dim, kind)
     if dim < 3:
         # concept directions live beside the two modality offsets (concept_world draws
         # rounding noise there instead)
@@ -142,18 +136,7 @@ def demo_world(
     drift = _text_drift(image_detail)
     a, g, s, _ = GEOMETRY
     rng = np.random.default_rng(seed)
-
-    # The geometry as in concept_world: two orthonormal modality offsets, concept directions
-    # in their orthogonal complement, captions seeing each concept from a drifted direction.
-    gap = np.linalg.qr(rng.normal(size=(dim, 2)))[0].T
-
-    def directions(count: int) -> np.ndarray:
-        d = rng.normal(size=(count, dim))
-        d -= (d @ gap.T) @ gap
-        return _unit(d)
-
-    centers = directions(concepts)
-    text_centers = _unit(centers + drift * directions(concepts))
+    gap, centers, text_centers = _geometry(rng, dim, concepts, drift)  # concept_world's geometry
 
     # The poison plan, drawn in full before C_P is looked at (see the module docstring).
     order = rng.permutation(concepts)
