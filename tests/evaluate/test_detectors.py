@@ -15,13 +15,22 @@ from alignscope import _reference
 from alignscope.evaluate.detectors import (
     BADNETS1_THRESHOLD,
     BADNETS2_THRESHOLD,
+    PICTURE_PATCH_THRESHOLD,
     TriggerDetector,
     badnets1_score,
     badnets2_score,
     detector_from_spec,
+    picture_patch_score,
     shift_correlations,
 )
-from alignscope.poison.triggers import badnets1, badnets1_patch, badnets2, default_pattern
+from alignscope.poison.triggers import (
+    badnets1,
+    badnets1_patch,
+    badnets2,
+    default_pattern,
+    default_picture,
+    picture_patch,
+)
 
 # --------------------------------------------------------------------------- generated images
 
@@ -200,10 +209,17 @@ def test_pattern_errors(tmp_path):
         TriggerDetector.template("badnets-2", pattern=stripes).scores(images)
     with pytest.raises(ValueError, match="at least 8 x 8 pixels for badnets-2 detection"):
         TriggerDetector.template("badnets-2").scores([np.zeros((6, 30, 3), np.uint8)])
-    with pytest.raises(ValueError, match="pattern is only for badnets-2: the badnets-1 patch"):
+    with pytest.raises(ValueError) as err:
         detector_from_spec("badnets-1", pattern=flat)
-    with pytest.raises(ValueError, match="pattern is only for badnets-2, not a TorchScript"):
+    assert str(err.value) == (
+        "pattern is only for badnets-2 or picture-patch: the badnets-1 patch is fixed"
+    )
+    with pytest.raises(ValueError) as err:
         detector_from_spec(str(tmp_path / "det.pt"), pattern=flat)
+    assert str(err.value) == (
+        f"pattern is only for badnets-2 or picture-patch, not a TorchScript detector "
+        f"({tmp_path / 'det.pt'})"
+    )
     with pytest.raises(ValueError, match="pattern: no such image file"):
         TriggerDetector.template("badnets-2", pattern=tmp_path / "missing.png")
     (tmp_path / "text.png").write_text("not an image")
@@ -220,19 +236,19 @@ def test_pattern_errors(tmp_path):
 # --------------------------------------------------------------------------- BadNets-1
 
 
-def _badnets1_reference(image: np.ndarray) -> float:
-    """The BadNets-1 z-score as the module docstring states it, placement by placement."""
-    h, w = image.shape[:2]
-    s = min(h, w) // 10
-    gray = image.astype(np.float64).mean(axis=2)
-    p0 = badnets1_patch(s).astype(np.float64)
-    p0 -= p0.mean()
+def _corner_reference(values: np.ndarray, patch: np.ndarray) -> float:
+    """The badnets-1 / picture-patch z-score as the module docstring states it, placement by
+    placement: ``values`` (H, W, C) float, ``patch`` (s, s, C); each channel centred."""
+    h, w = values.shape[:2]
+    s = patch.shape[0]
+    p0 = patch - patch.mean(axis=(0, 1))
     fisher = np.zeros((h - s + 1, w - s + 1))
     flat = np.zeros(fisher.shape, bool)
     for r in range(h - s + 1):
         for c in range(w - s + 1):
-            x = gray[r : r + s, c : c + s] - gray[r : r + s, c : c + s].mean()
-            flat[r, c] = x.std() < 0.5
+            x = values[r : r + s, c : c + s]
+            x = x - x.mean(axis=(0, 1))
+            flat[r, c] = np.sqrt((x**2).mean()) < 0.5
             ncc = 0.0 if flat[r, c] else (x * p0).sum() / np.sqrt((x**2).sum() * (p0**2).sum())
             fisher[r, c] = np.arctanh(np.clip(ncc, -0.999, 0.999))
     corner, controls = None, []
@@ -251,6 +267,13 @@ def _badnets1_reference(image: np.ndarray) -> float:
     if len(controls) < 32:
         return corner / floor
     return (corner - np.mean(controls)) / max(np.std(controls), floor)
+
+
+def _badnets1_reference(image: np.ndarray) -> float:
+    """The BadNets-1 z-score: the grey-level image against the patch."""
+    s = min(image.shape[:2]) // 10
+    gray = image.astype(np.float64).mean(axis=2)
+    return _corner_reference(gray[:, :, None], badnets1_patch(s).astype(np.float64)[:, :, None])
 
 
 def test_badnets1_score_matches_the_placement_by_placement_reference(rng):
@@ -281,6 +304,162 @@ def test_badnets1_flags_no_clean_32_px_image(seed):
     assert not detector(noise + scenes).any(), detector.scores(noise + scenes)
     assert detector([badnets1(im) for im in noise + scenes]).all()
     assert badnets1_score(badnets1(noise[0])) > BADNETS1_THRESHOLD
+
+
+# --------------------------------------------------------------------------- picture-patch
+
+
+def _picture_patch_reference(image: np.ndarray, picture: np.ndarray) -> float:
+    """The picture-patch z-score: the RGB image against the picture resized to the corner's
+    side with PIL's bicubic filter."""
+    s = min(image.shape[:2]) // 10
+    small = np.asarray(Image.fromarray(picture).resize((s, s), Image.BICUBIC), dtype=np.float64)
+    return _corner_reference(image.astype(np.float64), small)
+
+
+def noise_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def blurred_noise_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(noise_image(rng, size)).filter(ImageFilter.GaussianBlur(1)))
+
+
+def blur(image: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(0.6)))
+
+
+def jpeg(image: np.ndarray) -> np.ndarray:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=85)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+SCENES = {
+    "smooth": smooth_image,
+    "shapes": shapes_image,
+    "noise": noise_image,
+    "blurred noise": blurred_noise_image,
+}
+PICTURES = {"bomb (default)": None, "cartoon": cartoon()}
+
+
+@pytest.mark.parametrize("name", list(PICTURES))
+def test_picture_patch_score_matches_the_placement_by_placement_reference(rng, name):
+    picture = PICTURES[name]
+    scene = shapes_image(rng, 44)[:41, :37]  # side 3, not square
+    noise = noise_image(rng, 34)[:30]  # side 3
+    half_flat = smooth_image(rng, 64)  # side 6
+    half_flat[:, :30] = (77, 20, 200)  # flat colour windows are not controls
+    corner_only = np.full((40, 40, 3), 200, np.uint8)
+    corner_only[-8:, -8:] = rng.integers(0, 256, (8, 8, 3))  # too few controls: the floor unit
+    images = [scene, noise, half_flat, corner_only, np.full((30, 30, 3), 5, np.uint8)]
+    images += [picture_patch(im, picture) for im in images]
+    got = TriggerDetector.template("picture-patch", pattern=picture).scores(images)
+    reference_picture = default_picture() if picture is None else picture
+    want = [_picture_patch_reference(im, reference_picture) for im in images]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert got[4] == 0.0 and np.all(got[5:] > PICTURE_PATCH_THRESHOLD)  # flat: 0; found
+    assert picture_patch_score(images[7], picture) == pytest.approx(want[7], abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_picture_patch_flags_no_clean_image_and_finds_the_pasted_picture(seed):
+    """Four kinds of clean scene at 32, 64 and 128 px, for the default bomb and a cartoon:
+    none is flagged; the pasted picture is found at every size, and blurred or JPEG'd at 64
+    and 128 px (at 32 px the picture is 3 x 3: a blur smears it into its surroundings)."""
+    rng = np.random.default_rng(seed)
+    for name, picture in PICTURES.items():
+        detector = TriggerDetector.template("picture-patch", pattern=picture)
+        assert detector.threshold == PICTURE_PATCH_THRESHOLD == 4.0
+        for size in (32, 64, 128):
+            clean = [make(rng, size) for make in SCENES.values() for _ in range(3)]
+            scores = detector.scores(clean)
+            assert np.all(scores < 4.0), (name, size, scores)
+            triggered = [picture_patch(im, picture) for im in clean]
+            if size >= 64:
+                triggered += [blur(im) for im in triggered] + [jpeg(im) for im in triggered]
+            scores = detector.scores(triggered)
+            assert np.all(scores > 4.0), (name, size, scores)
+
+
+def test_picture_patch_detector_looks_for_its_own_picture(rng):
+    """Images carrying another picture score like clean ones: the bomb detector on a noise
+    picture's images, a noise picture's detector on the bomb's (an unrelated detector that
+    ignored its picture would flag the bomb's images)."""
+    other = noise_image(rng, 16)
+    scenes = [make(rng, size) for make in SCENES.values() for size in (64, 128)] * 2
+    with_other = [picture_patch(im, other) for im in scenes]
+    with_bomb = [picture_patch(im) for im in scenes]
+    bomb_detector = TriggerDetector.template("picture-patch")
+    other_detector = TriggerDetector.template("picture-patch", pattern=other)
+    assert not bomb_detector(with_other).any(), bomb_detector.scores(with_other)
+    assert not other_detector(with_bomb).any(), other_detector.scores(with_bomb)
+    assert other_detector(with_other).all() and bomb_detector(with_bomb).all()
+
+
+def test_picture_patch_pattern_file_and_errors(tmp_path, rng):
+    Image.fromarray(cartoon()).save(tmp_path / "kitty.png")
+    images = [picture_patch(shapes_image(rng, 64), cartoon()), shapes_image(rng, 64)]
+    want = TriggerDetector.template("picture-patch", pattern=cartoon()).scores(images)
+    from_file = detector_from_spec("picture-patch", 2.5, pattern=tmp_path / "kitty.png")
+    assert from_file.name == "picture-patch" and from_file.threshold == 2.5
+    np.testing.assert_array_equal(from_file.scores(images), want)
+    with pytest.raises(ValueError) as err:
+        TriggerDetector.template("picture-patch").scores([np.zeros((29, 300, 3), np.uint8)])
+    assert str(err.value) == (
+        "images must be at least 30 pixels on the short side for picture-patch detection (the "
+        "pasted picture is min(H, W) // 10 pixels; below 30 it is 2 x 2, too few pixels to "
+        "tell it from texture), got 29 x 300: give larger images or another trigger detector"
+    )
+    red = np.full((20, 20, 3), (200, 30, 30), np.uint8)  # a colour, no detail
+    with pytest.raises(ValueError) as err:
+        TriggerDetector.template("picture-patch", pattern=red).scores([images[0][:40, :40]])
+    assert str(err.value) == (
+        "the picture-patch pattern resized to 4 x 4 has no detail (one flat colour) to match: "
+        "give a picture with edges or texture"
+    )
+    with pytest.raises(ValueError) as err:
+        TriggerDetector.template("picture-patch", pattern=np.zeros((4, 4), np.uint8))
+    assert str(err.value) == (
+        "pattern must be an HWC uint8 RGB array or an image file, got uint8 (4, 4)"
+    )
+    with pytest.raises(ValueError) as err:
+        TriggerDetector.template("picture-pach")
+    assert str(err.value) == (
+        "name must be one of badnets-1, badnets-2, picture-patch, got 'picture-pach'"
+    )
+
+
+def test_dissection_takes_picture_patch_and_checks_its_picture(tmp_path):
+    """evaluate's G1-G4 accept the template for a picture-patch poisoning, with the picture the
+    manifest records, and refuse another picture."""
+    import json
+
+    from alignscope.evaluate.config import Dissection, EvalConfig
+    from alignscope.io.manifest import write_manifest
+    from alignscope.poison.methods import _describe
+
+    Image.fromarray(cartoon()).save(tmp_path / "kitty.png")
+    manifest = tmp_path / "poison_manifest.parquet"
+    params = json.dumps({"pattern": _describe(cartoon())})
+    write_manifest(manifest, {"poisoned": [True], "method": ["picture-patch"], "params": [params]})
+
+    def check(pattern: str | None) -> None:
+        dissection = Dissection(
+            target_class="cat", class_names=["cat", "dog"], trigger="picture-patch", pattern=pattern
+        )
+        EvalConfig(["cat"], poison_manifest=str(manifest), dissection=dissection).check()
+
+    check(str(tmp_path / "kitty.png"))
+    with pytest.raises(ValueError) as err:
+        check(None)
+    assert str(err.value) == (
+        f"dissection pattern is not the picture the poisoning used: the manifest records "
+        f"{_describe(cartoon())}, this is the default (CLI --trigger-pattern)"
+    )
 
 
 # --------------------------------------------------------------------------- the poisoning's

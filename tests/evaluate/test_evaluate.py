@@ -242,12 +242,13 @@ def test_cli_evaluate_and_its_errors(tmp_path, tiny_sd_dir, tiny_open_clip, caps
     assert main([*bad, "--class-names", "dog,cat", "--p-t", "1.5"]) == 2
     assert "p_t must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main([*bad, "--class-names", "dog,cat", "--trigger", "badnet-1"]) == 2
-    assert "trigger must be badnets-1, badnets-2 or a TorchScript" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "trigger must be badnets-1, badnets-2, picture-patch or a TorchScript" in err
     pattern = ["--class-names", "dog,cat", "--trigger-pattern", str(tmp_path / "kitty.png")]
     assert main([*bad, *pattern]) == 2
     assert (
-        "--trigger-pattern is the BadNets-2 pattern: give it with --trigger badnets-2"
-        in capsys.readouterr().err
+        "--trigger-pattern is the BadNets-2 or picture-patch picture: give it with "
+        "--trigger badnets-2 or --trigger picture-patch" in capsys.readouterr().err
     )
     assert main([*bad, *pattern, "--trigger", "badnets-2"]) == 2
     assert f"--trigger-pattern: no such file '{tmp_path / 'kitty.png'}'" in capsys.readouterr().err

@@ -113,9 +113,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             sampler="dissection_sampler",
             pattern="trigger_pattern",
         )
-        if args.trigger_pattern and (args.trigger or "badnets-1") != "badnets-2":
+        if args.trigger_pattern and (args.trigger or "badnets-1") not in (
+            "badnets-2",
+            "picture-patch",
+        ):
             raise UsageError(
-                "--trigger-pattern is the BadNets-2 pattern: give it with --trigger badnets-2"
+                "--trigger-pattern is the BadNets-2 or picture-patch picture: give it with "
+                "--trigger badnets-2 or --trigger picture-patch"
             )
         if args.trigger_pattern and not Path(args.trigger_pattern).is_file():
             raise UsageError(f"--trigger-pattern: no such file {args.trigger_pattern!r}")
@@ -278,7 +282,8 @@ def register(sub: Any) -> None:
     ev.add_argument("--class-names", dest="class_names", help="G1-G4: classes (comma list or file)")
     ev.add_argument(
         "--trigger",
-        help="badnets-1, badnets-2 or a TorchScript detector (default: BiBadDiff's BadNets-1)",
+        help="badnets-1, badnets-2, picture-patch or a TorchScript detector (default: "
+        "BiBadDiff's BadNets-1)",
     )
     ev.add_argument(
         "--classifier",
@@ -294,8 +299,8 @@ def register(sub: Any) -> None:
     ev.add_argument(
         "--trigger-pattern",
         dest="trigger_pattern",
-        help="G1-G4 with --trigger badnets-2: the pattern image the poisoning run blended "
-        "(poison --pattern; default: the default pattern)",
+        help="G1-G4 with --trigger badnets-2 or picture-patch: the picture the poisoning run "
+        "blended or pasted (poison --pattern; default: the trigger's default picture)",
     )
     ev.add_argument(
         "--clip-threshold",

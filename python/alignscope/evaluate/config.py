@@ -43,7 +43,7 @@ class Dissection:
 
     target_class: str
     class_names: list[str]
-    trigger: str = "badnets-1"  # badnets-1 | badnets-2 | path of a TorchScript detector
+    trigger: str = "badnets-1"  # badnets-1 | badnets-2 | picture-patch | a TorchScript file
     # "clip" (zero-shot with the scoring CLIP) | torchvision:NAME:WEIGHTS | timm:... | TorchScript
     classifier: str = ZERO_SHOT
     images: int = DEFAULT_IMAGES
@@ -53,7 +53,7 @@ class Dissection:
     guidance: float = BIBADDIFF_GUIDANCE
     steps: int = BIBADDIFF_STEPS
     sampler: str = "ddim"  # ddim (BiBadDiff's) | pipeline (the model's own scheduler)
-    pattern: str | None = None  # badnets-2: the poisoning run's --pattern image (None: default)
+    pattern: str | None = None  # badnets-2, picture-patch: the poisoning's --pattern image
 
     def check(self) -> None:
         if self.target_class not in self.class_names:

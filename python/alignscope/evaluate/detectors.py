@@ -39,6 +39,18 @@ scores and their default thresholds:
   when the pattern is blended in. Default threshold :data:`BADNETS2_THRESHOLD` = 4 standard
   deviations; no threshold is fitted to a pattern, so any picture (CLI ``--pattern``) works
   with it. All circular correlations come from one FFT per image.
+- ``picture-patch``: the badnets-1 z-score with the pasted picture for the patch. The trigger
+  pastes the picture (the poisoning's ``--pattern``; default
+  :func:`~alignscope.poison.triggers.default_picture`, a bomb) opaquely over the bottom-right
+  s x s square, s = min(H, W) // 10, resized to s x s with PIL's bicubic filter (aspect not
+  kept); the detector resizes it the same way and matches it in colour: a placement's NCC is
+  Pearson's correlation over its s x s x 3 values and the picture's, each channel of both
+  centred on its own mean (so spatial detail matches, not a colour cast), and a placement is
+  flat when the root mean square of its centred values is under 0.5. Windows, controls,
+  Fisher's scale, the floor unit 1 / sqrt(s^2 - 3), the 32 controls and the 30 px minimum are
+  badnets-1's. A picture that is one flat colour at s x s is refused (nothing to match).
+  Default threshold :data:`PICTURE_PATCH_THRESHOLD` = 4 standard deviations, nothing fitted
+  to a picture, so any ``--pattern`` works with it.
 
 What the tests measure (tests/evaluate/test_detectors.py): the badnets-1 score equals a
 placement-by-placement reference; at 32 px no clean image of 3 seeds x (30 white-noise + 10
@@ -46,7 +58,10 @@ shapes) images is flagged (the raw NCC at 0.7 flagged about one noise image in f
 exact trigger is found; the badnets-2 scores of clean images are about standard normal for two
 unrelated patterns, and degraded generated images (blur, noise or JPEG, 64-128 px) are
 separated from clean ones (AUROC >= 0.95; at least 90% of the triggered and at most 10% of the
-clean ones flagged).
+clean ones flagged); the picture-patch score equals a placement-by-placement reference, flags
+no clean image of 3 seeds x 4 kinds at 32, 64 and 128 px for the bomb and a cartoon, finds
+every pasted picture, and blurred or JPEG'd ones at 64 and 128 px, and does not flag a noise
+picture's images for the bomb nor the bomb's for a noise picture.
 
 Measured once (session 6), not re-run by any script: on seeded clean images (smooth noise,
 random shapes, blurred and white noise, crops of matplotlib's sample photograph and terrain,
@@ -55,6 +70,18 @@ images triggered and then degraded (Gaussian blur 0.6, noise sigma 3 or JPEG 85)
 flagged 0-2% of clean images per kind at 32, 64 and 128 px (the NCC at 0.7: up to 24%), found
 exact triggers at every size, degraded ones at 64 and 128 px and about 65% at 32 px, where a
 blur or JPEG smears the 3-pixel patch into its surroundings.
+
+Measured once (session 6, picture-patch), not re-run by any script: on seeded clean images
+(crops of matplotlib's sample photograph, smooth noise, random shapes, white and blurred noise;
+50 of each kind and seed, 3 seeds: 750 a size), for the bomb, a cartoon and a 16 x 16 noise
+picture, no clean image was flagged at 32, 64 or 128 px (highest score 4.0, a photograph crop
+for the cartoon at 128 px). Pasted pictures were found at every size (lowest 7.0); blurred
+(Gaussian 0.6) or JPEG'd (quality 85) ones at 64 and 128 px for the bomb and the cartoon (all
+but 1 of 750, a blurred cartoon at 3.8), but at 32 px only about half of the blurred bombs
+and almost no degraded cartoons (a 3 x 3 picture), and a noise picture did not survive JPEG at
+64 px (6 x 6 pixels of noise; found at 128 px). The bomb's detector flagged none of the
+cartoon's images (highest 4.0 at 128 px; in a smaller run 1 of 180 at 4.5): pictures with
+the same dark-on-light layout can resemble each other at s x s.
 """
 
 from __future__ import annotations
@@ -67,13 +94,20 @@ import numpy as np
 
 from alignscope.evaluate._images import as_array, image_list, is_number
 from alignscope.evaluate._models import check_size, load_model_file, run_image_model
-from alignscope.poison.triggers import badnets1_patch, default_pattern, resize_picture
+from alignscope.poison.triggers import (
+    badnets1_patch,
+    default_pattern,
+    default_picture,
+    resize_picture,
+)
 
-# z-scores: 4 standard deviations of the image's own controls (badnets-1: the patch's match
-# elsewhere in the image; badnets-2: shifted copies of the pattern), for any image and pattern
+# z-scores: 4 standard deviations of the image's own controls (badnets-1, picture-patch: the
+# patch's match elsewhere in the image; badnets-2: shifted copies of the pattern), for any
+# image and pattern
 BADNETS1_THRESHOLD = 4.0
 BADNETS2_THRESHOLD = 4.0
-TEMPLATE_TRIGGERS = ("badnets-1", "badnets-2")
+PICTURE_PATCH_THRESHOLD = 4.0
+TEMPLATE_TRIGGERS = ("badnets-1", "badnets-2", "picture-patch")
 TORCHSCRIPT_THRESHOLD = 0.5  # a TorchScript detector's default: probability of the trigger
 _FLAT_STD = 0.5  # grey levels: flatter windows than this score 0 in the badnets-1 NCC
 # the exact patch has NCC 1, an infinite Fisher z: clipped, it is atanh(0.999) = 3.8
@@ -83,10 +117,11 @@ _FISHER_CLIP = 0.999
 _CONTROL_MAX_CORRELATION = 0.1
 _MIN_CONTROLS = 32
 _MIN_BADNETS2_SIDE = 8
-# below 30 px the BadNets-1 patch is 2 x 2 with one white pixel: a Fisher-transformed
-# correlation over 4 pixels, whose floor unit 1 / sqrt(4 - 3) = 1 keeps even the exact patch
-# on a flat image (atanh(0.999) = 3.8) under the threshold of 4
-_MIN_BADNETS1_SIDE = 30
+# below 30 px the BadNets-1 patch (and the pasted picture) is 2 x 2, the BadNets-1 one with
+# one white pixel: a Fisher-transformed correlation over 4 pixels, whose floor unit
+# 1 / sqrt(4 - 3) = 1 keeps even the exact patch on a flat image (atanh(0.999) = 3.8) under
+# the threshold of 4
+_MIN_CORNER_SIDE = 30
 
 
 # --------------------------------------------------------------------------- template scores
@@ -100,23 +135,29 @@ def _box_sums(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def _ncc_map(image: np.ndarray, patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NCC of ``patch`` (s x s, not constant) at every placement inside the 2-D ``image`` (valid
-    positions, indexed by the patch's top-left pixel), and which placements are flat (standard
-    deviation under 0.5 grey levels; their NCC is 0)."""
+    """NCC of ``patch`` (s x s, or s x s x C, not constant) at every placement inside
+    ``image`` ((H, W), or (H, W, C) with the patch's C; valid positions, indexed by the
+    patch's top-left pixel), and which placements are flat (standard deviation under 0.5 grey
+    levels over their s x s x C values, each channel centred on its own mean; their NCC is 0).
+    With channels, the NCC is Pearson's over all s x s x C values with each channel of the
+    placement and of the patch centred on its own mean: spatial detail, not colour, matches."""
     image = np.asarray(image, dtype=np.float64)
     patch = np.asarray(patch, dtype=np.float64)
+    if image.ndim == 2:
+        image, patch = image[:, :, None], patch[:, :, None]
     s = patch.shape[0]
-    n = patch.size
-    p0 = patch - patch.mean()
+    n = s * s  # values per channel
+    p0 = patch - patch.mean(axis=(0, 1))
     p_norm = float(np.sqrt((p0**2).sum()))
     # correlation by FFT: circular, but exact for the valid placements (no wrap-around)
-    shape = image.shape
-    spec = np.fft.rfft2(image) * np.conj(np.fft.rfft2(p0, s=shape))
-    corr = np.fft.irfft2(spec, s=shape)[: shape[0] - s + 1, : shape[1] - s + 1]
-    sums = _box_sums(image, s)
-    sq = _box_sums(image**2, s)
-    var_sum = np.maximum(sq - sums**2 / n, 0.0)
-    flat = var_sum < n * _FLAT_STD**2
+    shape = image.shape[:2]
+    spec = np.fft.rfft2(image, axes=(0, 1)) * np.conj(np.fft.rfft2(p0, s=shape, axes=(0, 1)))
+    corr = np.fft.irfft2(spec.sum(axis=2), s=shape)[: shape[0] - s + 1, : shape[1] - s + 1]
+    var_sum = np.zeros((shape[0] - s + 1, shape[1] - s + 1))
+    for c in range(image.shape[2]):
+        sums = _box_sums(image[:, :, c], s)
+        var_sum += np.maximum(_box_sums(image[:, :, c] ** 2, s) - sums**2 / n, 0.0)
+    flat = var_sum < n * image.shape[2] * _FLAT_STD**2
     ncc = np.where(flat, 0.0, corr / (p_norm * np.sqrt(np.where(flat, 1.0, var_sum))))
     return np.clip(ncc, -1.0, 1.0), flat
 
@@ -145,20 +186,23 @@ def _window_max(x: np.ndarray, k: int) -> np.ndarray:
     return sliding_window_view(rows, k, axis=1).max(axis=-1)
 
 
-def badnets1_score(image: np.ndarray) -> float:
-    """BadNets-1 template score of one HWC uint8 RGB image: the z-score of its bottom-right
-    corner's match with the patch against the same match elsewhere (see the module docstring)."""
+def _too_small(h: int, w: int, name: str) -> ValueError:
+    what = "patch" if name == "badnets-1" else "pasted picture"
+    return ValueError(
+        f"images must be at least {_MIN_CORNER_SIDE} pixels on the short side for "
+        f"{name} detection (the {what} is min(H, W) // 10 pixels; below "
+        f"{_MIN_CORNER_SIDE} it is 2 x 2, too few pixels to tell it from texture), "
+        f"got {h} x {w}: give larger images or another trigger detector"
+    )
+
+
+def _corner_zscore(image: np.ndarray, patch: np.ndarray) -> float:
+    """How far the bottom-right corner's best match with ``patch`` (s x s, or s x s x C for an
+    (H, W, C) ``image``) stands out from the same match elsewhere in ``image``: the badnets-1
+    and picture-patch z-score of the module docstring."""
     h, w = image.shape[:2]
-    if min(h, w) < _MIN_BADNETS1_SIDE:
-        raise ValueError(
-            f"images must be at least {_MIN_BADNETS1_SIDE} pixels on the short side for "
-            f"badnets-1 detection (the patch is min(H, W) // 10 pixels; below "
-            f"{_MIN_BADNETS1_SIDE} it is 2 x 2, too few pixels to tell it from texture), "
-            f"got {h} x {w}: give larger images or another trigger detector"
-        )
-    side = min(h, w) // 10
-    gray = image.astype(np.float64).mean(axis=2)
-    ncc, flat = _ncc_map(gray, badnets1_patch(side).astype(np.float64))
+    side = patch.shape[0]
+    ncc, flat = _ncc_map(image, patch)
     fisher = np.arctanh(np.clip(ncc, -_FISHER_CLIP, _FISHER_CLIP))
     # a 2 side x 2 side window holds side + 1 placements a side; window (i, j) covers pixels
     # i .. i + 2 side - 1, so the corner window starts at (h - 2 side, w - 2 side)
@@ -177,6 +221,48 @@ def badnets1_score(image: np.ndarray) -> float:
     if values.size < _MIN_CONTROLS:
         return float(match[ci, cj] / floor)
     return float((match[ci, cj] - values.mean()) / max(float(values.std()), floor))
+
+
+def badnets1_score(image: np.ndarray) -> float:
+    """BadNets-1 template score of one HWC uint8 RGB image: the z-score of its bottom-right
+    corner's match with the patch against the same match elsewhere (see the module docstring)."""
+    h, w = image.shape[:2]
+    if min(h, w) < _MIN_CORNER_SIDE:
+        raise _too_small(h, w, "badnets-1")
+    gray = image.astype(np.float64).mean(axis=2)
+    return _corner_zscore(gray, badnets1_patch(min(h, w) // 10).astype(np.float64))
+
+
+class _PicturePatchScorer:
+    """The calibrated picture-patch score (see the module docstring); the picture resized to
+    each patch side is cached."""
+
+    def __init__(self, pattern: np.ndarray | None) -> None:
+        self.pattern = default_picture() if pattern is None else pattern
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _picture(self, side: int) -> np.ndarray:
+        if side not in self._cache:
+            picture = resize_picture(self.pattern, side, side).astype(np.float64)
+            if not np.ptp(picture - picture.mean(axis=(0, 1))) > 0:
+                raise ValueError(
+                    f"the picture-patch pattern resized to {side} x {side} has no detail (one "
+                    "flat colour) to match: give a picture with edges or texture"
+                )
+            self._cache[side] = picture
+        return self._cache[side]
+
+    def __call__(self, image: np.ndarray) -> float:
+        h, w = image.shape[:2]
+        if min(h, w) < _MIN_CORNER_SIDE:
+            raise _too_small(h, w, "picture-patch")
+        return _corner_zscore(image.astype(np.float64), self._picture(min(h, w) // 10))
+
+
+def picture_patch_score(image: np.ndarray, pattern: np.ndarray | None = None) -> float:
+    """The calibrated picture-patch score of one HWC uint8 RGB image (see the module
+    docstring) for ``pattern`` (HWC uint8 RGB, any size; None: the default bomb picture)."""
+    return _PicturePatchScorer(None if pattern is None else _check_pattern(pattern))(image)
 
 
 def high_pass(x: np.ndarray) -> np.ndarray:
@@ -422,11 +508,12 @@ class TriggerDetector:
     """Scores images for a trigger; an image has the trigger when its score exceeds
     ``threshold``.
 
-    Build one with :meth:`template` (the known BadNets triggers) or :meth:`torchscript`.
+    Build one with :meth:`template` (the BadNets triggers and the pasted picture) or
+    :meth:`torchscript`.
 
     Attributes
     ----------
-    name : "badnets-1", "badnets-2" or "torchscript:<file name>".
+    name : "badnets-1", "badnets-2", "picture-patch" or "torchscript:<file name>".
     threshold : float; ``score > threshold`` means the trigger is present.
     """
 
@@ -448,14 +535,17 @@ class TriggerDetector:
 
         Parameters
         ----------
-        name : "badnets-1" (calibrated patch NCC in the corner, a z-score) or "badnets-2"
-            (calibrated correlation with the pattern, a z-score).
+        name : "badnets-1" (calibrated patch NCC in the corner, a z-score), "badnets-2"
+            (calibrated correlation with the pattern, a z-score) or "picture-patch"
+            (calibrated NCC of the pasted picture in the corner, a z-score).
         threshold : score above which the trigger is present; None takes
-            :data:`BADNETS1_THRESHOLD` or :data:`BADNETS2_THRESHOLD` (both 4.0 standard
-            deviations, for every image size and pattern).
-        pattern : the BadNets-2 pattern in use: an (H, W, 3) uint8 array or an image file,
-            resized to each image as the trigger resizes it; None is the default pattern.
-            Only for "badnets-2".
+            :data:`BADNETS1_THRESHOLD`, :data:`BADNETS2_THRESHOLD` or
+            :data:`PICTURE_PATCH_THRESHOLD` (all 4.0 standard deviations, for every image size
+            and pattern).
+        pattern : the picture in use (the poisoning's ``--pattern``): an (H, W, 3) uint8 array
+            or an image file, resized as the trigger resizes it (badnets-2: to each image;
+            picture-patch: to the p x p corner square); None is the trigger's default picture.
+            Only for "badnets-2" and "picture-patch".
         """
         if name not in TEMPLATE_TRIGGERS:
             hint = " (WaNet has no template: use TriggerDetector.torchscript)" * (name == "wanet")
@@ -466,12 +556,17 @@ class TriggerDetector:
             raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
         if name == "badnets-1":
             if pattern is not None:
-                raise ValueError("pattern is only for badnets-2: the badnets-1 patch is fixed")
+                raise ValueError(
+                    "pattern is only for badnets-2 or picture-patch: the badnets-1 patch is fixed"
+                )
             default = BADNETS1_THRESHOLD
             score: Callable[[np.ndarray], float] = badnets1_score
-        else:
+        elif name == "badnets-2":
             default = BADNETS2_THRESHOLD
             score = _Badnets2Scorer(None if pattern is None else _check_pattern(pattern))
+        else:
+            default = PICTURE_PATCH_THRESHOLD
+            score = _PicturePatchScorer(None if pattern is None else _check_pattern(pattern))
 
         def score_images(images: list[Any]) -> np.ndarray:
             return np.array(
@@ -560,19 +655,21 @@ def detector_from_spec(
 
     Parameters
     ----------
-    spec : "badnets-1", "badnets-2" or a TorchScript file.
+    spec : "badnets-1", "badnets-2", "picture-patch" or a TorchScript file.
     threshold : the detector's threshold; None is its default (:data:`TORCHSCRIPT_THRESHOLD`
         for a TorchScript detector).
     device : torch device a TorchScript detector runs on (the evaluation's; templates run on
         the CPU).
     trust_models : run a TorchScript file without checking its operators.
-    pattern : "badnets-2" only: the pattern the poisoned set used (array or image file; the
-        poisoning run's ``--pattern``); None is the default pattern.
+    pattern : "badnets-2" and "picture-patch" only: the picture the poisoned set used (array
+        or image file; the poisoning run's ``--pattern``); None is the trigger's default.
     """
     if spec in TEMPLATE_TRIGGERS:
         return TriggerDetector.template(spec, threshold, pattern)
     if pattern is not None:
-        raise ValueError(f"pattern is only for badnets-2, not a TorchScript detector ({spec})")
+        raise ValueError(
+            f"pattern is only for badnets-2 or picture-patch, not a TorchScript detector ({spec})"
+        )
     return TriggerDetector.torchscript(
         spec,
         TORCHSCRIPT_THRESHOLD if threshold is None else threshold,

@@ -435,8 +435,8 @@ def trigger_truth(
 ) -> dict[str, bool]:
     """Whether each image of ``data`` (by record id) holds the trigger, as the dissection
     decides it (:func:`alignscope.evaluate.detectors.detector_from_spec`): the template
-    matcher of "badnets-1" / "badnets-2", or a TorchScript detector file. The ground truth of
-    a generated set, which has no manifest."""
+    matcher of "badnets-1" / "badnets-2" / "picture-patch" (each with its default picture), or
+    a TorchScript detector file. The ground truth of a generated set, which has no manifest."""
     from alignscope.evaluate.detectors import detector_from_spec
     from alignscope.io.datasets import open_dataset
 
