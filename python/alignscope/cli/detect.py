@@ -236,7 +236,8 @@ def _truth(manifest: str | None, trigger: str | None, data: str, flag: str) -> d
     if (manifest is None) == (trigger is None):
         raise UsageError(
             f"{data}: give its ground truth as {flag}manifest FILE (a poison manifest) or "
-            f"{flag}truth TRIGGER (badnets-1, badnets-2 or a TorchScript detector), one of them"
+            f"{flag}truth TRIGGER (badnets-1, badnets-2, picture-patch or a TorchScript "
+            "detector), one of them"
         )
     if manifest is not None:
         return {"manifest": manifest}
@@ -453,7 +454,9 @@ def register(sub: Any) -> None:
     )
     de.add_argument("--manifest", help="poison_manifest.parquet: which images are poisoned")
     de.add_argument(
-        "--truth", help="or: the trigger detector that decides it (badnets-1, badnets-2, FILE)"
+        "--truth",
+        help="or: the trigger detector that decides it (badnets-1, badnets-2, picture-patch: "
+        "their default patterns; or a TorchScript FILE)",
     )
     de.add_argument("--generated", help="a generated set of the same size, screened as well")
     de.add_argument("--generated-manifest", dest="generated_manifest")
