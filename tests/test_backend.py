@@ -490,9 +490,31 @@ def test_sampled_ad_with_cuda_samples_blocks_by_size_and_landmarks_on_the_cpu(
     assert cuda.ci.guaranteed.low <= ref["ad"] <= cuda.ci.guaranteed.high
 
 
+def test_torch_engine_checks_its_labels_itself(rng):
+    # called directly (past _backend's check): rectangular with row labels only is refused as
+    # _backend refuses it (it used to label the columns with them, then fail on a None slice);
+    # the symmetric form takes the row labels for both sides
+    pytest.importorskip("torch")
+    from alignscope import _torch_engine
+
+    rows = rng.normal(size=(6, 4)).astype(np.float32)
+    cols = rng.normal(size=(5, 4)).astype(np.float32)
+    labels = np.arange(6, dtype=np.int32) % 2
+    with pytest.raises(ValueError) as err:
+        _torch_engine.pair_abs_sum(rows, cols, row_labels=labels, c_label=1.0)
+    assert str(err.value) == (
+        "pair_abs_sum: give both row_labels and col_labels (the rectangular form), or neither"
+    )
+    sym = _torch_engine.pair_abs_sum(rows, None, row_labels=labels, c_label=1.0)[0]
+    both = _torch_engine.pair_abs_sum(rows, None, row_labels=labels, col_labels=labels, c_label=1.0)
+    np.testing.assert_allclose(sym, both[0], rtol=1e-6)
+    plain = _torch_engine.pair_abs_sum(rows, None, c_label=1.0)[0]
+    assert not np.allclose(sym, plain)  # the labels count
+
+
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_rectangular_form_needs_both_label_arrays(rng, backend):
-    # the torch engine used to take the row labels for the columns; the compiled one refused
+    # checked in Python before either engine: the compiled one refused inside C++
     if backend == "torch":
         pytest.importorskip("torch")
     rows = rng.normal(size=(6, 4)).astype(np.float32)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._torch_engine import paired_labels  # numpy only: torch loads lazily
+
 _BUILD_HINT = (
     "alignscope's compiled engine (alignscope._core) could not be imported. Build it by "
     "installing the package from its source tree: `pip install .` (needs a C++17 compiler and "
@@ -209,14 +211,8 @@ def pair_abs_sum(
     row_sums : (n,) float64; row_sq_sums : (n,) float64 or None; col_sums : (m,) float64, or
     None for the symmetric and block forms.
     """
-    if row_labels is not None and col_labels is None and cols is None:
-        col_labels = row_labels
-    if (row_labels is None) != (col_labels is None):
-        # checked here, before either engine: the compiled one refused it, the torch one
-        # silently took the row labels for the columns
-        raise ValueError(
-            "pair_abs_sum: give both row_labels and col_labels (the rectangular form), or neither"
-        )
+    # checked here, before either engine (the compiled one refused inside C++)
+    col_labels = paired_labels(row_labels, col_labels, cols)
     if backend == "torch":
         from alignscope import _torch_engine
 

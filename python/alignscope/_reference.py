@@ -734,10 +734,11 @@ def studentized_alignment_definition(
     image: np.ndarray, text: np.ndarray, k: int, trim: float = 0.1, rounds: int = 2
 ) -> np.ndarray:
     """(N,) score_i / s_i with (score, spread, peers) of :func:`alignment_residual_definition`,
-    typical the median of the spreads and s_i = sqrt((peers_i spread_i^2 + typical^2) /
-    (peers_i + 1)) (the typical spread counted as one more peer). Every row must keep a peer."""
+    typical the median of the spreads that are > 0 and s_i = sqrt((peers_i spread_i^2 +
+    typical^2) / (peers_i + 1)) (the typical spread counted as one more peer). Every row must
+    keep a peer."""
     score, spread, peers = alignment_residual_definition(image, text, k, trim, rounds)
-    typical = float(np.median(spread))
+    typical = float(np.median([v for v in spread if v > 0]))
     return np.array(
         [
             score[i] / math.sqrt((peers[i] * spread[i] ** 2 + typical**2) / (peers[i] + 1))

@@ -121,6 +121,20 @@ def column_block(m: int, kdim: int, rows: int, budget: int | None) -> int:
     return int(max(1, min(m, (budget - 4 * rows * kdim) // per_column)))
 
 
+def paired_labels(
+    row_labels: np.ndarray | None, col_labels: np.ndarray | None, cols: np.ndarray | None
+) -> np.ndarray | None:
+    """The column labels pair_abs_sum uses: the row labels in the symmetric form (``cols``
+    None) when no column labels are given; otherwise both arrays or neither (ValueError)."""
+    if row_labels is not None and col_labels is None and cols is None:
+        return row_labels
+    if (row_labels is None) != (col_labels is None):
+        raise ValueError(
+            "pair_abs_sum: give both row_labels and col_labels (the rectangular form), or neither"
+        )
+    return col_labels
+
+
 def pair_abs_sum(
     rows: np.ndarray,
     cols: np.ndarray | None = None,
@@ -171,8 +185,7 @@ def pair_abs_sum(
     def ints(a: np.ndarray | None, lo: int, hi: int) -> torch.Tensor | None:
         return None if a is None else upload(a, lo, hi, np.int64)
 
-    if row_labels is not None and col_labels is None and cols is None:  # symmetric form
-        col_labels = row_labels
+    col_labels = paired_labels(row_labels, col_labels, cols)
     step = block if block is not None else int(block_rows)
     col_step = m if block is not None else column_block(m, kdim, step, _budget(device_bytes, dev))
     # Columns that fit stay on the device for the whole pass; the rest are re-sent per row block.

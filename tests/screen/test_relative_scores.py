@@ -165,10 +165,25 @@ def test_studentized_alignment_stays_finite_when_peers_agree_exactly():
     got = alignment_residual(image, text, k=5)
     z = got.studentized()
     assert got.spread[5] == 0.0 and got.peers[5] == 5
-    typical = np.median(got.spread)
+    typical = np.median(got.spread[got.spread > 0])
     assert typical > 0 and np.isfinite(z).all()
     assert np.argmax(z) == 5
     assert z[5] == pytest.approx(got.score[5] * np.sqrt(6) / typical, rel=1e-9)
+
+
+def test_studentized_alignment_when_most_peers_are_duplicates():
+    # Three concepts whose six pairs all score alike (spread 0 for most rows) and one that
+    # scatters: the typical spread is the median of the positive spreads, not 0, so the pair
+    # 0.1 below its identical peers gets a finite z = 0.1 * sqrt(6) / typical.
+    alignments = [[0.3] * 5 + [0.2], [0.25] * 6, [0.35] * 6, [0.40, 0.20, 0.40, 0.20, 0.30, 0.30]]
+    image, text = _concept_pairs(alignments)
+    got = alignment_residual(image, text, k=5)
+    assert np.median(got.spread) == 0.0  # the case: most rows' peers never vary
+    positive = got.spread[got.spread > 0]
+    z = got.studentized()
+    assert np.isfinite(z).all() and np.argmax(z) == 5
+    assert z[5] == pytest.approx(got.score[5] * np.sqrt(6) / np.median(positive), rel=1e-9)
+    assert z[5] < 100  # comparable with the scattering concept's, not 1e300
 
 
 def _clusters(concepts, members, d, seed):

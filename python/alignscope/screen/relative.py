@@ -94,11 +94,13 @@ class AlignmentResidual:
         Concepts differ in how widely their CLIP scores scatter (a hard concept, a generic
         caption's many possible images); in raw units the widest-scattering concept fills the
         top of the ranking without any poison in it. s pools a row's spread with the typical
-        one (the median spread of the rows that have peers) as if that were one more peer:
+        one (the median of the positive spreads of rows with peers) as if it were one more peer:
         s^2 = (peers * spread^2 + typical^2) / (peers + 1). With 50 peers this moves s by
         about 1%; it keeps s > 0 where every peer has the same score (exact duplicates of one
         pair, common in web data) and gives a row without trusted peers the typical spread."""
-        have = self.peers > 0
+        # typical: the median of the positive spreads (a set where most pairs have duplicate
+        # peers would otherwise pool with 0)
+        have = (self.peers > 0) & (self.spread > 0)
         typical = float(np.median(self.spread[have])) if have.any() else 0.0
         pooled = np.sqrt((self.peers * self.spread**2 + typical**2) / (self.peers + 1))
         # 1e-300: every spread 0 (all pairs score alike) leaves every score 0 as well
