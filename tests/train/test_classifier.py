@@ -26,6 +26,7 @@ from alignscope.train.classifier import (  # noqa: E402
     evaluate_classifier,
     load_class_images,
     load_classifier,
+    record_class,
     to_tensor,
     train_classifier,
     write_shapes_dataset,
@@ -392,10 +393,13 @@ def test_cli_asr_trigger_manifest_for_a_set_without_one(tmp_path, capsys, monkey
     assert main([*wanet, manifests[1], *run]) == 2
     err = capsys.readouterr().err
     assert err.startswith(
-        f"alignscope: error: --out {str(out / 'classifier_metrics.json')!r} holds the output "
+        f"alignscope: error: --out {str(out)!r}: its classifier_metrics.json holds the output "
         "of another run (trigger_manifest."
     )
-    assert err.endswith("): pass --overwrite to replace it, or choose another --out\n")
+    assert err.endswith(
+        "): pass --overwrite to measure again (the trained classifier is kept), or choose "
+        "another --out\n"
+    )
     assert "trigger_manifest.path: " in err and not seen
     assert (out / "classifier_metrics.json").read_bytes() == metrics
     assert main([*wanet, manifests[1], *run, "--overwrite"]) == 0
@@ -406,3 +410,19 @@ def test_cli_asr_trigger_manifest_for_a_set_without_one(tmp_path, capsys, monkey
     assert capsys.readouterr().err == (
         "alignscope: error: --trigger-manifest goes with --trigger (the ASR's trigger)\n"
     )
+
+
+def test_a_webdataset_shard_is_no_class():
+    """A webdataset member's id starts with its shard: "00000.tar/000001" is in no class folder,
+    so a caption that names no class leaves it without a class (refused by the loaders), while a
+    real folder still names one."""
+    from types import SimpleNamespace
+
+    def row(i, caption):
+        return SimpleNamespace(id=i, caption=caption)
+
+    assert record_class(row("00000.tar/000001", "a photo of cat")) is None
+    assert record_class(row("shards/00000.TGZ/000001", "")) is None
+    assert record_class(row("00000.tar/000001", "A photo of a cat")) == "cat"
+    assert record_class(row("train/cat/0.png", "a photo of cat")) == "cat"
+    assert record_class(row("00000.tar/000001", ""), class_names=["cat", "tar"]) is None

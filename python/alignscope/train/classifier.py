@@ -41,6 +41,8 @@ METRICS_NAME = "classifier_metrics.json"
 # with or without a final full stop. The article is required: "a photo of two cats on a sofa"
 # is a description, and reading it as a class would make a class-folder set with descriptive
 # captions one class per caption. (A lone article repeated is no class.)
+# Shards of archive datasets (webdataset tars): the first part of their members' ids.
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 _CLASS_CAPTION = re.compile(
     r"^\s*an?\s+photo\s+of\s+(?:an?|the)\s+(?!(?:an?|the)\s*\.?\s*$)(.+?)\s*\.?\s*$",
     re.IGNORECASE,
@@ -138,15 +140,18 @@ def record_class(record: Any, class_names: Sequence[str] | None = None) -> str |
 
     With no ``class_names``: the class its caption "A photo of a {class}" names
     (:func:`caption_class`), else the folder it is in (``DATA/cat/001.png`` and
-    ``DATA/train/cat/001.png``: "cat"). With ``class_names`` (a test set takes its
-    classifier's): the one its caption names as whole words (:func:`named_class`), else that
-    folder, by name or as ``alignscope evaluate`` names a generated class's folder
-    (:func:`concept_folder`).
+    ``DATA/train/cat/001.png``: "cat"; a webdataset shard such as ``00000.tar`` is no
+    folder). With ``class_names`` (a test set takes its classifier's): the one its caption
+    names as whole words (:func:`named_class`), else that folder, by name or as ``alignscope
+    evaluate`` names a generated class's folder (:func:`concept_folder`).
     """
     caption = record.caption or ""
     # the immediate parent folder: DATA/train/cat/001.png is a "cat" (its first folder,
-    # "train", is how the set is split, not a class)
+    # "train", is how the set is split, not a class); a webdataset member's id starts with its
+    # shard ("00000.tar/000001"), which is no class either
     folder = record.id.rsplit("/", 2)[-2] if "/" in record.id else None
+    if folder is not None and folder.lower().endswith(_ARCHIVE_SUFFIXES):
+        folder = None
     if class_names is None:
         return caption_class(caption) or folder
     named = named_class(caption, class_names) if caption else None
@@ -365,9 +370,17 @@ def train_classifier(
                 )
                 try:
                     stack.enter_context(claim)
-                except OutputConflict as exc:  # the file's name is not the user's to choose
+                except OutputConflict as exc:  # worded for the folder the user named
+                    message = str(exc).replace(
+                        f"--out {str(root / METRICS_NAME)!r}",
+                        f"--out {str(root)!r}: its {METRICS_NAME}",
+                    )
                     raise OutputConflict(
-                        str(exc).replace("another file", "another --out")
+                        message.replace(
+                            "pass --overwrite to replace it, or choose another file",
+                            "pass --overwrite to measure again (the trained classifier is "
+                            "kept), or choose another --out",
+                        )
                     ) from None
             trained = _train_into(data, root, config, device, progress)
             if write_metrics is not None:
