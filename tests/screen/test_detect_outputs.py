@@ -168,6 +168,23 @@ def test_outputs_inside_an_input_set_are_refused(sets, tmp_path, capsys, monkeyp
         "give a folder outside it\n"
     )
     assert not inside.exists() and not tables.exists()
+    # the reverse: a --report folder that holds an input, which a later --overwrite would
+    # delete with the old report (the data and the classifier here; the data is named first)
+    holder = sets["model"].parent
+    assert _detect(sets, "--report", str(holder)) == 2
+    assert capsys.readouterr().err == (
+        f"alignscope: error: --report {str(holder)!r} holds DATASET "
+        f"{str(sets['data'])!r}: a later --overwrite would delete it with the old report; "
+        "give a folder outside the inputs\n"
+    )
+    elsewhere = tmp_path / "data"
+    shutil.copytree(sets["data"], elsewhere)
+    assert _detect(sets, "--report", str(holder), data=elsewhere) == 2
+    assert capsys.readouterr().err == (
+        f"alignscope: error: --report {str(holder)!r} holds --classifier "
+        f"{str(sets['model'])!r}: a later --overwrite would delete it with the old report; "
+        "give a folder outside the inputs\n"
+    )
 
 
 def test_tab4_report_survives_an_identical_classifier_rerun(sets, tmp_path, capsys):

@@ -296,9 +296,21 @@ _INPUT_SETS = {
 }
 
 
+# every other input detect reads (files or folders), for the reverse check: an input inside
+# the --report folder, which --overwrite would delete with that folder's old outputs
+_OTHER_INPUTS = {
+    "classifier": "--classifier",
+    "manifest": "--manifest",
+    "generated_manifest": "--generated-manifest",
+    "truth": "--truth",
+    "generated_truth": "--generated-truth",
+}
+
+
 def _check_outside_inputs(args: argparse.Namespace) -> None:
-    """Refuse an --out file or --report folder inside an input set: writing it would change
-    that set's fingerprint, so every identical rerun would be refused as another run."""
+    """Refuse an --out file or --report folder inside an input set (writing it would change
+    that set's fingerprint, so every identical rerun would be refused as another run), and a
+    --report folder that holds any input (a later --overwrite would delete it)."""
     for flag, value, kind in (("--out", args.out, "file"), ("--report", args.report, "folder")):
         if value is None:
             continue
@@ -309,6 +321,20 @@ def _check_outside_inputs(args: argparse.Namespace) -> None:
                 raise UsageError(
                     f"{flag} {value!r} is inside {name} {given!r}; give a {kind} outside it"
                 )
+    if args.report is None:
+        return
+    report = Path(args.report).resolve()
+    inputs = [(name, getattr(args, key)) for key, name in {**_INPUT_SETS, **_OTHER_INPUTS}.items()]
+    inputs += [("--tab4", run) for run in args.tab4 or []]
+    for name, given in inputs:
+        # a --truth that names a template trigger (badnets-1, ...) is no path
+        if given is None or (name.endswith("truth") and not Path(given).exists()):
+            continue
+        if report in Path(given).resolve().parents:
+            raise UsageError(
+                f"--report {args.report!r} holds {name} {given!r}: a later --overwrite would "
+                "delete it with the old report; give a folder outside the inputs"
+            )
 
 
 def _claim_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
