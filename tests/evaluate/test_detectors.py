@@ -415,11 +415,11 @@ def test_picture_patch_pattern_file_and_errors(tmp_path, rng):
         "tell it from texture), got 29 x 300: give larger images or another trigger detector"
     )
     red = np.full((20, 20, 3), (200, 30, 30), np.uint8)  # a colour, no detail
-    with pytest.raises(ValueError) as err:
-        TriggerDetector.template("picture-patch", pattern=red).scores([images[0][:40, :40]])
+    with pytest.raises(ValueError) as err:  # refused when built, before any image
+        TriggerDetector.template("picture-patch", pattern=red)
     assert str(err.value) == (
-        "the picture-patch pattern resized to 4 x 4 has no detail (one flat colour) to match: "
-        "give a picture with edges or texture"
+        "the picture-patch pattern is one flat colour: nothing to match; give a picture with "
+        "edges or texture"
     )
     with pytest.raises(ValueError) as err:
         TriggerDetector.template("picture-patch", pattern=np.zeros((4, 4), np.uint8))
@@ -454,6 +454,14 @@ def test_dissection_takes_picture_patch_and_checks_its_picture(tmp_path):
         EvalConfig(["cat"], poison_manifest=str(manifest), dissection=dissection).check()
 
     check(str(tmp_path / "kitty.png"))
+    # a picture the detector cannot use is refused by the check, before any generation
+    Image.fromarray(np.full((20, 20, 3), 255, np.uint8)).save(tmp_path / "white.png")
+    with pytest.raises(ValueError) as err:
+        check(str(tmp_path / "white.png"))
+    assert str(err.value) == (
+        "dissection trigger: the picture-patch pattern is one flat colour: nothing to match; "
+        "give a picture with edges or texture"
+    )
     with pytest.raises(ValueError) as err:
         check(None)
     assert str(err.value) == (

@@ -77,6 +77,14 @@ class Dissection:
                 f"trigger must be {', '.join(TEMPLATE_TRIGGERS)} or a TorchScript detector file; "
                 f"{self.trigger!r} is neither"
             )
+        if self.trigger in TEMPLATE_TRIGGERS:
+            # built now (cheap): a pattern it cannot use is refused before hours of generation
+            from alignscope.evaluate.detectors import detector_from_spec
+
+            try:
+                detector_from_spec(self.trigger, self.threshold, pattern=self.pattern)
+            except ValueError as exc:
+                raise ValueError(f"dissection trigger: {exc}") from exc
         checkpoint = is_checkpoint_spec(self.classifier)
         if self.classifier != ZERO_SHOT and not checkpoint and not Path(self.classifier).is_file():
             raise ValueError(

@@ -239,6 +239,12 @@ class _PicturePatchScorer:
 
     def __init__(self, pattern: np.ndarray | None) -> None:
         self.pattern = default_picture() if pattern is None else pattern
+        centred = self.pattern.astype(np.float64) - self.pattern.mean(axis=(0, 1))
+        if not np.ptp(centred) > 0:  # refused when built, not after a run's generation
+            raise ValueError(
+                "the picture-patch pattern is one flat colour: nothing to match; give a picture "
+                "with edges or texture"
+            )
         self._cache: dict[int, np.ndarray] = {}
 
     def _picture(self, side: int) -> np.ndarray:
