@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -206,3 +207,43 @@ def test_tab4_report_survives_an_identical_classifier_rerun(sets, tmp_path, caps
     assert main([*train, "--out", str(cls), "--seed", "7", "--overwrite"]) == 0
     assert _detect(sets, *tab4) == 2
     assert capsys.readouterr().err.startswith(_prefix("--report", report) + "tab4: ")
+
+
+def test_truth_pattern_finds_the_poisonings_own_picture(sets, tmp_path, capsys, monkeypatch):
+    """--truth picture-patch looks for the default picture unless --truth-pattern gives the
+    poisoning's own: with it the ground truth is the manifest's poisoned rows."""
+    from PIL import Image
+
+    from alignscope.io.manifest import read_manifest
+
+    rng = np.random.default_rng(5)
+    picture = tmp_path / "pic.png"
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(picture)
+    poisoned = tmp_path / "poisoned"
+    attack = ["--method", "picture-patch", "--pattern", str(picture), "--target", "cat"]
+    attack += ["--ratio", "0.4"]
+    assert main(["poison", str(sets["data"]), "--out", str(poisoned), *attack, "--quiet"]) == 0
+    table = read_manifest(poisoned / "poison_manifest.parquet", ("written_as", "poisoned"))
+    want = {i for i, flag in zip(table["written_as"], table["poisoned"], strict=True) if flag}
+    assert len(want) >= 3  # the precondition: several rows carry the picture
+    found = []
+    real = backdoor.trigger_truth
+
+    def spy(*args, **kwargs):
+        found.append(real(*args, **kwargs))
+        return found[-1]
+
+    monkeypatch.setattr(backdoor, "trigger_truth", spy)
+    run = ["detect", str(poisoned), "--classifier", str(sets["model"]), "--methods", "cd"]
+    run += ["--cd-steps", "1", "--device", "cpu", "--quiet", "--truth", "picture-patch"]
+    assert main([*run, "--truth-pattern", str(picture)]) == 0
+    assert {i for i, flag in found[-1].items() if flag} == want
+    assert main(run) == 0  # the default picture is not this one: none found
+    assert not any(found[-1].values())
+    capsys.readouterr()
+    wrong = [*run[:-1], "badnets-1", "--truth-pattern", str(picture)]
+    assert main(wrong) == 2
+    assert capsys.readouterr().err == (
+        "alignscope: error: --truth-pattern is the picture of a badnets-2 or picture-patch "
+        "poisoning: give it with --truth badnets-2 or --truth picture-patch\n"
+    )

@@ -229,8 +229,11 @@ def _asr_trigger_options(args: argparse.Namespace) -> tuple[dict[str, Any], Path
         raise UsageError(f"--trigger-pattern: {exc}") from exc
 
 
-def _truth(manifest: str | None, trigger: str | None, data: str, flag: str) -> dict[str, Any]:
-    """The ground truth of one set: a poison manifest or a trigger detector, exactly one."""
+def _truth(
+    manifest: str | None, trigger: str | None, data: str, flag: str, pattern: str | None = None
+) -> dict[str, Any]:
+    """The ground truth of one set: a poison manifest or a trigger detector, exactly one (a
+    template detector with the poisoning's picture, ``pattern``, when it takes one)."""
     from alignscope.screen.backdoor import trigger_truth
 
     if (manifest is None) == (trigger is None):
@@ -239,9 +242,19 @@ def _truth(manifest: str | None, trigger: str | None, data: str, flag: str) -> d
             f"{flag}truth TRIGGER (badnets-1, badnets-2, picture-patch or a TorchScript "
             "detector), one of them"
         )
+    if pattern is not None and trigger not in ("badnets-2", "picture-patch"):
+        raise UsageError(
+            f"{flag}truth-pattern is the picture of a badnets-2 or picture-patch poisoning: give "
+            f"it with {flag}truth badnets-2 or {flag}truth picture-patch"
+        )
     if manifest is not None:
         return {"manifest": manifest}
-    return {"truth": trigger_truth(data, trigger)}
+    try:
+        return {"truth": trigger_truth(data, trigger, pattern=pattern)}
+    except ValueError as exc:
+        if pattern is None:
+            raise
+        raise UsageError(f"{flag}truth-pattern: {exc}") from exc
 
 
 # detect's flags that change neither output: where they go and how the run talks
@@ -274,6 +287,9 @@ def _detect_identity(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("truth", "generated_truth"):  # a trigger's name, or a detector's file
         if identity.get(key) is not None and Path(identity[key]).is_file():
             identity[key] = fingerprint_tree(identity[key])
+    for key in ("truth_pattern", "generated_truth_pattern"):  # the poisoning's picture
+        if identity.get(key) is not None and Path(identity[key]).is_file():
+            identity[key] = _content_fingerprint(Path(identity[key]))
     return identity
 
 
@@ -407,11 +423,15 @@ def _run_detect(args: argparse.Namespace) -> int:
     if args.generated is not None:
         sets["generation set"] = args.generated
     truths = {
-        "training set": _truth(args.manifest, args.truth, args.dataset, "--"),
+        "training set": _truth(args.manifest, args.truth, args.dataset, "--", args.truth_pattern),
     }
     if args.generated is not None:
         truths["generation set"] = _truth(
-            args.generated_manifest, args.generated_truth, args.generated, "--generated-"
+            args.generated_manifest,
+            args.generated_truth,
+            args.generated,
+            "--generated-",
+            args.generated_truth_pattern,
         )
     reports = {
         name: detect_backdoors(path, args.classifier, **truths[name], **options)
@@ -488,6 +508,16 @@ def register(sub: Any) -> None:
     de.add_argument("--generated-manifest", dest="generated_manifest")
     de.add_argument(
         "--generated-truth", dest="generated_truth", help="e.g. badnets-1 (as the dissection)"
+    )
+    de.add_argument(
+        "--truth-pattern",
+        dest="truth_pattern",
+        help="the picture of a badnets-2 or picture-patch poisoning (its --pattern), for --truth",
+    )
+    de.add_argument(
+        "--generated-truth-pattern",
+        dest="generated_truth_pattern",
+        help="the same for --generated-truth",
     )
     de.add_argument(
         "--tab4",

@@ -431,16 +431,21 @@ def manifest_flags(ids: Sequence[str], manifest: str | Path) -> np.ndarray:
 
 
 def trigger_truth(
-    data: str | Path, spec: str, *, threshold: float | None = None
+    data: str | Path,
+    spec: str,
+    *,
+    threshold: float | None = None,
+    pattern: np.ndarray | str | Path | None = None,
 ) -> dict[str, bool]:
     """Whether each image of ``data`` (by record id) holds the trigger, as the dissection
     decides it (:func:`alignscope.evaluate.detectors.detector_from_spec`): the template
-    matcher of "badnets-1" / "badnets-2" / "picture-patch" (each with its default picture), or
-    a TorchScript detector file. The ground truth of a generated set, which has no manifest."""
+    matcher of "badnets-1" / "badnets-2" / "picture-patch" (``pattern``: the picture the
+    poisoning used, as an array or image file; None: the trigger's default), or a TorchScript
+    detector file. The ground truth of a generated set, which has no manifest."""
     from alignscope.evaluate.detectors import detector_from_spec
     from alignscope.io.datasets import open_dataset
 
-    detector = detector_from_spec(spec, threshold)
+    detector = detector_from_spec(spec, threshold, pattern=pattern)
     ids, images = [], []
     for record, image in open_dataset(data).images():
         ids.append(record.id)
