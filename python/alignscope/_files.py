@@ -138,9 +138,16 @@ def claimed_output(
     *,
     overwrite: bool = False,
     replaces_all: bool = False,
+    flag: str = "--out",
+    shown: str | os.PathLike[str] | None = None,
+    kind: str = "folder",
 ) -> Iterator[Path]:
     """Claim ``out_dir`` for one run of ``command`` whose result depends on ``identity``
     (inputs' fingerprints, models' fingerprints, every setting that changes the output).
+
+    Refusals name the output as the user gave it: ``flag`` and ``shown`` (default: ``--out``
+    and ``out_dir``), and ``kind`` says what to choose instead ("folder", or "file" when the
+    claimed folder is a file's hidden record folder, as :func:`claimed_file` claims it).
 
     - The folder is locked for the run (``flock`` on ``.alignscope-run.lock``): a second run
       into it stops at once instead of interleaving its files with this one's.
@@ -160,8 +167,9 @@ def claimed_output(
     import fcntl
 
     root = Path(out_dir)
+    named = f"{flag} {str(root if shown is None else shown)!r}"
     if root.exists() and not root.is_dir():
-        raise OutputConflict(f"--out {str(root)!r} is a file; give a folder")
+        raise OutputConflict(f"{named} is a file; give a folder")
     root.mkdir(parents=True, exist_ok=True)
     lock = open(root / LOCK_NAME, "a+")  # held (and flocked) for the whole run
     try:
@@ -169,8 +177,8 @@ def claimed_output(
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise OutputConflict(
-                f"--out {str(root)!r} is being written by another alignscope run; wait for it "
-                "or choose another folder"
+                f"{named} is being written by another alignscope run; wait for it "
+                f"or choose another {kind}"
             ) from exc
         record_path = root / RECORD_NAME
         wanted = {"command": command, "identity": json.loads(json.dumps(identity, default=str))}
@@ -187,10 +195,10 @@ def claimed_output(
                     {"command": command, **wanted["identity"]},
                 )
                 raise OutputConflict(
-                    f"--out {str(root)!r} holds the output of another run ("
+                    f"{named} holds the output of another run ("
                     + "; ".join(differ[:4])
                     + (f"; and {len(differ) - 4} more" if len(differ) > 4 else "")
-                    + "): pass --overwrite to replace it, or choose another folder"
+                    + f"): pass --overwrite to replace it, or choose another {kind}"
                 )
             if not same and not replaces_all:
                 for p in others:
@@ -199,7 +207,7 @@ def claimed_output(
             # (a sub-folder with its own record is alignscope's: e.g. the store that screen or
             # replicate embedded a dataset into, inside their --out)
             raise OutputConflict(
-                f"--out {str(root)!r} is not empty and was not written by alignscope; choose "
+                f"{named} is not empty and was not written by alignscope; choose "
                 "an empty or new folder"
             )
         if not replaces_all:
@@ -342,20 +350,18 @@ def claimed_file(
     claimed = False
     try:
         with contextlib.ExitStack() as stack:
-            try:
-                stack.enter_context(
-                    claimed_output(
-                        side,
-                        command,
-                        identity,
-                        overwrite=overwrite or not target.exists(),
-                        replaces_all=True,
-                    )
+            stack.enter_context(
+                claimed_output(  # its refusals worded for the file the user named
+                    side,
+                    command,
+                    identity,
+                    overwrite=overwrite or not target.exists(),
+                    replaces_all=True,
+                    flag=flag,
+                    shown=target,
+                    kind="file",
                 )
-            except OutputConflict as exc:
-                # the same refusal, worded for the file the user named
-                message = str(exc).replace(f"--out {str(side)!r}", f"{flag} {str(target)!r}")
-                raise OutputConflict(message.replace("another folder", "another file")) from None
+            )
             claimed = True
             yield target
     finally:

@@ -358,7 +358,7 @@ def _claim_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> Non
     ``--report`` (a folder: :func:`~alignscope._files.claimed_output`) before any detector
     runs, so that a rerun with another model, data, ground truth, method or setting is refused
     in seconds (or, with --overwrite, replaces them) instead of replacing them silently."""
-    from alignscope._files import OutputConflict, claimed_file, claimed_output
+    from alignscope._files import claimed_file, claimed_output
 
     if args.out is None and args.report is None:
         if args.overwrite:
@@ -377,15 +377,16 @@ def _claim_outputs(args: argparse.Namespace, stack: contextlib.ExitStack) -> Non
         # their content, which an identical `train classifier` rerun writes again unchanged
         metrics = [Path(run) / "classifier_metrics.json" for run in args.tab4 or []]
         tab4 = [_content_fingerprint(m) for m in metrics] or None
-        claim = claimed_output(
-            args.report, "detect --report", {**identity, "tab4": tab4}, overwrite=args.overwrite
+        stack.enter_context(
+            claimed_output(
+                args.report,
+                "detect --report",
+                {**identity, "tab4": tab4},
+                overwrite=args.overwrite,
+                flag="--report",  # refusals name the flag the user gave
+                shown=args.report,
+            )
         )
-        try:
-            stack.enter_context(claim)
-        except OutputConflict as exc:  # the same refusal, naming the flag the user gave
-            raise OutputConflict(
-                str(exc).replace(f"--out {str(Path(args.report))!r}", f"--report {args.report!r}")
-            ) from None
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
