@@ -78,6 +78,32 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def cuda_stand_in(monkeypatch) -> list:
+    """Install the fp16 stand-in kernel (alignscope._reference.cuda_kernel_pair_abs_sum) as a
+    built ``alignscope._cuda`` with one visible device; returns the kernel's call log."""
+    import sys
+    import types
+
+    import alignscope
+    from alignscope import _reference
+
+    calls: list = []
+
+    def host(*args):
+        calls.append(args)
+        return _reference.cuda_kernel_pair_abs_sum(*args)
+
+    fake = types.ModuleType("alignscope._cuda")
+    fake.tile = 128
+    fake.device_count = lambda: 1
+    fake.device_name = lambda i: "fp16 stand-in"
+    fake.pair_abs_sum_host = host
+    monkeypatch.setitem(sys.modules, "alignscope._cuda", fake)
+    monkeypatch.setattr(alignscope, "_cuda", fake, raising=False)
+    return calls
+
+
 # Tiny models built from configs with random weights, written to local files (no hub).
 @pytest.fixture(scope="session")
 def tiny_open_clip(tmp_path_factory) -> str:

@@ -9,9 +9,6 @@ compared with a dense float64 reference written here or in ``_reference``.
 
 from __future__ import annotations
 
-import sys
-import types
-
 import numpy as np
 import pytest
 
@@ -58,25 +55,6 @@ CAI = "a CUDA device (__cuda_array_interface__)"
 
 
 @pytest.fixture
-def stand_in(monkeypatch) -> list:
-    """A built CUDA module with one visible device; returns the kernel's call log."""
-    calls: list = []
-
-    def host(*args):
-        calls.append(args)
-        return _reference.cuda_kernel_pair_abs_sum(*args)
-
-    fake = types.ModuleType("alignscope._cuda")
-    fake.tile = 128
-    fake.device_count = lambda: 1
-    fake.device_name = lambda i: "fp16 stand-in"
-    fake.pair_abs_sum_host = host
-    monkeypatch.setitem(sys.modules, "alignscope._cuda", fake)
-    monkeypatch.setattr(alignscope, "_cuda", fake, raising=False)
-    return calls
-
-
-@pytest.fixture
 def no_cuda(monkeypatch) -> None:
     """The CUDA module not built (whatever this machine has)."""
     monkeypatch.setattr(_backend, "_cuda_module", lambda: None)
@@ -91,7 +69,7 @@ def _pairs(rng, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("backend", ["auto", "cuda", "cpu", "torch"])
-def test_cuda_array_interface_inputs_are_named_for_every_backend(rng, stand_in, backend):
+def test_cuda_array_interface_inputs_are_named_for_every_backend(rng, cuda_stand_in, backend):
     a, b = _pairs(rng, 20, 8)
     fake = FakeCudaArray((20, 8))
     for kwargs, name in (
@@ -102,10 +80,10 @@ def test_cuda_array_interface_inputs_are_named_for_every_backend(rng, stand_in, 
         with pytest.raises(TypeError) as err:
             alignscope.alignment_difficulty(**kwargs, backend=backend)
         assert str(err.value) == _device_message(name, CAI)
-    assert stand_in == []  # nothing reached the kernel
+    assert cuda_stand_in == []  # nothing reached the kernel
 
 
-def test_search_and_screening_name_the_device_argument(rng, stand_in):
+def test_search_and_screening_name_the_device_argument(rng, cuda_stand_in):
     x = rng.normal(size=(30, 8)).astype(np.float32)
     fake = FakeCudaArray((30, 8))
     cases = (
@@ -136,19 +114,19 @@ def test_torch_tensors_off_the_host_are_named_and_host_ones_accepted(rng):
 # ----------------------------------------------------------------- backend="auto"
 
 
-def test_auto_stays_off_unvalidated_kernels_even_with_a_device(rng, stand_in):
+def test_auto_stays_off_unvalidated_kernels_even_with_a_device(rng, cuda_stand_in):
     a, b = _pairs(rng, 50, 6)
     assert not _backend.AUTO_USES_CUDA  # until tests/gpu has passed on hardware
     assert alignscope.alignment_difficulty(a, b).backend == "cpu"
     assert _backend.resolve_backend("auto", "fp16") == "torch"
-    assert stand_in == []
+    assert cuda_stand_in == []
 
 
-def test_auto_runs_the_cuda_engine_when_built_with_a_device(rng, stand_in, monkeypatch):
+def test_auto_runs_the_cuda_engine_when_built_with_a_device(rng, cuda_stand_in, monkeypatch):
     monkeypatch.setattr(_backend, "AUTO_USES_CUDA", True)  # as it will be once validated
     a, b = _pairs(rng, 300, 16)
     result = alignscope.alignment_difficulty(a, b, per_sample=True)
-    assert result.backend == "cuda" and len(stand_in) == 1
+    assert result.backend == "cuda" and len(cuda_stand_in) == 1
     ref = _reference.alignment_difficulty(a, b)
     # the stand-in is the kernel's fp16 emulation: this checks routing and plumbing, not the
     # kernel's bound (tests/gpu checks that on hardware)
@@ -158,7 +136,7 @@ def test_auto_runs_the_cuda_engine_when_built_with_a_device(rng, stand_in, monke
     assert _backend.resolve_backend("auto", "bf16") == "torch"
 
 
-def test_auto_stays_on_the_cpu_without_a_device_or_a_build(rng, stand_in, monkeypatch):
+def test_auto_stays_on_the_cpu_without_a_device_or_a_build(rng, cuda_stand_in, monkeypatch):
     monkeypatch.setattr(_backend, "AUTO_USES_CUDA", True)
     a, b = _pairs(rng, 50, 6)
     monkeypatch.setattr(alignscope._cuda, "device_count", lambda: 0)
@@ -166,7 +144,7 @@ def test_auto_stays_on_the_cpu_without_a_device_or_a_build(rng, stand_in, monkey
     monkeypatch.setattr(_backend, "_cuda_module", lambda: None)
     assert alignscope.alignment_difficulty(a, b).backend == "cpu"
     assert _backend.resolve_backend("auto", "tf32") == "torch"
-    assert stand_in == []
+    assert cuda_stand_in == []
 
 
 # ----------------------------------------------------------------- precision
@@ -195,7 +173,7 @@ def test_auto_stays_on_the_cpu_without_a_device_or_a_build(rng, stand_in, monkey
         ),
     ],
 )
-def test_precision_errors_name_the_argument(rng, stand_in, kwargs, message):
+def test_precision_errors_name_the_argument(rng, cuda_stand_in, kwargs, message):
     a, b = _pairs(rng, 10, 4)
     with pytest.raises(ValueError) as err:
         alignscope.alignment_difficulty(a, b, **kwargs)
