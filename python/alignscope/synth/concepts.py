@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from alignscope._rows import unit_rows
+
 POISON_KINDS = ("dirty", "clean")
 # concept_weight, modality_weight, noise, text_drift (see the module docstring)
 GEOMETRY = (0.75, 0.75, 0.35, 1.0)
@@ -48,6 +50,12 @@ class ConceptWorld:
     kind: str
     seed: int
     latent_emb: np.ndarray | None = None
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """float64 rows scaled to unit norm (:func:`alignscope._rows.unit_rows`), for the
+    generators of this package."""
+    return unit_rows(x, np.float64)
 
 
 def _check_int(name: str, value: object, low: int) -> int:

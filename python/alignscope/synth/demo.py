@@ -48,7 +48,14 @@ import math
 
 import numpy as np
 
-from alignscope.synth.concepts import GEOMETRY, ConceptWorld, _check_int, _check_plan, _geometry
+from alignscope.synth.concepts import (
+    GEOMETRY,
+    ConceptWorld,
+    _check_int,
+    _check_plan,
+    _geometry,
+    _unit,
+)
 
 IMAGE_DETAIL = 0.75
 CLEAN_SHIFT = 0.3
@@ -84,10 +91,6 @@ def _check_weight(name: str, value: object, high: float | None = None) -> float:
         span = ">= 0" if high is None else f"in [0, {high:g}]"
         raise ValueError(f"{name} must be {span}, got {value}")
     return value
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def demo_world(

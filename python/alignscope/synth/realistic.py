@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from alignscope.synth.concepts import GEOMETRY, POISON_KINDS, _check_int
+from alignscope.synth.concepts import GEOMETRY, POISON_KINDS, _check_int, _unit
 
 STYLES = 8  # style directions shared across concepts
 GENERIC_TEMPLATES = 5  # generic captions cluster on a few templates
@@ -195,10 +195,6 @@ def realistic_world(
     if benign < concepts:
         raise ValueError(f"{c_p} x {m} poisons leave {benign} benign rows for {concepts} concepts")
     return _generate(n, concepts, c_p, m, kind, dim, latent_dim, factors, seed)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def _generate(
