@@ -151,16 +151,22 @@ def test_error_equals_an_independent_unet_computation(pipe, images, prediction_t
     assert filtered.errors[0, 0] < plain.errors[0, 0]
 
 
-def test_argument_errors_come_before_any_model_call(images):
-    # a stand-in without models: a ValueError (not an AttributeError) shows the checks run first
-    config = SimpleNamespace(num_train_timesteps=1000, prediction_type="epsilon")
-    fake = SimpleNamespace(
+def _without_models(timesteps: int) -> SimpleNamespace:
+    """Components with a scheduler config and no models: a check that runs after a model call
+    would fail with an AttributeError, not the ValueError the tests expect."""
+    config = SimpleNamespace(num_train_timesteps=timesteps, prediction_type="epsilon")
+    return SimpleNamespace(
         vae=None,
         unet=None,
         text_encoder=None,
         tokenizer=None,
         scheduler=SimpleNamespace(config=config),
     )
+
+
+def test_argument_errors_come_before_any_model_call(images):
+    # a stand-in without models: a ValueError (not an AttributeError) shows the checks run first
+    fake = _without_models(1000)
     cases = [
         ({"filter_fraction": 1.0}, r"filter_fraction must be in \[0, 1\)"),
         ({"timesteps": [1, 2]}, "timesteps has 2 entries for n_samples=3"),
@@ -199,14 +205,7 @@ def test_default_timesteps_are_li_et_al_grid(n, num_train):
 def test_timestep_grid_refuses_more_samples_than_timesteps(images):
     with pytest.raises(ValueError, match=r"^n_samples must be in \[1, 1000\] \(the scheduler's"):
         li_timesteps(1001, 1000)
-    config = SimpleNamespace(num_train_timesteps=10, prediction_type="epsilon")
-    fake = SimpleNamespace(
-        vae=None,
-        unet=None,
-        text_encoder=None,
-        tokenizer=None,
-        scheduler=SimpleNamespace(config=config),
-    )
+    fake = _without_models(10)
     with pytest.raises(ValueError, match=r"n_samples must be in \[1, 10\]"):
         diffusion_classify(fake, images, PROMPTS, n_samples=11)
 
